@@ -1,0 +1,86 @@
+// The one description of an attention call that crosses from TypeScript into C++.
+//
+// TypeScript (lib/options.ts) validates the caller's options and fills every field; nothing here has
+// a default that the caller could have meant differently. C++ re-checks its own invariants
+// (validate_problem) because a wrong stride here is an out-of-bounds read, not a wrong answer.
+#pragma once
+
+#include <cstdint>
+
+namespace gla {
+
+// Element strides (not bytes) of a [batch, head, seq, dim] tensor; the dim stride is always 1.
+// 'bhsd' and 'bshd' layouts, and GQA head sharing, are all expressed here instead of by copying.
+struct Strides {
+  int64_t batch;
+  int64_t head;
+  int64_t seq;
+};
+
+struct AttentionProblem {
+  const float* q = nullptr;   // [batch, heads,   seq_len,    head_dim] by q_strides
+  const float* k = nullptr;   // [batch, kv_heads, kv_seq_len, head_dim] by k_strides
+  const float* v = nullptr;   // [batch, kv_heads, kv_seq_len, head_dim] by v_strides
+  float* out = nullptr;       // [batch, heads,   seq_len,    head_dim] by out_strides
+  float* lse = nullptr;       // optional: [batch, heads, seq_len], contiguous, natural log
+
+  int64_t batch = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;       // heads % kv_heads == 0; query head h reads kv head h / (heads / kv_heads)
+  int64_t seq_len = 0;
+  int64_t kv_seq_len = 0;
+  int64_t head_dim = 0;
+
+  Strides q_strides{};
+  Strides k_strides{};
+  Strides v_strides{};
+  Strides out_strides{};
+
+  float scale = 1.0f;
+
+  // Query i sits at absolute key position p = i + kv_seq_len - seq_len (bottom-right alignment).
+  // Key j is visible to query p when all of these hold:
+  //   j < kv_length(b)
+  //   !causal || j <= p
+  //   p - window_left <= j <= p + window_right  (a bound of -1 is unbounded)
+  //     || j is a global token of batch b || p is a global token of batch b
+  bool causal = false;
+  int64_t window_left = -1;
+  int64_t window_right = -1;
+
+  // Optional, one per batch item, each in [0, kv_seq_len]. nullptr means every key is present.
+  const int32_t* kv_lengths = nullptr;
+
+  // Optional global tokens in CSR form: the tokens of batch b are
+  // global_indices[global_offsets[b] .. global_offsets[b + 1]), sorted ascending, unique, each in
+  // [0, kv_seq_len). Both nullptr when there are none.
+  const int32_t* global_offsets = nullptr;  // batch + 1 entries
+  const int32_t* global_indices = nullptr;
+
+  // Upper bound on CPU threads for this call (>= 1).
+  int32_t threads = 1;
+
+  // Element counts of the buffers behind the pointers, so that C++ can prove every strided access
+  // is in bounds (validate_problem) instead of trusting the caller. lse_elements is 0 without lse.
+  int64_t q_elements = 0;
+  int64_t k_elements = 0;
+  int64_t v_elements = 0;
+  int64_t out_elements = 0;
+  int64_t lse_elements = 0;
+};
+
+enum class Status : int32_t {
+  ok = 0,
+  invalid_argument = 1,
+  out_of_memory = 2,
+  unavailable = 3,
+  internal_error = 4,
+};
+
+// Native code reports a status and a message; the JS side owns error classes and stacks.
+struct Outcome {
+  Status status = Status::ok;
+  char message[256] = {0};
+};
+
+}  // namespace gla

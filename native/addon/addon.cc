@@ -1,0 +1,46 @@
+// The module's exports (binding.d.ts). Holds no per-process state of its own, so it loads in any
+// number of worker_threads at once.
+#include "attention_call.h"
+#include "gla/cuda_backend.h"
+
+namespace gla_addon {
+namespace {
+
+Napi::Value isas(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::vector<gla::Isa> supported = gla::supported_isas();
+  Napi::Array names = Napi::Array::New(env, supported.size());
+  for (size_t i = 0; i < supported.size(); ++i) names.Set(static_cast<uint32_t>(i), gla::isa_name(supported[i]));
+  return names;
+}
+
+Napi::Value hardware_threads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), gla::hardware_threads());
+}
+
+Napi::Value cuda_unavailable_reason(const Napi::CallbackInfo& info) {
+  const char* reason = gla::cuda_unavailable_reason();
+  if (reason == nullptr) return info.Env().Null();
+  return Napi::String::New(info.Env(), reason);
+}
+
+Napi::Value cpu_sync(const Napi::CallbackInfo& info) { return attention_sync(info, Device::cpu); }
+Napi::Value cpu_async(const Napi::CallbackInfo& info) { return attention_async(info, Device::cpu); }
+Napi::Value cuda_sync(const Napi::CallbackInfo& info) { return attention_sync(info, Device::cuda); }
+Napi::Value cuda_async(const Napi::CallbackInfo& info) { return attention_async(info, Device::cuda); }
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("isas", Napi::Function::New(env, isas, "isas"));
+  exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
+  exports.Set("attentionSync", Napi::Function::New(env, cpu_sync, "attentionSync"));
+  exports.Set("attentionAsync", Napi::Function::New(env, cpu_async, "attentionAsync"));
+  exports.Set("cudaUnavailableReason", Napi::Function::New(env, cuda_unavailable_reason, "cudaUnavailableReason"));
+  exports.Set("cudaAttentionSync", Napi::Function::New(env, cuda_sync, "cudaAttentionSync"));
+  exports.Set("cudaAttentionAsync", Napi::Function::New(env, cuda_async, "cudaAttentionAsync"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace gla_addon
+
+NODE_API_MODULE(global_local_attention, gla_addon::init)

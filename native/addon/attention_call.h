@@ -1,0 +1,32 @@
+// One attention call as the addon runs it, sync or async, on a CPU ISA or on the CUDA plugin.
+#pragma once
+
+#include <memory>
+
+#include "gla/attention.h"
+#include "problem_reader.h"
+
+namespace gla_addon {
+
+enum class Device { cpu, cuda };
+
+struct AttentionCall {
+  ReadProblem read;
+  Device device = Device::cpu;
+  gla::Isa isa = gla::Isa::scalar;
+};
+
+// Reads and checks the arguments (q, k, v, out, lse, problem[, isa]). On failure throws a JS
+// exception and returns nullptr.
+std::unique_ptr<AttentionCall> prepare_call(const Napi::CallbackInfo& info, Device device);
+
+// Runs the computation; safe off the JS thread (touches no N-API value).
+gla::Outcome execute_call(const AttentionCall& call);
+
+// "invalid_argument: <message>", the form lib/backends/native.ts parses.
+std::string describe_failure(const gla::Outcome& outcome);
+
+Napi::Value attention_sync(const Napi::CallbackInfo& info, Device device);
+Napi::Value attention_async(const Napi::CallbackInfo& info, Device device);
+
+}  // namespace gla_addon

@@ -29,7 +29,12 @@ Napi::Value cpu_async(const Napi::CallbackInfo& info) { return attention_async(i
 Napi::Value cuda_sync(const Napi::CallbackInfo& info) { return attention_sync(info, Device::cuda); }
 Napi::Value cuda_async(const Napi::CallbackInfo& info) { return attention_async(info, Device::cuda); }
 
-Napi::Object init(Napi::Env env, Napi::Object exports) {
+}  // namespace
+}  // namespace gla_addon
+
+// At namespace scope: NODE_API_MODULE pastes the name into an identifier.
+static Napi::Object init_addon(Napi::Env env, Napi::Object exports) {
+  using namespace gla_addon;
   exports.Set("isas", Napi::Function::New(env, isas, "isas"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
   exports.Set("attentionSync", Napi::Function::New(env, cpu_sync, "attentionSync"));
@@ -40,7 +45,4 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   return exports;
 }
 
-}  // namespace
-}  // namespace gla_addon
-
-NODE_API_MODULE(global_local_attention, gla_addon::init)
+NODE_API_MODULE(global_local_attention, init_addon)

@@ -1,0 +1,82 @@
+// Inputs, the correctness check and the timing loop: the parts every figure depends on.
+
+/**
+ * Uniform values with magnitude in [0.05, 1] and random sign. Never zero, so a kernel that skips
+ * work or reads the wrong tile cannot pass the check by accident. xorshift32: seeded and fast
+ * enough to fill the 128 MiB decode caches in well under a second.
+ */
+export function randomTensor(n, seed) {
+  const out = new Float32Array(n);
+  let x = seed >>> 0 || 0x9e3779b9;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const u = (x >>> 0) / 4294967296;
+    out[i] = u < 0.5 ? -(0.05 + 1.9 * u) : 0.05 + 1.9 * (u - 0.5);
+  }
+  return out;
+}
+
+/** ||a - b|| / ||b|| in double precision; Infinity when shapes differ or a value is not finite. */
+export function relL2(a, b) {
+  if (!a || a.length !== b.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = a[i] - b[i];
+    num += d * d;
+    den += b[i] * b[i];
+  }
+  const r = Math.sqrt(num / (den || 1));
+  return Number.isFinite(r) ? r : Infinity;
+}
+
+export const TOLERANCE = 1e-4;
+
+function stats(samples) {
+  const s = [...samples].sort((x, y) => x - y);
+  const mid = s.length >> 1;
+  return {
+    median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2,
+    min: s[0],
+    max: s[s.length - 1],
+    reps: s.length,
+  };
+}
+
+/**
+ * Times `run` (sync or async) after `warmup` calls: at least minReps repetitions, then more until
+ * budgetMs of timed work or maxReps. With callsPerRep > 1 each repetition is that many
+ * back-to-back calls and the figures are per call (used for the per-call overhead case).
+ * Returns { median, min, max, reps } in milliseconds per call.
+ */
+export async function timeIt(run, { warmup = 1, minReps = 3, maxReps = 50, budgetMs = 2000, callsPerRep = 1 }) {
+  for (let i = 0; i < warmup; i++) await run();
+  const samples = [];
+  const start = performance.now();
+  while (samples.length < minReps || (samples.length < maxReps && performance.now() - start < budgetMs)) {
+    const t0 = performance.now();
+    for (let i = 0; i < callsPerRep; i++) {
+      const r = run();
+      if (r && typeof r.then === 'function') await r;
+    }
+    samples.push((performance.now() - t0) / callsPerRep);
+  }
+  return stats(samples);
+}
+
+/** How many calls make one repetition last about targetMs, from one timed call. */
+export async function callsFor(run, targetMs) {
+  let n = 1;
+  for (;;) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const r = run();
+      if (r && typeof r.then === 'function') await r;
+    }
+    const t = performance.now() - t0;
+    if (t >= targetMs / 4 || n >= 1 << 20) return Math.max(1, Math.ceil((n * targetMs) / Math.max(t, 1e-3)));
+    n *= 4;
+  }
+}

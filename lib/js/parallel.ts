@@ -1,0 +1,65 @@
+// The JS backend's async path: the work units of one call spread over the worker pool.
+import { availableParallelism } from 'node:os';
+import type { AttentionBuffers } from '../backends/backend';
+import type { AttentionProblem } from '../problem';
+import { workUnitCount } from './kernel';
+import { WorkerPool } from './pool';
+
+// More chunks than workers, so that a worker that drew cheap units (early causal rows, rows that
+// see nothing) picks up more work instead of idling while another finishes.
+const CHUNKS_PER_WORKER = 4;
+
+let pool: WorkerPool | undefined;
+
+function sharedPool(): WorkerPool {
+  pool ??= new WorkerPool(availableParallelism());
+  return pool;
+}
+
+export async function runAttentionInWorkers(problem: AttentionProblem, buffers: AttentionBuffers): Promise<void> {
+  const workers = sharedPool();
+  const units = workUnitCount(problem);
+  const lanes = Math.min(problem.threads, workers.size, units);
+  const chunks = Math.min(units, lanes * CHUNKS_PER_WORKER);
+
+  // Workers can only see memory the main thread shares with them; copying the inputs also means a
+  // caller who mutates q, k or v while the promise is pending cannot corrupt this call.
+  const copies = new Map<Float32Array, Float32Array>();
+  const share = (array: Float32Array, copy: boolean): Float32Array => {
+    if (array.buffer instanceof SharedArrayBuffer) return array;
+    let shared = copies.get(array);
+    if (shared === undefined) {
+      shared = new Float32Array(new SharedArrayBuffer(array.byteLength));
+      if (copy) shared.set(array);
+      copies.set(array, shared);
+    }
+    return shared;
+  };
+  const shared: AttentionBuffers = {
+    q: share(buffers.q, true),
+    k: share(buffers.k, true),
+    v: share(buffers.v, true),
+    out: share(buffers.out, false),
+    lse: buffers.lse === null ? null : share(buffers.lse, false),
+  };
+
+  const ranges: Array<[number, number]> = [];
+  for (let c = 0; c < chunks; c++) {
+    ranges.push([Math.floor((c * units) / chunks), Math.floor(((c + 1) * units) / chunks)]);
+  }
+  // `lanes` loops each take the next chunk when done, so at most `lanes` workers serve this call,
+  // which is what the threads option promises.
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < ranges.length) {
+      const [firstUnit, endUnit] = ranges[next++];
+      await workers.run({ problem, buffers: shared, firstUnit, endUnit });
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: lanes }, lane));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+
+  if (shared.out !== buffers.out) buffers.out.set(shared.out);
+  if (buffers.lse !== null && shared.lse !== buffers.lse) buffers.lse.set(shared.lse as Float32Array);
+}

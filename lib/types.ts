@@ -1,0 +1,107 @@
+// The public option types. They are documented here because this is what editors show on hover.
+import type { Backend } from './problem';
+
+export type { Backend };
+
+/**
+ * Memory layout of q, k, v and the output.
+ * - `'bhsd'`: [batch, heads, seq, dim], the layout attention kernels usually take.
+ * - `'bshd'`: [batch, seq, heads, dim], what a linear projection followed by a reshape produces.
+ *
+ * q and the output use `heads` and `seqLen`; k and v use `kvHeads` and `kvSeqLen`.
+ * Either layout is read in place through strides: nothing is transposed or copied.
+ */
+export type Layout = 'bhsd' | 'bshd';
+
+/** `'auto'` picks the best available backend (see {@link backends}); a name forces that backend. */
+export type BackendChoice = 'auto' | Backend;
+
+/** A list of integers: a plain array or any typed array. */
+export type IntegerList = ArrayLike<number>;
+
+/** Options shared by {@link fullAttention} and {@link localGlobalAttention}. */
+export interface AttentionOptions {
+  /** Number of independent sequences. Positive safe integer. */
+  batch: number;
+  /** Number of query heads. Positive safe integer. */
+  heads: number;
+  /** Query (and output) sequence length. Positive integer ≤ 2³¹−1. */
+  seqLen: number;
+  /** Size of each head's vectors. Positive safe integer. */
+  headDim: number;
+  /**
+   * Number of key/value heads, default `heads`. Must divide `heads`; query head h reads kv head
+   * ⌊h / (heads / kvHeads)⌋. `kvHeads < heads` is grouped-query attention, `kvHeads = 1` multi-query
+   * attention; K and V are never copied per query head.
+   */
+  kvHeads?: number;
+  /** Key/value sequence length, default `seqLen`. Positive integer ≤ 2³¹−1. */
+  kvSeqLen?: number;
+  /** Memory layout of q, k, v and the output, default `'bhsd'`. */
+  layout?: Layout;
+  /** Multiplies every q·k score before the softmax. Finite; default 1/√headDim. */
+  scale?: number;
+  /**
+   * Causal masking, bottom-right aligned as in FlashAttention: query i sits at absolute position
+   * p = i + kvSeqLen − seqLen and sees keys j ≤ p. A single decode query (seqLen 1) sees the whole
+   * cache. Queries with p < 0 (seqLen > kvSeqLen) see nothing: zeros and lse −Infinity.
+   */
+  causal?: boolean;
+  /**
+   * One valid length per batch item, each an integer in [0, kvSeqLen]: keys j ≥ kvLengths[b] are
+   * invisible (right-padded batches). Default: every key is present.
+   */
+  kvLengths?: IntegerList;
+  /**
+   * Where to write the output: a Float32Array with exactly as many elements as q. It is filled and
+   * returned, and nothing is allocated. It must not overlap q, k, v or lse.
+   */
+  out?: Float32Array;
+  /**
+   * Optional Float32Array of batch·heads·seqLen elements, in [batch, heads, seq] order for both
+   * layouts, filled with the natural log of the sum of exp of each query row's scaled visible scores
+   * (−Infinity for a row that sees no key). Must not overlap q, k or v.
+   */
+  lse?: Float32Array;
+  /**
+   * Which backend runs the call: `'auto'` (the best available, see {@link backends}) or a backend name.
+   * A named backend that is not available throws an Error saying why. When omitted, the environment
+   * variable `GLOBAL_LOCAL_ATTENTION_BACKEND` supplies the default, else `'auto'`.
+   */
+  backend?: BackendChoice;
+  /** Upper bound on the CPU threads this call may use. Positive integer; default: every available core. */
+  threads?: number;
+}
+
+/** Options of {@link fullAttention}: every query sees every key (subject to `causal` and `kvLengths`). */
+export type FullAttentionOptions = AttentionOptions;
+
+/**
+ * A window as `[left, right]`: the query at position p sees keys j with p − left ≤ j ≤ p + right;
+ * −1 leaves that side unbounded (FlashAttention's `window_size`). A number W means `[⌊W/2⌋, ⌊W/2⌋]`
+ * (Longformer's `attention_window`). A causal window of W keys including the current one
+ * (Mistral, Hugging Face `sliding_window = W`) is `[W − 1, 0]`, with or without `causal: true`.
+ */
+export type WindowOption = number | readonly [left: number, right: number];
+
+/** Options of {@link localGlobalAttention}: a local window plus optional global tokens. */
+export interface LocalGlobalAttentionOptions extends AttentionOptions {
+  /** Required. The local window; see {@link WindowOption}. */
+  window: WindowOption;
+  /**
+   * Key positions (integers in [0, kvSeqLen)) that are global: every query sees them, and a query
+   * whose own position is global sees every key. Either one list for the whole batch or an array
+   * with one list per batch item. Duplicates are allowed; order does not matter. `causal` and
+   * `kvLengths` still apply, so `causal` + a window + globals `[0, 1, 2, 3]` gives StreamingLLM-style
+   * attention sinks.
+   */
+  globalTokens?: IntegerList | readonly IntegerList[];
+}
+
+/** Whether a backend can run here, and if not, why. */
+export interface BackendStatus {
+  name: Backend;
+  available: boolean;
+  /** Why the backend is unavailable; null when it is available. */
+  reason: string | null;
+}

@@ -1,0 +1,244 @@
+// Work units are (row group, head, key chunk). A unit packs its query rows, walks its key blocks
+// (range blocks classified none / partial / full, then gathered global keys), and either writes
+// its rows (one chunk) or leaves a partial (max, sum, acc) for the merge pass (split-K).
+//
+// Output rows are written by exactly one unit: tile groups skip rows whose position is a global
+// token, which only their batch's global-rows group writes.
+#include "core/driver.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/checked_math.h"
+#include "core/scratch.h"
+#include "core/thread_pool.h"
+
+namespace gla {
+namespace core {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct Call {
+  const AttentionProblem& p;
+  const cpu::CpuKernels& kernels;
+  const Plan& plan;
+  const std::vector<uint8_t>& global_map;  // [batch][kv_seq_len], 1 = global token
+  int64_t group_size;                      // heads / kv_heads
+
+  const uint8_t* globals_of(int64_t b) const {
+    return plan.has_globals ? global_map.data() + b * p.kv_seq_len : nullptr;
+  }
+  bool is_global_query(int64_t b, int64_t i) const {
+    const int64_t position = i + plan.position_offset;
+    return plan.has_globals && position >= 0 && position < p.kv_seq_len && globals_of(b)[position] != 0;
+  }
+};
+
+int rows_pad_of(const Plan& plan, const RowGroup& g) {
+  return static_cast<int>(round_up(g.n_rows, plan.vector_width));
+}
+
+// Packs the group's query rows transposed (times scale), their per-row key bounds, and a fresh
+// softmax state. Once per unit, so its cost is spread over every key block of the unit.
+void load_rows(const Call& c, const RowGroup& g, int64_t h, Scratch& sc) {
+  const AttentionProblem& p = c.p;
+  const RowMask mask = row_mask(p, c.plan, g.batch, g.global_rows);
+  const int rows_pad = rows_pad_of(c.plan, g);
+  // Padding lanes stay 0: their scores are 0, finite, and never written out.
+  std::fill(sc.qt, sc.qt + p.head_dim * rows_pad, 0.0f);
+  std::fill(sc.row_max, sc.row_max + rows_pad, kNegInf);
+  std::fill(sc.row_sum, sc.row_sum + rows_pad, 0.0f);
+  for (int r = 0; r < g.n_rows; ++r) {
+    const int64_t i = group_row(p, c.plan, g, r);
+    const int64_t position = i + c.plan.position_offset;
+    sc.rows[r] = i;
+    const float* q = p.q + g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
+    for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
+    // The window part of the rule for this single row, and its kv-length/causal bound for globals.
+    const KeyRange own = window_key_range(mask, position, position);
+    sc.win_begin[r] = own.begin;
+    sc.win_end[r] = own.end;
+    int64_t allowed_end = mask.kv_length;
+    if (p.causal) allowed_end = std::min(allowed_end, position + 1);
+    sc.allowed_end[r] = std::max<int64_t>(allowed_end, 0);
+  }
+  std::fill(sc.acc, sc.acc + static_cast<int64_t>(g.n_rows) * c.plan.dim_pad, 0.0f);
+}
+
+// Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
+void run_blocks(const Call& c, const RowGroup& g, int64_t h, int64_t block_begin, int64_t block_end, Scratch& sc) {
+  if (block_begin >= block_end) return;  // also keeps k/v (null when kv_seq_len is 0) untouched
+  const AttentionProblem& p = c.p;
+  const Plan& plan = c.plan;
+  const RowMask mask = row_mask(p, plan, g.batch, g.global_rows);
+  const int64_t kh = h / c.group_size;
+
+  cpu::BlockArgs a{};
+  a.rows = g.n_rows;
+  a.rows_pad = rows_pad_of(plan, g);
+  a.head_dim = static_cast<int>(p.head_dim);
+  a.dim_pad = plan.dim_pad;
+  a.qt = sc.qt;
+  a.k = p.k + g.batch * p.k_strides.batch + kh * p.k_strides.head;
+  a.k_row_stride = p.k_strides.seq;
+  a.v = p.v + g.batch * p.v_strides.batch + kh * p.v_strides.head;
+  a.v_row_stride = p.v_strides.seq;
+  a.keys = sc.keys;
+  a.win_begin = sc.win_begin;
+  a.win_end = sc.win_end;
+  a.allowed_end = sc.allowed_end;
+  a.key_is_global = c.globals_of(g.batch);
+  a.s = sc.s;
+  a.alpha = sc.alpha;
+  a.row_max = sc.row_max;
+  a.row_sum = sc.row_sum;
+  a.acc = sc.acc;
+
+  for (int64_t block = block_begin; block < block_end; ++block) {
+    if (block < g.n_range_blocks) {
+      // Blocks start at range.begin, not on a grid, so only the last one is short.
+      const int64_t j0 = g.range.begin + block * plan.block_k;
+      const int64_t j1 = std::min(g.range.end, j0 + plan.block_k);
+      const TileVisibility vis = classify_tile(mask, g.p_first, g.p_last, j0, j1);
+      // Inside window_key_range no block is invisible (see visibility.h), so a global key cannot
+      // be lost here; the check only guards the contract.
+      if (vis == TileVisibility::none) continue;
+      a.n_keys = static_cast<int>(j1 - j0);
+      for (int k = 0; k < a.n_keys; ++k) sc.keys[k] = j0 + k;
+      a.full = vis == TileVisibility::full;
+    } else {
+      const int64_t first = (block - g.n_range_blocks) * plan.block_k;
+      const int64_t total = (g.gathered_end[0] - g.gathered_begin[0]) + (g.gathered_end[1] - g.gathered_begin[1]);
+      a.n_keys = static_cast<int>(std::min<int64_t>(plan.block_k, total - first));
+      for (int k = 0; k < a.n_keys; ++k) sc.keys[k] = gathered_key(p, g, first + k);
+      // Gathered keys are below kv_length by construction; a global key is visible to a row iff it
+      // is allowed, so only causality can cut the block.
+      a.full = !p.causal || sc.keys[a.n_keys - 1] <= g.p_first;
+    }
+    c.kernels.attend_block(a);
+  }
+}
+
+// Normalises one row's state into out (and lse). A row that saw nothing gets zeros and -inf.
+void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc) {
+  const AttentionProblem& p = c.p;
+  float* out = p.out + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+  float lse = kNegInf;
+  if (sum > 0.0f) {
+    for (int64_t t = 0; t < p.head_dim; ++t) out[t] = acc[t] / sum;
+    lse = max + std::log(sum);
+  } else {
+    std::fill(out, out + p.head_dim, 0.0f);
+  }
+  if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = lse;
+}
+
+void write_rows(const Call& c, const RowGroup& g, int64_t h, const float* max, const float* sum,
+                const float* acc, const int64_t* rows) {
+  for (int r = 0; r < g.n_rows; ++r) {
+    if (!g.global_rows && c.is_global_query(g.batch, rows[r])) continue;
+    write_row(c, g.batch, h, rows[r], max[r], sum[r], acc + static_cast<int64_t>(r) * c.plan.dim_pad);
+  }
+}
+
+// Split-K partials: per (group, head, chunk) max[max_rows], sum[max_rows], acc[max_rows][dim_pad].
+struct Partials {
+  int64_t stride;  // floats per (group, head, chunk)
+  std::vector<float> data;
+  float* at(const Plan& plan, int64_t pair, int64_t chunk) { return data.data() + (pair * plan.chunks + chunk) * stride; }
+};
+
+void merge_pair(const Call& c, Partials& partials, int64_t pair, Scratch& sc) {
+  const Plan& plan = c.plan;
+  const int64_t h = pair % c.p.heads;
+  const RowGroup& g = plan.groups[static_cast<size_t>(pair / c.p.heads)];
+  const int dp = plan.dim_pad;
+  const int64_t mr = plan.max_rows;
+  for (int r = 0; r < g.n_rows; ++r) sc.rows[r] = group_row(c.p, plan, g, r);
+  for (int r = 0; r < g.n_rows; ++r) {
+    float max = kNegInf;
+    for (int64_t k = 0; k < plan.chunks; ++k) max = std::max(max, partials.at(plan, pair, k)[r]);
+    float sum = 0.0f;
+    float* acc = sc.acc + static_cast<int64_t>(r) * dp;
+    std::fill(acc, acc + dp, 0.0f);
+    if (max != kNegInf) {
+      for (int64_t k = 0; k < plan.chunks; ++k) {
+        const float* part = partials.at(plan, pair, k);
+        if (part[r] == kNegInf) continue;  // that chunk saw nothing for this row
+        const float w = std::exp(part[r] - max);
+        sum += part[mr + r] * w;
+        const float* part_acc = part + 2 * mr + static_cast<int64_t>(r) * dp;
+        for (int t = 0; t < dp; ++t) acc[t] += part_acc[t] * w;
+      }
+    }
+    sc.row_max[r] = max;
+    sc.row_sum[r] = sum;
+  }
+  write_rows(c, g, h, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+}
+
+}  // namespace
+
+void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, const DriverConfig& config) {
+  const Plan plan = make_plan(p, kernels.vector_width, pool_concurrency(), config);
+  if (plan.groups.empty()) return;
+
+  std::vector<uint8_t> global_map;
+  if (plan.has_globals) {
+    global_map.assign(static_cast<size_t>(p.batch * p.kv_seq_len), 0);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      for (int32_t n = p.global_offsets[b]; n < p.global_offsets[b + 1]; ++n) {
+        global_map[static_cast<size_t>(b * p.kv_seq_len + p.global_indices[n])] = 1;
+      }
+    }
+  }
+
+  std::vector<Scratch> scratch = make_scratch(
+      {plan.block_q, static_cast<int>(round_up(plan.block_q, plan.vector_width)), plan.block_k, plan.dim_pad},
+      plan.threads);
+  const Call call{p, kernels, plan, global_map, p.heads / p.kv_heads};
+  const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
+  const int64_t pairs = n_groups * p.heads;
+
+  Partials partials{0, {}};
+  if (plan.chunks > 1) {
+    partials.stride = plan.max_rows * (2 + static_cast<int64_t>(plan.dim_pad));
+    partials.data.resize(static_cast<size_t>(pairs * plan.chunks * partials.stride));
+  }
+
+  // Later groups of a batch are the causal-heavy tiles and the global rows: start those first so
+  // the long units do not end up last on one thread.
+  auto unit = [&](int64_t u, int slot) {
+    Scratch& sc = scratch[static_cast<size_t>(slot)];
+    const int64_t chunk = u % plan.chunks;
+    const int64_t pair_in_order = u / plan.chunks;
+    const int64_t group_index = n_groups - 1 - pair_in_order / p.heads;
+    const int64_t h = pair_in_order % p.heads;
+    const RowGroup& g = plan.groups[static_cast<size_t>(group_index)];
+    load_rows(call, g, h, sc);
+    const int64_t begin = g.n_blocks * chunk / plan.chunks;
+    const int64_t end = g.n_blocks * (chunk + 1) / plan.chunks;
+    run_blocks(call, g, h, begin, end, sc);
+    if (plan.chunks == 1) {
+      write_rows(call, g, h, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+      return;
+    }
+    float* part = partials.at(plan, group_index * p.heads + h, chunk);
+    const int64_t mr = plan.max_rows;
+    std::copy(sc.row_max, sc.row_max + g.n_rows, part);
+    std::copy(sc.row_sum, sc.row_sum + g.n_rows, part + mr);
+    std::copy(sc.acc, sc.acc + static_cast<int64_t>(g.n_rows) * plan.dim_pad, part + 2 * mr);
+  };
+  parallel_for(pairs * plan.chunks, plan.threads, TaskRef(unit));
+
+  if (plan.chunks > 1) {
+    auto merge = [&](int64_t pair, int slot) { merge_pair(call, partials, pair, scratch[static_cast<size_t>(slot)]); };
+    parallel_for(pairs, plan.threads, TaskRef(merge));
+  }
+}
+
+}  // namespace core
+}  // namespace gla

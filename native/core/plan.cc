@@ -1,0 +1,150 @@
+#include "core/plan.h"
+
+#include <algorithm>
+
+#include "core/checked_math.h"
+
+namespace gla {
+namespace core {
+namespace {
+
+// Tile sizes: a K block (transposed) plus a V block stay near 64 KiB, so that with the scores and
+// the query rows a block's working set lives in L2 while the inner loops run from L1.
+int default_block_q(int dim_pad) { return dim_pad <= 128 ? 64 : 32; }
+int default_block_k(int dim_pad, int width) {
+  if (dim_pad <= 128) return 128;
+  if (dim_pad <= 256) return 64;
+  return static_cast<int>(std::max<int64_t>(width, round_up(8192 / dim_pad, width)));
+}
+
+int64_t kv_length_of(const AttentionProblem& p, int64_t b) {
+  return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+}
+
+// First index in [begin, end) of the sorted global list whose value is >= value.
+int64_t lower_bound_index(const int32_t* indices, int64_t begin, int64_t end, int64_t value) {
+  return std::lower_bound(indices + begin, indices + end, value,
+                          [](int32_t a, int64_t v) { return static_cast<int64_t>(a) < v; }) -
+         indices;
+}
+
+void finish_group(const AttentionProblem& p, const Plan& plan, RowGroup& g) {
+  const RowMask mask = row_mask(p, plan, g.batch, g.global_rows);
+  g.range = window_key_range(mask, g.p_first, g.p_last);
+  g.n_range_blocks = ceil_div(g.range.end - g.range.begin, plan.block_k);
+  g.gathered_begin[0] = g.gathered_end[0] = g.gathered_begin[1] = g.gathered_end[1] = 0;
+  int64_t gathered = 0;
+  // Global rows see through an unbounded window: their range already holds every key they may see.
+  if (plan.has_globals && !g.global_rows) {
+    const int64_t begin = p.global_offsets[g.batch], end = p.global_offsets[g.batch + 1];
+    // key_allowed for the most permissive row of the group (the last one).
+    int64_t limit = mask.kv_length;
+    if (p.causal) limit = std::min(limit, g.p_last + 1);
+    limit = std::max<int64_t>(limit, 0);
+    const int64_t limit_index = lower_bound_index(p.global_indices, begin, end, limit);
+    g.gathered_begin[0] = begin;
+    g.gathered_end[0] = lower_bound_index(p.global_indices, begin, limit_index, g.range.begin);
+    g.gathered_begin[1] = lower_bound_index(p.global_indices, g.gathered_end[0], limit_index, g.range.end);
+    g.gathered_end[1] = std::max(limit_index, g.gathered_begin[1]);
+    gathered = (g.gathered_end[0] - g.gathered_begin[0]) + (g.gathered_end[1] - g.gathered_begin[1]);
+  }
+  g.n_blocks = g.n_range_blocks + ceil_div(gathered, plan.block_k);
+}
+
+}  // namespace
+
+RowMask row_mask(const AttentionProblem& p, const Plan& plan, int64_t b, bool global_rows) {
+  RowMask m;
+  m.kv_length = kv_length_of(p, b);
+  m.position_offset = plan.position_offset;
+  m.window_left = global_rows ? -1 : plan.window_left;
+  m.window_right = global_rows ? -1 : plan.window_right;
+  m.causal = p.causal;
+  return m;
+}
+
+int64_t group_row(const AttentionProblem& p, const Plan& plan, const RowGroup& g, int r) {
+  if (!g.global_rows) return g.first + r;
+  return static_cast<int64_t>(p.global_indices[g.first + r]) - plan.position_offset;
+}
+
+int64_t gathered_key(const AttentionProblem& p, const RowGroup& g, int64_t n) {
+  const int64_t first_span = g.gathered_end[0] - g.gathered_begin[0];
+  const int64_t index = n < first_span ? g.gathered_begin[0] + n : g.gathered_begin[1] + (n - first_span);
+  return p.global_indices[index];
+}
+
+Plan make_plan(const AttentionProblem& p, int width, int pool_threads, const DriverConfig& config) {
+  Plan plan;
+  plan.dim_pad = static_cast<int>(round_up(p.head_dim, width));
+  plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(plan.dim_pad);
+  plan.block_k = config.block_k > 0 ? config.block_k : default_block_k(plan.dim_pad, width);
+  plan.vector_width = width;
+  plan.position_offset = p.kv_seq_len - p.seq_len;
+  // A bound that reaches past every key is the same as no bound; normalising it keeps every
+  // position +- window expression far from int64 overflow (validate_problem caps the lengths).
+  const int64_t covering = p.seq_len + p.kv_seq_len;
+  plan.window_left = p.window_left >= covering ? -1 : p.window_left;
+  plan.window_right = p.window_right >= covering ? -1 : p.window_right;
+  plan.has_globals = p.global_offsets != nullptr && p.global_offsets[p.batch] > 0;
+
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t i0 = 0; i0 < p.seq_len; i0 += plan.block_q) {
+      RowGroup g{};
+      g.batch = b;
+      g.global_rows = false;
+      g.n_rows = static_cast<int>(std::min<int64_t>(plan.block_q, p.seq_len - i0));
+      g.first = i0;
+      g.p_first = i0 + plan.position_offset;
+      g.p_last = g.p_first + g.n_rows - 1;
+      finish_group(p, plan, g);
+      plan.groups.push_back(g);
+    }
+    if (!plan.has_globals) continue;
+    // Global query rows: globals at positions of existing query rows, [offset, offset + seq_len).
+    const int64_t begin = p.global_offsets[b], end = p.global_offsets[b + 1];
+    const int64_t row_begin = lower_bound_index(p.global_indices, begin, end, plan.position_offset);
+    const int64_t row_end = lower_bound_index(p.global_indices, row_begin, end, plan.position_offset + p.seq_len);
+    for (int64_t first = row_begin; first < row_end; first += plan.block_q) {
+      RowGroup g{};
+      g.batch = b;
+      g.global_rows = true;
+      g.n_rows = static_cast<int>(std::min<int64_t>(plan.block_q, row_end - first));
+      g.first = first;
+      g.p_first = p.global_indices[first];
+      g.p_last = p.global_indices[first + g.n_rows - 1];
+      finish_group(p, plan, g);
+      plan.groups.push_back(g);
+    }
+  }
+
+  int64_t work = 0;  // multiply-adds of QK^T and PV over all heads; saturates, only compared
+  int64_t max_blocks = 0;
+  for (const RowGroup& g : plan.groups) {
+    plan.max_rows = std::max(plan.max_rows, g.n_rows);
+    max_blocks = std::max(max_blocks, g.n_blocks);
+    int64_t group_work = 0;
+    if (!checked_mul(g.n_rows * g.n_blocks, static_cast<int64_t>(plan.block_k) * p.head_dim * 2, &group_work) ||
+        !checked_mul(group_work, p.heads, &group_work) || !checked_add(work, group_work, &work)) {
+      work = INT64_MAX;
+    }
+  }
+
+  const int64_t min_work = config.min_work_per_thread >= 0 ? config.min_work_per_thread : (int64_t{1} << 17);
+  int64_t threads = std::min<int64_t>(p.threads, pool_threads);
+  if (min_work > 0) threads = std::min<int64_t>(threads, std::max<int64_t>(1, work / min_work));
+  threads = std::max<int64_t>(threads, 1);
+
+  const int64_t pairs = static_cast<int64_t>(plan.groups.size()) * p.heads;  // (group, head) items
+  if (config.split_k > 0) {
+    plan.chunks = config.split_k;
+  } else if (pairs > 0 && pairs < threads && max_blocks > 1) {
+    // Too few items to keep every thread busy (decode, short batches): split keys instead.
+    plan.chunks = std::min(ceil_div(threads, pairs), max_blocks);
+  }
+  plan.threads = static_cast<int>(std::max<int64_t>(1, std::min(threads, pairs * plan.chunks)));
+  return plan;
+}
+
+}  // namespace core
+}  // namespace gla

@@ -1,0 +1,60 @@
+#include "core/scratch.h"
+
+#include <cstdint>
+
+namespace gla {
+namespace core {
+namespace {
+
+constexpr size_t kAlign = 64;  // a cache line, and the widest vector
+
+size_t aligned_bytes(size_t count, size_t element) { return (count * element + kAlign - 1) / kAlign * kAlign; }
+
+}  // namespace
+
+Scratch::Scratch(const ScratchShape& shape) {
+  const size_t bq = static_cast<size_t>(shape.block_q);
+  const size_t rp = static_cast<size_t>(shape.rows_pad);
+  const size_t bk = static_cast<size_t>(shape.block_k);
+  const size_t dp = static_cast<size_t>(shape.dim_pad);
+  const size_t float_counts[] = {dp * rp, bk * rp, bq * dp, rp, rp, rp};
+  const size_t int_counts[] = {bk, bq, bq, bq, bq};
+  size_t total = kAlign;  // room to align the start
+  for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
+  for (size_t n : int_counts) total += aligned_bytes(n, sizeof(int64_t));
+  storage_.reset(new unsigned char[total]);
+
+  unsigned char* p = storage_.get();
+  p += (kAlign - reinterpret_cast<uintptr_t>(p) % kAlign) % kAlign;
+  auto take_floats = [&p](size_t n) {
+    float* out = reinterpret_cast<float*>(p);
+    p += aligned_bytes(n, sizeof(float));
+    return out;
+  };
+  auto take_ints = [&p](size_t n) {
+    int64_t* out = reinterpret_cast<int64_t*>(p);
+    p += aligned_bytes(n, sizeof(int64_t));
+    return out;
+  };
+  qt = take_floats(float_counts[0]);
+  s = take_floats(float_counts[1]);
+  acc = take_floats(float_counts[2]);
+  row_max = take_floats(rp);
+  row_sum = take_floats(rp);
+  alpha = take_floats(rp);
+  keys = take_ints(bk);
+  rows = take_ints(bq);
+  win_begin = take_ints(bq);
+  win_end = take_ints(bq);
+  allowed_end = take_ints(bq);
+}
+
+std::vector<Scratch> make_scratch(const ScratchShape& shape, int slots) {
+  std::vector<Scratch> out;
+  out.reserve(static_cast<size_t>(slots));
+  for (int i = 0; i < slots; ++i) out.emplace_back(shape);
+  return out;
+}
+
+}  // namespace core
+}  // namespace gla

@@ -1,0 +1,616 @@
+// Tests of the CUDA backend. A plain C++ program (no CUDA headers): the kernels of kernels.cuh are
+// compiled here against simt.h's CPU emulation, and the real plugin is reached through the loader.
+//
+//   gla_cuda_tests emulated       the schedule (which keys each block visits) against the visibility
+//                                 rule, then the kernel source itself, emulated, against the double
+//                                 reference. Runs everywhere, no GPU needed.
+//   gla_cuda_tests gpu [--skip-code N]
+//                                 the plugin on a GPU over a grid of shapes and masks, concurrent
+//                                 callers, timing. Prints "SKIPPED: <reason>" and exits N (default 0)
+//                                 when the plugin is unavailable.
+//   gla_cuda_tests loader-missing the loader with GLA_CUDA_PLUGIN pointing nowhere: a reason, no crash.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gla/attention.h"
+#include "gla/cuda_backend.h"
+#include "launch.h"
+#include "reference/reference.h"
+#include "tests/test_problem.h"
+
+namespace {
+
+using gla::AttentionProblem;
+using gla_test::Layout;
+using gla_test::Spec;
+using gla_test::TestProblem;
+using gla_test::Values;
+namespace gc = gla::cuda;
+
+int g_failures = 0;
+int g_checks = 0;
+
+void expect(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) {
+    ++g_failures;
+    if (g_failures <= 50) std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Schedule: every (row, key) pair counted exactly once iff the rule says it is visible.
+
+gc::DeviceProblem host_problem(const AttentionProblem& p, const std::vector<uint8_t>* flags) {
+  gc::DeviceBuffers d{p.q, p.k, p.v, p.out, p.lse, p.kv_lengths, p.global_offsets, p.global_indices,
+                      flags != nullptr && !flags->empty() ? flags->data() : nullptr};
+  return gc::make_device_problem(p, d);
+}
+
+std::vector<uint8_t> global_flags(const AttentionProblem& p) {
+  std::vector<uint8_t> flags;
+  if (p.global_offsets == nullptr) return flags;
+  flags.assign(static_cast<size_t>(p.batch * p.kv_seq_len), 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t g = p.global_offsets[b]; g < p.global_offsets[b + 1]; ++g) {
+      flags[static_cast<size_t>(b * p.kv_seq_len + p.global_indices[g])] = 1;
+    }
+  }
+  return flags;
+}
+
+void check_schedule(const TestProblem& tp, int64_t bm, int64_t bn, bool use_flags, const std::string& name) {
+  const AttentionProblem& p = tp.p;
+  const std::vector<uint8_t> flags = use_flags ? global_flags(p) : std::vector<uint8_t>{};
+  const gc::DeviceProblem P = host_problem(p, &flags);
+  const int64_t kv = p.kv_seq_len;
+  bool ok = true;
+  std::string why;
+  auto bad = [&](const std::string& s) {
+    if (ok) why = s;
+    ok = false;
+  };
+  for (int64_t b = 0; b < p.batch && ok; ++b) {
+    const gla::RowMask m = gc::row_mask(P, b);
+    for (int64_t i0 = 0; i0 < p.seq_len && ok; i0 += bm) {
+      const int64_t rows = std::min(bm, p.seq_len - i0);
+      const int64_t p_first = i0 + m.position_offset;
+      const int64_t p_last = p_first + rows - 1;
+      const gc::TileSchedule s = gc::tile_schedule(P, b, m, p_first, p_last, bn);
+      std::vector<int> count(static_cast<size_t>(rows * std::max<int64_t>(kv, 1)), 0);
+      for (int64_t t = 0; t < s.count(); ++t) {
+        const gc::TileDesc tile = gc::tile_at(s, m, p_first, p_last, bn, t);
+        if (tile.len < 1 || tile.len > bn) bad("tile length out of range");
+        for (int64_t c = 0; c < bn; ++c) {
+          const int64_t j = gc::tile_key(P, s, tile, c);
+          if (j >= kv) bad("key past kv_seq_len");
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r;
+            // Global query rows are the row pass's: what the tile pass computes for them is discarded.
+            if (gc::is_global_token(P, b, i + m.position_offset)) continue;
+            const bool truth = j >= 0 && gla::reference_visible(p, b, i, j);
+            if (tile.vis == gla::TileVisibility::none) {
+              if (truth) bad("a visible pair in a tile classified none");
+              continue;
+            }
+            // The kernel drops the mask for full tiles of bn keys: those pairs must all be visible.
+            const bool unmasked = tile.vis == gla::TileVisibility::full && tile.len == bn;
+            if (unmasked && j >= 0 && !truth) bad("an invisible pair in a full tile");
+            const bool counted =
+                unmasked ? j >= 0 : gc::tile_pair_visible(m, tile, i + m.position_offset, j, gc::is_global_token(P, b, j));
+            if (counted && j >= 0) ++count[static_cast<size_t>(r * kv + j)];
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows && ok; ++r) {
+        const int64_t i = i0 + r;
+        if (gc::is_global_token(P, b, i + m.position_offset)) continue;  // the row pass owns it
+        for (int64_t j = 0; j < kv; ++j) {
+          const int want = gla::reference_visible(p, b, i, j) ? 1 : 0;
+          if (count[static_cast<size_t>(r * kv + j)] != want) {
+            bad("tile pass counts pair (b=" + std::to_string(b) + ", i=" + std::to_string(i) + ", j=" +
+                std::to_string(j) + ") " + std::to_string(count[static_cast<size_t>(r * kv + j)]) + " times, want " +
+                std::to_string(want));
+            break;
+          }
+        }
+      }
+    }
+    // Row pass, for every row (ordinary rows go there in decode and for huge head_dim).
+    for (int64_t i = 0; i < p.seq_len && ok; ++i) {
+      const bool global_row = gc::is_global_token(P, b, i + m.position_offset);
+      const gc::RowSchedule rs = gc::row_schedule(P, b, i, global_row);
+      for (int64_t splits : {int64_t{1}, int64_t{3}, int64_t{7}}) {
+        std::vector<int> count(static_cast<size_t>(std::max<int64_t>(kv, 1)), 0);
+        int64_t covered = 0;
+        for (int64_t sp = 0; sp < splits; ++sp) {
+          const gla::KeyRange range = gc::split_range(rs.count, splits, sp);
+          if (range.begin != covered) bad("split ranges are not contiguous");
+          covered = std::max(covered, range.end);
+          for (int64_t t = range.begin; t < range.end; ++t) {
+            const int64_t j = gc::row_key(P, rs, t);
+            if (j < 0 || j >= kv) {
+              bad("row key out of range");
+              continue;
+            }
+            if (gc::row_pair_visible(P, rs, b, t, j)) ++count[static_cast<size_t>(j)];
+          }
+        }
+        if (covered != rs.count) bad("splits do not cover the row's keys");
+        for (int64_t j = 0; j < kv; ++j) {
+          const int want = gla::reference_visible(p, b, i, j) ? 1 : 0;
+          if (count[static_cast<size_t>(j)] != want) {
+            bad("row pass counts pair (b=" + std::to_string(b) + ", i=" + std::to_string(i) + ", j=" +
+                std::to_string(j) + ") " + std::to_string(count[static_cast<size_t>(j)]) + " times, want " +
+                std::to_string(want));
+            break;
+          }
+        }
+      }
+    }
+  }
+  expect(ok, "schedule " + name + " bm=" + std::to_string(bm) + " bn=" + std::to_string(bn) + ": " + why);
+}
+
+Spec random_spec(std::mt19937_64& rng, int n) {
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  Spec s;
+  s.name = "random" + std::to_string(n);
+  s.batch = pick(1, 3);
+  s.seq_len = pick(1, 140);
+  s.kv_seq_len = pick(1, 140);
+  s.head_dim = 1;
+  s.causal = pick(0, 1) == 1;
+  s.window_left = pick(0, 2) == 0 ? -1 : pick(0, 20);
+  s.window_right = pick(0, 2) == 0 ? -1 : pick(0, 20);
+  if (pick(0, 2) != 0) {
+    for (int64_t b = 0; b < s.batch; ++b) {
+      std::vector<int32_t> g;
+      const int64_t n_glob = pick(0, 6);
+      for (int64_t k = 0; k < n_glob; ++k) g.push_back(static_cast<int32_t>(pick(0, s.kv_seq_len - 1)));
+      std::sort(g.begin(), g.end());
+      g.erase(std::unique(g.begin(), g.end()), g.end());
+      s.globals.push_back(g);
+    }
+  }
+  if (pick(0, 2) == 0) {
+    for (int64_t b = 0; b < s.batch; ++b) s.kv_lengths.push_back(static_cast<int32_t>(pick(0, s.kv_seq_len)));
+  }
+  s.seed = static_cast<uint64_t>(n) + 1;
+  return s;
+}
+
+void run_schedule_tests() {
+  std::mt19937_64 rng(12345);
+  int problems = 0;
+  for (int n = 0; n < 300; ++n) {
+    const Spec s = random_spec(rng, n);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    for (int64_t bm : {int64_t{64}, int64_t{32}}) {
+      for (int64_t bn : {int64_t{64}, int64_t{32}}) check_schedule(tp, bm, bn, n % 2 == 0, gla_test::describe(s));
+    }
+    ++problems;
+  }
+  std::printf("schedule: %d random problems checked pair by pair\n", problems);
+}
+
+void run_plan_tests() {
+  Spec s;
+  s.batch = 2;
+  s.heads = 4;
+  s.kv_heads = 2;
+  s.seq_len = 70;
+  s.kv_seq_len = 70;
+  s.head_dim = 64;
+  s.globals = {{0, 3, 69}, {}};
+  TestProblem tp;
+  gla_test::build(s, tp);
+  gc::PlanLimits lim;
+  lim.sm_count = 132;
+  lim.smem_per_block = 227 * 1024;
+  gc::LaunchPlan plan;
+  expect(gc::make_plan(tp.p, lim, &plan) == nullptr, "plan: a plain problem plans");
+  expect(plan.tile_dim == 64 && !plan.all_rows && plan.tasks == 3, "plan: tile pass plus 3 global rows");
+  std::vector<gc::RowTask> tasks(static_cast<size_t>(plan.tasks));
+  gc::fill_tasks(tp.p, plan, tasks.data());
+  expect(tasks[0].batch == 0 && tasks[0].query == 0 && tasks[2].query == 69 && tasks[2].global_row == 1,
+         "plan: global row tasks");
+
+  tp.p.seq_len = 1;  // decode: every row through the row pass, keys split to fill the GPU
+  tp.p.kv_seq_len = 70;
+  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.all_rows && plan.tasks == 2, "plan: decode rows");
+  tp.p.head_dim = 1000;
+  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.row_dv == 256 && plan.dv_chunks == 4,
+         "plan: head_dim 1000 in 4 chunks");
+  lim.smem_per_block = 48 * 1024;
+  tp.p.head_dim = 100000;
+  expect(gc::make_plan(tp.p, lim, &plan) != nullptr, "plan: head_dim beyond shared memory is refused");
+  tp.p.head_dim = 256;
+  tp.p.seq_len = 70;
+  tp.p.kv_seq_len = 70;
+  lim.smem_per_block = 64 * 1024;  // a device smaller than any we build for: rows instead of tiles
+  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.all_rows, "plan: tiles that do not fit fall back to rows");
+  std::printf("plan: checked\n");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Cases shared by the emulated and the GPU runs.
+
+struct Case {
+  Spec spec;
+  int force_splits = 0;
+  bool force_rows = false;
+  double tolerance = 1e-5;
+};
+
+Spec make(const std::string& name, int64_t b, int64_t h, int64_t kvh, int64_t s, int64_t kv, int64_t d) {
+  Spec sp;
+  sp.name = name;
+  sp.batch = b;
+  sp.heads = h;
+  sp.kv_heads = kvh;
+  sp.seq_len = s;
+  sp.kv_seq_len = kv;
+  sp.head_dim = d;
+  sp.seed = std::hash<std::string>{}(name) & 0xffff;
+  return sp;
+}
+
+std::vector<Case> emulated_cases() {
+  std::vector<Case> cs;
+  auto add = [&](Spec s, int splits = 0, bool rows = false) { cs.push_back(Case{std::move(s), splits, rows, 1e-5}); };
+  add(make("full d16", 1, 2, 2, 37, 37, 16));
+  {
+    Spec s = make("causal kv>seq bshd", 1, 2, 1, 37, 70, 64);
+    s.q_layout = s.kv_layout = s.out_layout = Layout::bshd;
+    s.causal = true;
+    add(s);
+  }
+  {
+    Spec s = make("causal seq>kv (empty rows)", 2, 1, 1, 70, 37, 3);
+    s.causal = true;
+    add(s);
+  }
+  {
+    Spec s = make("window+globals gqa", 1, 4, 2, 70, 70, 64);
+    s.window_left = 5;
+    s.window_right = 3;
+    s.globals = {{0, 17, 69}};
+    add(s);
+  }
+  {
+    Spec s = make("sliding+sinks+kvlen padded", 2, 2, 1, 70, 70, 100);
+    s.q_layout = Layout::bshd_padded;
+    s.kv_layout = Layout::bhsd_padded;
+    s.out_layout = Layout::bshd_padded;
+    s.causal = true;
+    s.window_left = 8;
+    s.window_right = 0;
+    s.globals = {{0, 1, 2, 3}, {5, 40}};
+    s.kv_lengths = {70, 33};
+    add(s);
+  }
+  {
+    Spec s = make("d256 shared K/V buffer", 1, 2, 1, 40, 45, 256);
+    s.causal = true;
+    s.window_left = 9;
+    s.window_right = 4;
+    s.globals = {{2, 30}};
+    add(s);
+  }
+  {
+    Spec s = make("decode split", 1, 4, 1, 1, 300, 128);
+    add(s, 5);
+  }
+  {
+    Spec s = make("decode kvlen 0/1", 3, 2, 2, 3, 257, 1);
+    s.kv_lengths = {0, 1, 257};
+    s.out_layout = Layout::bhsd_padded;
+    add(s);
+  }
+  {
+    Spec s = make("head_dim 300 chunks", 1, 2, 1, 5, 40, 300);
+    s.window_left = 4;
+    s.window_right = 4;
+    s.globals = {{1, 38}};
+    add(s);
+    s.name = "head_dim 300 chunks split";
+    add(s, 3);
+  }
+  {
+    Spec s = make("rows forced split", 1, 2, 1, 20, 50, 64);
+    s.window_left = 3;
+    s.window_right = 3;
+    s.globals = {{10}};
+    add(s, 3, true);
+  }
+  {
+    Spec s = make("integer logits", 1, 1, 1, 33, 65, 16);
+    s.values = Values::integers;
+    add(s);
+  }
+  {
+    Spec s = make("negative scale no lse", 1, 1, 1, 20, 20, 32);
+    s.scale = -0.3f;
+    s.with_lse = false;
+    add(s);
+  }
+  {
+    Spec s = make("seq 9 tile causal", 1, 1, 1, 9, 9, 32);
+    s.causal = true;
+    add(s);
+  }
+  {
+    Spec s = make("many global rows", 1, 1, 1, 70, 70, 16);
+    s.window_left = 0;
+    s.window_right = 0;
+    s.globals = {{0, 7, 14, 21, 28, 35, 42, 49, 56, 63}};
+    add(s);
+  }
+  {
+    Spec s = make("window past kv", 1, 1, 1, 50, 10, 16);
+    s.window_left = 2;
+    s.window_right = -1;
+    s.globals = {{9}};
+    add(s);
+  }
+  add(make("257 full", 1, 1, 1, 257, 257, 64));
+  return cs;
+}
+
+std::vector<std::vector<int32_t>> globals_for(int64_t kv, std::initializer_list<int64_t> wanted) {
+  std::vector<int32_t> g;
+  for (int64_t x : wanted) {
+    if (x >= 0 && x < kv) g.push_back(static_cast<int32_t>(x));
+  }
+  std::sort(g.begin(), g.end());
+  g.erase(std::unique(g.begin(), g.end()), g.end());
+  return {g};
+}
+
+std::vector<Case> gpu_cases() {
+  std::vector<Case> cs = emulated_cases();
+  const std::pair<int64_t, int64_t> sizes[] = {{1, 1},    {3, 3},    {37, 37}, {257, 257}, {37, 257},
+                                               {257, 37}, {1, 257}, {3, 1000}, {9, 300}};
+  const int64_t dims[] = {1, 3, 16, 64, 100, 128, 256, 300};
+  const Layout layouts[] = {Layout::bhsd, Layout::bshd, Layout::bhsd_padded, Layout::bshd_padded};
+  int n = 0;
+  for (const auto& sz : sizes) {
+    for (int64_t d : dims) {
+      for (int variant = 0; variant < 3; ++variant, ++n) {
+        const int mask = (n + variant) % 6;
+        const int64_t s_len = sz.first, kv = sz.second;
+        const int64_t heads = (n % 3 == 0) ? 4 : 2;
+        const int64_t kv_heads = (n % 3 == 0) ? 1 : (n % 3 == 1 ? 2 : 1);
+        Spec s = make("grid" + std::to_string(n), 2, heads, kv_heads, s_len, kv, d);
+        s.q_layout = layouts[n % 4];
+        s.kv_layout = layouts[(n / 4) % 4];
+        s.out_layout = layouts[(n / 2) % 4];
+        s.with_lse = n % 5 != 0;
+        switch (mask) {
+          case 0: s.name += " full"; break;
+          case 1: s.name += " causal"; s.causal = true; break;
+          case 2: s.name += " window(7,3)"; s.window_left = 7; s.window_right = 3; break;
+          case 3:
+            s.name += " sliding+sinks";
+            s.causal = true;
+            s.window_left = 16;
+            s.window_right = 0;
+            s.globals = globals_for(kv, {0, 1, 2, 3});
+            break;
+          case 4: {
+            s.name += " window+globals+kvlen";
+            s.window_left = 5;
+            s.window_right = 5;
+            auto g0 = globals_for(kv, {0, kv / 2, kv - 1});
+            auto g1 = globals_for(kv, {1});
+            s.globals = {g0[0], g1[0]};
+            s.kv_lengths = {static_cast<int32_t>(kv), static_cast<int32_t>(std::max<int64_t>(1, kv / 3))};
+            break;
+          }
+          default:
+            s.name += " kvlen 0/1 causal";
+            s.causal = true;
+            s.kv_lengths = {0, static_cast<int32_t>(std::min<int64_t>(1, kv))};
+            break;
+        }
+        cs.push_back(Case{s, 0, false, 1e-5});
+      }
+    }
+  }
+  return cs;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Runners
+
+struct EmuLauncher {
+  template <class... Params, class... Args>
+  void launch(void (*kernel)(Params...), int64_t grid_x, int64_t grid_y, size_t smem, Args... args) {
+    gla::simt::emulate_launch(grid_x, grid_y, gc::kThreads, smem, [&] { kernel(args...); });
+  }
+};
+
+// What the plugin does, minus the copies: plan, tasks, flags, scratch, launches.
+std::string run_emulated(TestProblem& tp, const Case& c) {
+  const AttentionProblem& p = tp.p;
+  gc::PlanLimits lim;
+  lim.sm_count = 8;
+  lim.smem_per_block = 227 * 1024;
+  lim.force_splits = c.force_splits;
+  lim.force_rows = c.force_rows;
+  gc::LaunchPlan plan;
+  if (const char* why = gc::make_plan(p, lim, &plan)) return why;
+  std::vector<gc::RowTask> tasks(static_cast<size_t>(plan.tasks));
+  gc::fill_tasks(p, plan, tasks.data());
+  const std::vector<uint8_t> flags = global_flags(p);
+  std::vector<float> partial(static_cast<size_t>(plan.partial_floats), std::nanf(""));
+  const gc::DeviceProblem P = host_problem(p, &flags);
+  EmuLauncher L;
+  gc::launch_plan(L, plan, P, tasks.data(), partial.data());
+  return "";
+}
+
+bool run_case(const Case& c, bool gpu, double* worst) {
+  TestProblem tp;
+  gla_test::build(c.spec, tp);
+  tp.poison_outputs();
+  std::string error;
+  if (gpu) {
+    const gla::Outcome o = gla::run_attention_cuda(tp.p);
+    if (o.status != gla::Status::ok) error = o.message;
+  } else {
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    if (v.status != gla::Status::ok) error = std::string("invalid test problem: ") + v.message;
+    if (error.empty()) error = run_emulated(tp, c);
+  }
+  const std::string label = gla_test::describe(c.spec) + (c.force_rows ? " rows" : "") +
+                            (c.force_splits ? " splits=" + std::to_string(c.force_splits) : "");
+  if (!error.empty()) {
+    expect(false, label + ": " + error);
+    return false;
+  }
+  const gla_test::Reference ref = gla_test::compute_reference(tp);
+  const gla_test::Check chk = gla_test::compare(tp, ref, c.tolerance);
+  *worst = std::max(*worst, chk.out_rel_err);
+  char errs[96];
+  std::snprintf(errs, sizeof errs, " (out rel L2 %.2e, lse %.2e)", chk.out_rel_err, chk.lse_err);
+  expect(chk.ok, label + ": " + chk.what + errs);
+  return chk.ok;
+}
+
+int run_emulated_suite() {
+  run_plan_tests();
+  run_schedule_tests();
+  double worst = 0.0;
+  int n = 0;
+  for (const Case& c : emulated_cases()) {
+    run_case(c, false, &worst);
+    ++n;
+  }
+  std::printf("emulated kernels: %d cases, worst out rel L2 %.2e\n", n, worst);
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_gpu_suite(int skip_code) {
+  const char* why = gla::cuda_unavailable_reason();
+  if (why != nullptr) {
+    std::printf("SKIPPED: %s\n", why);
+    return skip_code;
+  }
+  std::printf("device: %s\n", gla::cuda_device_name());
+  double worst = 0.0;
+  int n = 0;
+  for (const Case& c : gpu_cases()) {
+    if (c.force_rows || c.force_splits) continue;  // the plugin plans for itself
+    run_case(c, true, &worst);
+    ++n;
+  }
+  std::printf("gpu grid: %d cases, worst out rel L2 %.2e\n", n, worst);
+
+  // Concurrent callers: each thread its own problems, all at once, several rounds.
+  {
+    const std::vector<Case> cs = emulated_cases();
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 4; ++round) {
+          const Case& c = cs[static_cast<size_t>(t * 3 + round) % cs.size()];
+          if (c.force_rows || c.force_splits) continue;
+          TestProblem tp;
+          gla_test::build(c.spec, tp);
+          tp.poison_outputs();
+          const gla::Outcome o = gla::run_attention_cuda(tp.p);
+          if (o.status != gla::Status::ok || !gla_test::compare(tp, gla_test::compute_reference(tp)).ok) ++bad;
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    expect(bad == 0, "concurrent callers: " + std::to_string(bad.load()) + " wrong results");
+    std::printf("concurrency: 6 threads x 4 calls\n");
+  }
+
+  // Timing is reported and adds up.
+  {
+    Spec s = make("timing", 1, 8, 8, 512, 512, 64);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    gla::CudaTiming timing;
+    const gla::Outcome o = gla::run_attention_cuda(tp.p, &timing);
+    expect(o.status == gla::Status::ok, std::string("timing call: ") + o.message);
+    expect(timing.kernel_ms > 0.0 && timing.copy_in_ms > 0.0 && timing.total_ms >= timing.kernel_ms,
+           "timing: kernel " + std::to_string(timing.kernel_ms) + " ms, copy in " + std::to_string(timing.copy_in_ms) +
+               " ms, total " + std::to_string(timing.total_ms) + " ms");
+    std::printf("timing: copy in %.3f ms, kernel %.3f ms, copy out %.3f ms, total %.3f ms\n", timing.copy_in_ms,
+                timing.kernel_ms, timing.copy_out_ms, timing.total_ms);
+  }
+
+  // An invalid problem is refused by validation, not run.
+  {
+    Spec s = make("invalid", 1, 2, 2, 4, 4, 8);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    tp.p.kv_heads = 3;
+    const gla::Outcome o = gla::run_attention_cuda(tp.p);
+    expect(o.status == gla::Status::invalid_argument, "invalid problem is refused");
+  }
+
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_loader_missing() {
+  const char* why = gla::cuda_unavailable_reason();
+  expect(why != nullptr, "a reason when the plugin is missing");
+  if (why != nullptr) {
+    std::printf("reason: %s\n", why);
+    expect(std::strstr(why, "no such file") != nullptr || std::strstr(why, "not") != nullptr, "the reason says why");
+  }
+  expect(gla::cuda_unavailable_reason() == why, "the answer is cached");
+  expect(gla::cuda_device_name() == nullptr, "no device name when unavailable");
+  Spec s = make("unavailable", 1, 1, 1, 4, 4, 8);
+  TestProblem tp;
+  gla_test::build(s, tp);
+  const gla::Outcome o = gla::run_attention_cuda(tp.p);
+  expect(o.status == gla::Status::unavailable && o.message[0] != '\0', "run_attention_cuda returns unavailable");
+  // Callers racing on the first load see one answer.
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatched{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      if (gla::cuda_unavailable_reason() != why) ++mismatched;
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  expect(mismatched == 0, "every thread sees the same reason");
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "emulated";
+  int skip_code = 0;
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--skip-code") == 0) skip_code = std::atoi(argv[i + 1]);
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (mode == "emulated") return run_emulated_suite();
+  if (mode == "gpu") return run_gpu_suite(skip_code);
+  if (mode == "loader-missing") return run_loader_missing();
+  std::fprintf(stderr, "usage: gla_cuda_tests emulated | gpu [--skip-code N] | loader-missing\n");
+  return 2;
+}

@@ -1,0 +1,16 @@
+// What this CPU *and* its OS let us run. Built without ISA flags: it must run everywhere.
+#pragma once
+
+namespace gla {
+namespace dispatch {
+
+struct CpuFeatures {
+  bool avx2_fma = false;  // AVX2 + FMA + OS-saved YMM state
+  bool avx512 = false;    // AVX-512 F/DQ/BW/VL + the above + OS-saved opmask/ZMM state
+};
+
+// Queries CPUID and XCR0 each call; callers cache (kernel_table.cc does, once per process).
+CpuFeatures detect_cpu_features();
+
+}  // namespace dispatch
+}  // namespace gla

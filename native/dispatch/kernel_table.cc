@@ -1,0 +1,96 @@
+#include "dispatch/kernel_table.h"
+
+#include <cstring>
+
+#include "dispatch/cpu_features.h"
+
+namespace gla {
+namespace dispatch {
+namespace {
+
+struct Entry {
+  Isa isa;
+  const cpu::CpuKernels* kernels;  // nullptr when not compiled in
+};
+
+// Best first. Entries whose objects were not built (non-x86, or disabled) hold nullptr.
+const Entry kTable[] = {
+#if defined(GLA_HAVE_AVX512)
+    {Isa::avx512, &cpu::avx512::kernels},
+#else
+    {Isa::avx512, nullptr},
+#endif
+#if defined(GLA_HAVE_AVX2)
+    {Isa::avx2, &cpu::avx2::kernels},
+#else
+    {Isa::avx2, nullptr},
+#endif
+    {Isa::scalar, &cpu::scalar::kernels},
+};
+
+bool cpu_can_run(Isa isa, const CpuFeatures& f) {
+  switch (isa) {
+    case Isa::avx512: return f.avx512;
+    case Isa::avx2: return f.avx2_fma;
+    case Isa::scalar: return true;
+  }
+  return false;
+}
+
+const std::vector<Isa>& detected() {
+  // Magic static: detected once, thread-safe, and never throws after the first call.
+  static const std::vector<Isa> isas = [] {
+    const CpuFeatures f = detect_cpu_features();
+    std::vector<Isa> out;
+    for (const Entry& e : kTable) {
+      if (e.kernels != nullptr && cpu_can_run(e.isa, f)) out.push_back(e.isa);
+    }
+    return out;
+  }();
+  return isas;
+}
+
+}  // namespace
+
+const cpu::CpuKernels* kernels_for(Isa isa) {
+  for (Isa supported : detected()) {
+    if (supported != isa) continue;
+    for (const Entry& e : kTable) {
+      if (e.isa == isa) return e.kernels;
+    }
+  }
+  return nullptr;
+}
+
+bool isa_compiled(Isa isa) {
+  for (const Entry& e : kTable) {
+    if (e.isa == isa) return e.kernels != nullptr;
+  }
+  return false;
+}
+
+}  // namespace dispatch
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool isa_from_name(const char* name, Isa* out) {
+  if (name == nullptr || out == nullptr) return false;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    if (std::strcmp(name, isa_name(isa)) == 0) {
+      *out = isa;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() { return dispatch::detected(); }
+
+}  // namespace gla

@@ -1,0 +1,44 @@
+// The CPU core's public API: the only header the addon (or any other host) needs besides problem.h.
+// Nothing here throws; every failure comes back as an Outcome.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "gla/problem.h"
+
+namespace gla {
+
+// Instruction sets the CPU kernels are compiled for. The numeric values are stable (logged, and
+// usable as indices), the names are what JavaScript sees.
+enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2 };
+
+// "scalar" | "avx2" | "avx512"; "unknown" for a value outside the enum.
+const char* isa_name(Isa isa);
+
+// Parses one of the names above (exact, lower case). Returns false and leaves *out alone otherwise.
+bool isa_from_name(const char* name, Isa* out);
+
+// The ISAs that were compiled in AND that this CPU and OS can run (CPUID + XCR0), best first.
+// Always ends with Isa::scalar. Detected once per process.
+std::vector<Isa> supported_isas();
+
+// The threads this process may run on (CPU affinity where the OS reports it), at least 1.
+// The internal pool has hardware_threads() - 1 workers; the calling thread is the last one.
+int hardware_threads();
+
+// Checks every invariant run_attention relies on: sizes (each in [0, INT32_MAX], heads, kv_heads
+// and head_dim >= 1, heads % kv_heads == 0), non-null buffers for non-empty tensors, non-negative
+// strides whose largest reached index is below *_elements (overflow-checked), out rows that do not
+// overlap each other or any input, lse present iff lse_elements > 0 and large enough, a finite
+// scale, windows >= -1, kv_lengths in [0, kv_seq_len], globals as CSR with sorted unique indices in
+// [0, kv_seq_len), threads >= 1.
+Outcome validate_problem(const AttentionProblem& problem);
+
+// Validates, then computes out (and lse when given) on the calling thread plus up to
+// problem.threads - 1 pool workers. Returns Status::unavailable when `isa` is not in
+// supported_isas(). Writes nothing unless the problem is valid; never writes an input. Safe to call
+// from several threads at once.
+Outcome run_attention(const AttentionProblem& problem, Isa isa);
+
+}  // namespace gla

@@ -1,0 +1,172 @@
+// The CPU attention kernel: one query row group against one block of keys, FlashAttention style.
+// Compiled once per ISA (cmake/cpu_kernels.cmake); everything here lives in gla::cpu::<isa> and
+// uses only the vocabulary of simd.h, so the three builds are the same source.
+//
+// Layout: scores are transposed, s[key][row], vectors running along query rows. Then
+//   compute_scores  s = K Q^T: a key element broadcast times a vector of Q^T (pre-scaled); K is
+//                   read in place, so a block needs no packing and gathered keys cost nothing extra
+//   apply_mask      partial blocks only: -inf where the visibility rule says no
+//   online_softmax  per vector of rows: block max = vertical max over keys, new running max,
+//                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
+//   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
+// Each helper is small and register-blocked on its own (kScore*/kAcc* of the vocabulary), ready
+// for a tuning pass to re-block or fuse.
+#include <limits>
+
+#include "kernels/cpu/kernel_api.h"
+#include "kernels/cpu/simd.h"
+
+namespace gla {
+namespace cpu {
+namespace GLA_KERNEL_NS {
+namespace {
+
+using simd::kWidth;
+using simd::V;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kLowest = std::numeric_limits<float>::lowest();
+
+// RK keys x NV vectors of rows of s, accumulated over the head dimension in registers.
+template <int RK, int NV>
+inline void score_tile(const BlockArgs& a, int c0, int v0) {
+  V acc[RK][NV];
+  for (int i = 0; i < RK; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
+  const float* key[RK];
+  for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
+  const float* qt = a.qt + v0 * kWidth;
+  for (int t = 0; t < a.head_dim; ++t) {
+    V q[NV];
+    for (int v = 0; v < NV; ++v) q[v] = simd::load(qt + t * a.rows_pad + v * kWidth);
+    for (int i = 0; i < RK; ++i) {
+      const V kb = simd::broadcast(key[i][t]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = simd::fmadd(kb, q[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < RK; ++i) {
+    float* s = a.s + (c0 + i) * a.rows_pad + v0 * kWidth;
+    for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
+  }
+}
+
+template <int RK>
+inline void score_keys(const BlockArgs& a, int c0) {
+  const int vectors = a.rows_pad / kWidth;
+  int v0 = 0;
+  for (; v0 + simd::kScoreVecs <= vectors; v0 += simd::kScoreVecs) score_tile<RK, simd::kScoreVecs>(a, c0, v0);
+  for (; v0 < vectors; ++v0) score_tile<RK, 1>(a, c0, v0);
+}
+
+void compute_scores(const BlockArgs& a) {
+  int c0 = 0;
+  for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys>(a, c0);
+  for (; c0 < a.n_keys; ++c0) score_keys<1>(a, c0);
+}
+
+void apply_mask(const BlockArgs& a) {
+  for (int c = 0; c < a.n_keys; ++c) {
+    const int64_t j = a.keys[c];
+    const bool global = a.key_is_global != nullptr && a.key_is_global[j] != 0;
+    float* s = a.s + c * a.rows_pad;
+    for (int r = 0; r < a.rows; ++r) {
+      const bool in_window = j >= a.win_begin[r] && j < a.win_end[r];
+      if (!in_window && !(global && j < a.allowed_end[r])) s[r] = kNegInf;
+    }
+  }
+}
+
+void online_softmax(const BlockArgs& a) {
+  for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) {
+    V block_max = simd::broadcast(kNegInf);
+    for (int c = 0; c < a.n_keys; ++c) block_max = simd::max(block_max, simd::load(a.s + c * a.rows_pad + r0));
+    const V old_max = simd::load(a.row_max + r0);
+    const V new_max = simd::max(old_max, block_max);
+    // Rows that have seen nothing yet keep max -inf; subtracting 0 instead keeps exp(-inf - -inf)
+    // (NaN) out: their scores, alpha and sum all come out 0.
+    const V shift = simd::select_less(new_max, simd::broadcast(kLowest), simd::zero(), new_max);
+    const V alpha = simd::exp(simd::sub(old_max, shift));
+    V sum = simd::zero();
+    for (int c = 0; c < a.n_keys; ++c) {
+      float* s = a.s + c * a.rows_pad + r0;
+      const V p = simd::exp(simd::sub(simd::load(s), shift));
+      simd::store(s, p);
+      sum = simd::add(sum, p);
+    }
+    simd::store(a.alpha + r0, alpha);
+    simd::store(a.row_sum + r0, simd::fmadd(simd::load(a.row_sum + r0), alpha, sum));
+    simd::store(a.row_max + r0, new_max);
+  }
+}
+
+// RB rows x NV vectors of acc: rescaled by alpha once, then accumulated over the block's keys.
+// Tail: the last vector covers only head_dim % kWidth lanes of each V row (never read past it).
+template <int RB, int NV, bool Tail>
+inline void accumulate_tile(const BlockArgs& a, int r0, int d0) {
+  V acc[RB][NV];
+  for (int r = 0; r < RB; ++r) {
+    const V alpha = simd::broadcast(a.alpha[r0 + r]);
+    const float* row = a.acc + (r0 + r) * a.dim_pad + d0;
+    for (int v = 0; v < NV; ++v) acc[r][v] = simd::mul(simd::load(row + v * kWidth), alpha);
+  }
+  const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
+  for (int c = 0; c < a.n_keys; ++c) {
+    const float* value = a.v + a.keys[c] * a.v_row_stride + d0;
+    V values[NV];
+    for (int v = 0; v < NV; ++v) {
+      values[v] = (Tail && v == NV - 1) ? simd::load_partial(value + v * kWidth, tail) : simd::load(value + v * kWidth);
+    }
+    const float* p = a.s + c * a.rows_pad + r0;
+    for (int r = 0; r < RB; ++r) {
+      const V pb = simd::broadcast(p[r]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = simd::fmadd(pb, values[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    float* row = a.acc + (r0 + r) * a.dim_pad + d0;
+    for (int v = 0; v < NV; ++v) simd::store(row + v * kWidth, acc[r][v]);
+  }
+}
+
+template <int RB>
+inline void accumulate_rows(const BlockArgs& a, int r0) {
+  constexpr int kDims = simd::kAccVecs * kWidth;
+  const int full_end = a.head_dim / kWidth * kWidth;
+  int d0 = 0;
+  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, r0, d0);
+  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, r0, d0);
+  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, r0, full_end);
+}
+
+void accumulate(const BlockArgs& a) {
+  int r0 = 0;
+  for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) accumulate_rows<simd::kAccRows>(a, r0);
+  for (; r0 < a.rows; ++r0) accumulate_rows<1>(a, r0);
+}
+
+void attend_block(const BlockArgs& a) {
+  compute_scores(a);
+  if (!a.full) apply_mask(a);
+  online_softmax(a);
+  accumulate(a);
+}
+
+void exp_array(const float* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + kWidth <= n; i += kWidth) simd::store(out + i, simd::exp(simd::load(in + i)));
+  if (i < n) {
+    const int tail = static_cast<int>(n - i);
+    simd::store_partial(out + i, simd::exp(simd::load_partial(in + i, tail)), tail);
+  }
+}
+
+#define GLA_STRINGIFY_INNER(x) #x
+#define GLA_STRINGIFY(x) GLA_STRINGIFY_INNER(x)
+
+}  // namespace
+
+const CpuKernels kernels = {GLA_STRINGIFY(GLA_KERNEL_NS), kWidth, attend_block, exp_array};
+
+}  // namespace GLA_KERNEL_NS
+}  // namespace cpu
+}  // namespace gla

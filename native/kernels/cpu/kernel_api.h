@@ -1,0 +1,65 @@
+// The boundary between the ISA-free driver (native/core) and the per-ISA kernels.
+//
+// Plain data and declarations only. This header is compiled into objects built with AVX2 / AVX-512
+// flags: an inline function defined here (or in any header they share with generic code, such as
+// visibility.h) could be emitted by such an object as a COMDAT copy, and the linker may pick that
+// copy for generic callers too -- an illegal instruction on a CPU without the ISA. So the kernels
+// receive the mask as per-row key bounds computed by the driver, not as visibility.h calls.
+#pragma once
+
+#include <cstdint>
+
+namespace gla {
+namespace cpu {
+
+// One query row group against one block of keys: S^T = K Q^T, mask, online-softmax update,
+// acc += P V. Scores are kept transposed, [key][row], so that the softmax runs down the key axis
+// with plain vector max/add across rows (no horizontal reductions), and K and V are read in place
+// (a key row is broadcast element by element), so nothing is packed per block.
+struct BlockArgs {
+  int rows;      // query rows in the group
+  int rows_pad;  // rows rounded up to vector_width: row stride of qt and s, length of the row state
+  int head_dim;
+  int dim_pad;   // head_dim rounded up to vector_width: row stride of acc
+  int n_keys;    // keys in this block, >= 1
+  bool full;     // every (row, key) pair is visible: the kernel applies no mask at all
+
+  const float* qt;           // [head_dim][rows_pad]: Q transposed, times scale, zero padded lanes
+  const float* k;            // key j of this (batch, kv head) starts at k + j * k_row_stride
+  int64_t k_row_stride;
+  const float* v;
+  int64_t v_row_stride;
+  const int64_t* keys;       // [n_keys] absolute key indices (ascending)
+
+  // Partial blocks only: row r sees key j iff
+  //   win_begin[r] <= j < win_end[r]  ||  (key_is_global[j] && j < allowed_end[r]).
+  const int64_t* win_begin;
+  const int64_t* win_end;
+  const int64_t* allowed_end;
+  const uint8_t* key_is_global;  // indexed by absolute key; nullptr when the batch has no globals
+
+  float* s;       // scratch [n_keys][rows_pad]: scores, then probabilities
+  float* alpha;   // scratch [rows_pad]: rescale factor of this block
+
+  // Running online-softmax state: max and sum of exp(score - max) per row, unnormalised output.
+  // Lanes rows..rows_pad-1 of max/sum hold harmless values for the zero padding rows.
+  float* row_max;  // [rows_pad], -inf before any visible key
+  float* row_sum;  // [rows_pad]
+  float* acc;      // [rows][dim_pad]
+};
+
+struct CpuKernels {
+  const char* name;
+  int vector_width;  // floats per vector; rows_pad and dim_pad must be multiples of it
+  void (*attend_block)(const BlockArgs& args);
+  // The kernels' exp, exposed so that its accuracy can be tested: out[i] = exp(in[i]).
+  void (*exp_array)(const float* in, float* out, int64_t n);
+};
+
+// Defined once per ISA object (attention_block.cc compiled with GLA_KERNEL_NS=<isa>).
+namespace scalar { extern const CpuKernels kernels; }
+namespace avx2 { extern const CpuKernels kernels; }
+namespace avx512 { extern const CpuKernels kernels; }
+
+}  // namespace cpu
+}  // namespace gla

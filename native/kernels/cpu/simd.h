@@ -1,0 +1,24 @@
+// Selects the SIMD vocabulary of the ISA this object is being compiled for. Every vocabulary
+// defines, in gla::cpu::<isa>::simd, the same small set of names:
+//   V, kWidth, kScoreKeys/kScoreVecs and kAccRows/kAccVecs (register blocking of the products),
+//   zero, broadcast, load, store, load_partial, store_partial (explicit tails: n < kWidth lanes),
+//   add, sub, mul, fmadd, max, min, reduce_add, reduce_max, first,
+//   round_nearest, scale_pow2, select_less (the pieces the shared exp is built from).
+// simd_exp.h then builds exp() from them once for all ISAs.
+#pragma once
+
+#if !defined(GLA_KERNEL_NS)
+#error "kernel sources are compiled by cmake/cpu_kernels.cmake with GLA_KERNEL_NS=<isa>"
+#endif
+
+#if defined(GLA_KERNEL_ISA_AVX512)
+#include "kernels/cpu/simd_avx512.h"
+#elif defined(GLA_KERNEL_ISA_AVX2)
+#include "kernels/cpu/simd_avx2.h"
+#elif defined(GLA_KERNEL_ISA_SCALAR)
+#include "kernels/cpu/simd_scalar.h"
+#else
+#error "unknown kernel ISA"
+#endif
+
+#include "kernels/cpu/simd_exp.h"

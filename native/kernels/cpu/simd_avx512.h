@@ -1,0 +1,63 @@
+// AVX-512 (F/DQ/BW/VL) vocabulary: 16 floats per vector, 32 vector registers, mask registers for
+// the tails.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace gla {
+namespace cpu {
+namespace avx512 {
+namespace simd {
+
+using V = __m512;
+constexpr int kWidth = 16;
+// 4 x 4 vectors = 16 accumulators + 4 loaded + 1 broadcast, well inside 32 registers.
+constexpr int kScoreKeys = 4;
+constexpr int kScoreVecs = 4;
+constexpr int kAccRows = 4;
+constexpr int kAccVecs = 4;
+
+inline V zero() { return _mm512_setzero_ps(); }
+inline V broadcast(float x) { return _mm512_set1_ps(x); }
+inline V load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, V x) { _mm512_storeu_ps(p, x); }
+inline __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+inline V load_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(tail_mask(n), p); }
+inline void store_partial(float* p, V x, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), x); }
+inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V max(V a, V b) { return _mm512_max_ps(a, b); }
+inline V min(V a, V b) { return _mm512_min_ps(a, b); }
+inline float reduce_add(V x) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float reduce_max(V x) {
+  const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(x),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float first(V x) { return _mm512_cvtss_f32(x); }
+
+inline V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// vscalefps computes y * 2^n in one instruction.
+inline V scale_pow2(V y, V n) { return _mm512_scalef_ps(y, n); }
+inline V select_less(V a, V b, V if_less, V otherwise) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), otherwise, if_less);
+}
+
+}  // namespace simd
+}  // namespace avx512
+}  // namespace cpu
+}  // namespace gla

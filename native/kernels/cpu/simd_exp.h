@@ -1,0 +1,34 @@
+// exp() for every ISA, written once in terms of the vocabulary of simd.h.
+//
+// Cephes-style: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so the reduction is exact enough),
+// a degree-6 polynomial for e^r, then scaling by 2^n. About 1 ulp in [-87.3, 88]. Below ln(FLT_MIN)
+// the result is flushed to exactly 0, so -inf (a masked score) gives 0 and never NaN; softmax only
+// ever asks for exp(x <= 0), where flushing values under 1e-38 cannot change a sum that holds 1.
+#pragma once
+
+namespace gla {
+namespace cpu {
+namespace GLA_KERNEL_NS {
+namespace simd {
+
+inline V exp(V x) {
+  const V lowest = broadcast(-87.33654475f);  // ln(FLT_MIN): 2^n stays a normal number
+  const V highest = broadcast(88.0f);         // keeps n <= 127
+  const V xc = min(max(x, lowest), highest);
+  const V n = round_nearest(mul(xc, broadcast(1.44269504088896341f)));
+  V r = fmadd(n, broadcast(-0.693359375f), xc);
+  r = fmadd(n, broadcast(2.12194440e-4f), r);
+  V p = broadcast(1.9875691500e-4f);
+  p = fmadd(p, r, broadcast(1.3981999507e-3f));
+  p = fmadd(p, r, broadcast(8.3334519073e-3f));
+  p = fmadd(p, r, broadcast(4.1665795894e-2f));
+  p = fmadd(p, r, broadcast(1.6666665459e-1f));
+  p = fmadd(p, r, broadcast(5.0000001201e-1f));
+  p = fmadd(p, mul(r, r), add(r, broadcast(1.0f)));
+  return select_less(x, lowest, zero(), scale_pow2(p, n));
+}
+
+}  // namespace simd
+}  // namespace GLA_KERNEL_NS
+}  // namespace cpu
+}  // namespace gla

@@ -1,0 +1,644 @@
+// gla_tests <suite>: the CPU core checked against the double-precision reference, on every ISA
+// this machine supports. Suites: isas exp validate grid concurrency random (no argument: all).
+// Registered with ctest one suite per entry; under GLA_SANITIZE the same suites run instrumented
+// (the random suite then doubles as a fuzz driver).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/driver.h"
+#include "core/plan.h"
+#include "gla/attention.h"
+#include "reference/reference.h"
+#include "tests/test_problem.h"
+
+using gla::Isa;
+using gla::Status;
+using gla::core::DriverConfig;
+using gla_test::Layout;
+using gla_test::Spec;
+using gla_test::TestProblem;
+using gla_test::Values;
+
+namespace {
+
+int g_checks = 0;
+int g_failures = 0;
+double g_worst_out = 0.0;  // largest errors seen by passing comparisons, to show the margin
+double g_worst_lse = 0.0;
+
+void expect(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) {
+    ++g_failures;
+    if (g_failures <= 50) std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+std::string isa_list(const std::vector<Isa>& isas) {
+  std::string s;
+  for (Isa isa : isas) s += std::string(s.empty() ? "" : " ") + gla::isa_name(isa);
+  return s;
+}
+
+std::string config_text(const DriverConfig& c) {
+  return "bq=" + std::to_string(c.block_q) + " bk=" + std::to_string(c.block_k) + " split=" + std::to_string(c.split_k);
+}
+
+// Runs one problem on one ISA / thread count / config and compares with the reference.
+void run_and_compare(TestProblem& tp, const gla_test::Reference& ref, Isa isa, int threads, const DriverConfig& config,
+                     const std::string& label) {
+  tp.poison_outputs();
+  tp.p.threads = threads;
+  const gla::Outcome o = gla::core::run_attention_configured(tp.p, isa, config);
+  const std::string where = label + " isa=" + gla::isa_name(isa) + " threads=" + std::to_string(threads) + " " +
+                            config_text(config);
+  if (o.status != Status::ok) {
+    expect(false, where + ": status " + std::to_string(static_cast<int>(o.status)) + " " + o.message);
+    return;
+  }
+  const gla_test::Check c = gla_test::compare(tp, ref);
+  expect(c.ok, where + ": " + c.what);
+  if (c.ok) {
+    g_worst_out = std::max(g_worst_out, c.out_rel_err);
+    g_worst_lse = std::max(g_worst_lse, c.lse_err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void suite_isas() {
+  const std::vector<Isa> isas = gla::supported_isas();
+  std::printf("supported ISAs (best first): %s; compiled: %s; hardware threads: %d\n", isa_list(isas).c_str(),
+              GLA_BUILT_ISAS, gla::hardware_threads());
+  expect(!isas.empty() && isas.back() == Isa::scalar, "supported_isas ends with scalar");
+  for (size_t i = 1; i < isas.size(); ++i) expect(isas[i - 1] > isas[i], "supported_isas is best first");
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    Isa parsed = Isa::scalar;
+    expect(gla::isa_from_name(gla::isa_name(isa), &parsed) && parsed == isa, "isa name round trip");
+  }
+  Isa untouched = Isa::avx2;
+  expect(!gla::isa_from_name("AVX2", &untouched) && untouched == Isa::avx2, "isa_from_name is exact");
+  expect(!gla::isa_from_name(nullptr, &untouched), "isa_from_name(nullptr)");
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  // What the compiler's own CPUID check says the CPU can do must show up in supported_isas.
+  const std::string built = GLA_BUILT_ISAS;
+  auto has = [&](Isa isa) {
+    for (Isa s : isas)
+      if (s == isa) return true;
+    return false;
+  };
+  __builtin_cpu_init();
+  if (built.find("avx512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    expect(has(Isa::avx512), "this CPU has AVX-512 F/DQ/BW/VL, so avx512 must be supported");
+  }
+  if (built.find("avx2") != std::string::npos && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    expect(has(Isa::avx2), "this CPU has AVX2+FMA, so avx2 must be supported");
+  }
+#endif
+
+  // An ISA that is not available is reported, not run.
+  TestProblem tp;
+  Spec s;
+  s.seq_len = s.kv_seq_len = 4;
+  gla_test::build(s, tp);
+  const gla::Outcome bogus = gla::run_attention(tp.p, static_cast<Isa>(7));
+  expect(bogus.status == Status::unavailable && std::strlen(bogus.message) > 0, "unknown ISA -> unavailable");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void suite_exp() {
+  const int n = 1 << 20;
+  std::vector<float> in(n), out(n);
+  for (int i = 0; i < n; ++i) in[i] = -87.3f + 87.3f * static_cast<float>(i) / (n - 1);  // softmax's domain
+  for (Isa isa : gla::supported_isas()) {
+    gla::core::kernel_exp(isa, in.data(), out.data(), n);
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const double e = std::exp(static_cast<double>(in[i]));
+      const double rel = std::fabs(out[i] - e) / e;
+      if (rel > worst) {
+        worst = rel;
+        worst_x = in[i];
+      }
+    }
+    std::printf("exp %-6s max relative error %.3g (at x = %.6g)\n", gla::isa_name(isa), worst, worst_x);
+    expect(worst < 2.0e-7, std::string("exp accuracy on ") + gla::isa_name(isa));
+
+    const float inf = std::numeric_limits<float>::infinity();
+    const float specials[] = {-inf, -1e30f, -1000.0f, -104.0f, -88.0f, -87.4f, 0.0f, -0.0f, 1.0f, 80.0f, 3.0f};
+    float got[11];
+    gla::core::kernel_exp(isa, specials, got, 11);  // also exercises the partial-vector tail
+    expect(got[0] == 0.0f && got[1] == 0.0f && got[2] == 0.0f && got[3] == 0.0f && got[4] == 0.0f && got[5] == 0.0f,
+           std::string("exp flushes very negative and -inf to exactly 0 on ") + gla::isa_name(isa));
+    expect(got[6] == 1.0f && got[7] == 1.0f, std::string("exp(0) == 1 exactly on ") + gla::isa_name(isa));
+    expect(std::fabs(got[8] - std::exp(1.0)) / std::exp(1.0) < 2e-7 && std::fabs(got[9] / std::exp(80.0) - 1) < 2e-7 &&
+               std::fabs(got[10] - std::exp(3.0)) / std::exp(3.0) < 2e-7,
+           std::string("exp of positive arguments on ") + gla::isa_name(isa));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void suite_validate() {
+  Spec base;
+  base.name = "validate";
+  base.batch = 2;
+  base.heads = 4;
+  base.kv_heads = 2;
+  base.seq_len = 5;
+  base.kv_seq_len = 7;
+  base.head_dim = 8;
+  base.globals = {{1, 3}, {0}};
+  base.kv_lengths = {7, 4};
+  base.window_left = 2;
+  base.window_right = 1;
+
+  {
+    TestProblem tp;
+    gla_test::build(base, tp);
+    expect(gla::validate_problem(tp.p).status == Status::ok, "the base problem is valid");
+  }
+
+  struct Case {
+    const char* name;
+    std::function<void(TestProblem&)> mutate;
+  };
+  const int64_t big = int64_t{1} << 62;
+  const Case cases[] = {
+      {"q null", [](TestProblem& t) { t.p.q = nullptr; }},
+      {"k null", [](TestProblem& t) { t.p.k = nullptr; }},
+      {"v null", [](TestProblem& t) { t.p.v = nullptr; }},
+      {"out null", [](TestProblem& t) { t.p.out = nullptr; }},
+      {"q one element short", [](TestProblem& t) { t.p.q_elements -= 1; }},
+      {"k one element short", [](TestProblem& t) { t.p.k_elements -= 1; }},
+      {"v one element short", [](TestProblem& t) { t.p.v_elements -= 1; }},
+      {"out one element short", [](TestProblem& t) { t.p.out_elements -= 1; }},
+      {"k seq stride out of bounds", [](TestProblem& t) { t.p.k_strides.seq += 1; }},
+      {"v head stride out of bounds", [](TestProblem& t) { t.p.v_strides.head *= 2; }},
+      {"negative q stride", [](TestProblem& t) { t.p.q_strides.seq = -t.p.q_strides.seq; }},
+      {"stride overflow", [big](TestProblem& t) { t.p.q_strides.batch = big; }},
+      {"stride overflow in sum", [big](TestProblem& t) { t.p.q_strides.batch = big; t.p.q_strides.head = big; }},
+      {"heads not a multiple of kv_heads", [](TestProblem& t) { t.p.kv_heads = 3; }},
+      {"kv_heads 0", [](TestProblem& t) { t.p.kv_heads = 0; }},
+      {"heads 0", [](TestProblem& t) { t.p.heads = 0; }},
+      {"head_dim 0", [](TestProblem& t) { t.p.head_dim = 0; }},
+      {"negative seq_len", [](TestProblem& t) { t.p.seq_len = -1; }},
+      {"negative batch", [](TestProblem& t) { t.p.batch = -1; }},
+      {"kv_seq_len beyond int32", [](TestProblem& t) { t.p.kv_seq_len = int64_t{1} << 31; }},
+      {"threads 0", [](TestProblem& t) { t.p.threads = 0; }},
+      {"scale NaN", [](TestProblem& t) { t.p.scale = std::numeric_limits<float>::quiet_NaN(); }},
+      {"scale inf", [](TestProblem& t) { t.p.scale = std::numeric_limits<float>::infinity(); }},
+      {"window_left -2", [](TestProblem& t) { t.p.window_left = -2; }},
+      {"window_right -5", [](TestProblem& t) { t.p.window_right = -5; }},
+      {"kv_length above kv_seq_len", [](TestProblem& t) { t.kv_lengths[1] = 8; }},
+      {"negative kv_length", [](TestProblem& t) { t.kv_lengths[0] = -1; }},
+      {"globals unsorted", [](TestProblem& t) { std::swap(t.indices[0], t.indices[1]); }},
+      {"globals duplicate", [](TestProblem& t) { t.indices[1] = t.indices[0]; }},
+      {"global out of range", [](TestProblem& t) { t.indices[2] = 7; }},
+      {"negative global", [](TestProblem& t) { t.indices[0] = -1; }},
+      {"global_offsets[0] != 0", [](TestProblem& t) { t.offsets[0] = 1; }},
+      {"global_offsets decreasing", [](TestProblem& t) { t.offsets[1] = 3; t.offsets[2] = 2; }},
+      {"only global_offsets", [](TestProblem& t) { t.p.global_indices = nullptr; }},
+      {"only global_indices", [](TestProblem& t) { t.p.global_offsets = nullptr; }},
+      {"lse too small", [](TestProblem& t) { t.p.lse_elements -= 1; }},
+      {"lse null with elements", [](TestProblem& t) { t.p.lse = nullptr; }},
+      {"out aliases q", [](TestProblem& t) { t.p.out = t.q.data(); t.p.out_elements = t.p.q_elements; }},
+      {"out overlaps v", [](TestProblem& t) { t.p.out = t.v.data() + 5; t.p.out_elements = t.p.v_elements - 5; }},
+      {"lse overlaps out", [](TestProblem& t) { t.p.lse = t.out.data(); }},
+      {"lse overlaps k", [](TestProblem& t) { t.p.lse = t.k.data(); }},
+      {"out rows overlap (seq stride 0)", [](TestProblem& t) { t.p.out_strides.seq = 0; }},
+      {"out rows overlap (head stride < row)",
+       [](TestProblem& t) { t.p.out_strides.head = 4; t.p.out_strides.batch = 4 * 4 + 5 * 8; }},
+  };
+  for (const Case& c : cases) {
+    TestProblem tp;
+    gla_test::build(base, tp);
+    c.mutate(tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::invalid_argument && std::strlen(v.message) > 0,
+           std::string("validate rejects: ") + c.name + " (got status " + std::to_string(static_cast<int>(v.status)) +
+               ")");
+    if (v.status != Status::invalid_argument) continue;
+    // run_attention must reject it too, and write nothing.
+    tp.poison_outputs();
+    const std::vector<float> out_before = tp.out;
+    const gla::Outcome r = gla::run_attention(tp.p, Isa::scalar);
+    expect(r.status == Status::invalid_argument, std::string("run_attention rejects: ") + c.name);
+    bool untouched = true;
+    for (size_t i = 0; i < tp.out.size(); ++i) untouched = untouched && std::isnan(tp.out[i]);
+    expect(untouched, std::string("nothing written for: ") + c.name);
+  }
+
+  // Valid edge cases: empty tensors and all-covering windows run and give the reference's answer.
+  const std::pair<const char*, std::function<void(Spec&)>> valid[] = {
+      {"batch 0", [](Spec& s) { s.batch = 0; s.globals.clear(); s.kv_lengths.clear(); }},
+      {"seq_len 0", [](Spec& s) { s.seq_len = 0; }},
+      {"kv_seq_len 0", [](Spec& s) { s.kv_seq_len = 0; s.globals.clear(); s.kv_lengths = {0, 0}; }},
+      {"huge windows", [](Spec& s) { s.window_left = INT64_MAX; s.window_right = INT64_MAX; }},
+      {"huge windows, causal", [](Spec& s) { s.window_left = INT64_MAX; s.window_right = INT64_MAX - 1; s.causal = true; }},
+      {"empty global lists", [](Spec& s) { s.globals = {{}, {}}; }},
+      {"no lse", [](Spec& s) { s.with_lse = false; }},
+  };
+  for (const auto& c : valid) {
+    Spec s = base;
+    c.second(s);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::ok, std::string("validate accepts: ") + c.first + " (" + v.message + ")");
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    for (Isa isa : gla::supported_isas()) run_and_compare(tp, ref, isa, 2, DriverConfig{}, c.first);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::vector<Spec> grid_specs() {
+  std::vector<Spec> specs;
+  auto add = [&](Spec s) { specs.push_back(std::move(s)); };
+  auto base = [](const char* name, int64_t s, int64_t kv, int64_t d) {
+    Spec x;
+    x.name = name;
+    x.seq_len = s;
+    x.kv_seq_len = kv;
+    x.head_dim = d;
+    x.heads = 2;
+    x.kv_heads = 2;
+    x.seed = static_cast<uint64_t>(s * 1000003 + kv * 101 + d);
+    return x;
+  };
+
+  for (int64_t s : {1, 3, 37, 257}) {
+    add(base("full", s, s, 64));
+    Spec c = base("causal", s, s, 64);
+    c.causal = true;
+    add(c);
+  }
+  for (int64_t d : {1, 3, 16, 37, 64, 100, 128, 256}) {
+    add(base("head_dim", 37, 37, d));
+    Spec c = base("head_dim causal window", 70, 70, d);
+    c.causal = true;
+    c.window_left = 9;
+    c.window_right = 0;
+    add(c);
+  }
+  for (bool causal : {false, true}) {
+    for (auto sk : {std::pair<int64_t, int64_t>{37, 100}, {100, 37}, {1, 257}, {257, 1}}) {
+      Spec c = base("seq != kv", sk.first, sk.second, 16);
+      c.causal = causal;
+      add(c);
+    }
+  }
+  {
+    Spec c = base("batch GQA bshd", 45, 45, 32);
+    c.batch = 3;
+    c.heads = 4;
+    c.kv_heads = 2;
+    c.q_layout = c.kv_layout = c.out_layout = Layout::bshd;
+    c.causal = true;
+    add(c);
+    Spec m = base("MQA padded", 40, 53, 24);
+    m.batch = 2;
+    m.heads = 6;
+    m.kv_heads = 1;
+    m.q_layout = Layout::bhsd_padded;
+    m.kv_layout = Layout::bshd_padded;
+    m.out_layout = Layout::bshd_padded;
+    add(m);
+    Spec x = base("mixed layouts", 33, 33, 20);
+    x.heads = 3;
+    x.kv_heads = 3;
+    x.q_layout = Layout::bshd;
+    x.out_layout = Layout::bhsd_padded;
+    x.causal = true;
+    add(x);
+  }
+  {
+    struct W {
+      const char* name;
+      bool causal;
+      int64_t l, r;
+      int64_t s, kv;
+    };
+    const W ws[] = {
+        {"sliding causal", true, 16, 0, 257, 257},        {"asymmetric", false, 5, 9, 100, 120},
+        {"right only", false, -1, 3, 60, 60},             {"left only", false, 7, -1, 60, 60},
+        {"all-covering", false, 1000, 1000, 80, 80},      {"all-covering causal", true, 1000, 1000, 80, 90},
+        {"huge", false, INT64_MAX, INT64_MAX, 50, 50},    {"diagonal", false, 0, 0, 40, 40},
+        {"diagonal causal seq>kv", true, 0, 0, 50, 30},   {"window seq>kv", false, 3, 2, 50, 30},
+        {"wide window causal", true, 130, 0, 257, 300},
+    };
+    for (const W& w : ws) {
+      Spec c = base(w.name, w.s, w.kv, 16);
+      c.causal = w.causal;
+      c.window_left = w.l;
+      c.window_right = w.r;
+      add(c);
+    }
+  }
+  {
+    Spec sinks = base("sinks + sliding window", 257, 257, 32);
+    sinks.causal = true;
+    sinks.window_left = 8;
+    sinks.window_right = 0;
+    sinks.globals = {{0, 1, 2, 3}};
+    add(sinks);
+    Spec scattered = base("scattered globals", 100, 100, 16);
+    scattered.window_left = scattered.window_right = 4;
+    scattered.globals = {{5, 40, 41, 99}};
+    add(scattered);
+    Spec per_batch = base("per-batch globals", 60, 60, 16);
+    per_batch.batch = 3;
+    per_batch.window_left = 3;
+    per_batch.window_right = 3;
+    per_batch.causal = true;
+    per_batch.globals = {{0, 1}, {}, {10, 20, 59}};
+    add(per_batch);
+    Spec query_rows = base("global query rows seq<kv", 50, 80, 16);
+    query_rows.window_left = 2;
+    query_rows.window_right = 2;
+    query_rows.causal = true;
+    query_rows.globals = {{3, 35, 40, 79}};  // 35, 40 and 79 are query positions too (offset 30)
+    add(query_rows);
+    Spec query_rows2 = base("global query rows seq>kv", 80, 50, 16);
+    query_rows2.window_left = 4;
+    query_rows2.window_right = 1;
+    query_rows2.globals = {{0, 17, 49}};
+    add(query_rows2);
+    Spec many = base("many global rows", 200, 200, 8);
+    many.window_left = many.window_right = 1;
+    many.globals = {{}};
+    for (int32_t g = 0; g < 200; g += 3) many.globals[0].push_back(g);
+    add(many);
+  }
+  {
+    Spec k = base("kv_lengths", 64, 64, 16);
+    k.batch = 4;
+    k.kv_lengths = {0, 1, 20, 64};
+    add(k);
+    Spec kc = k;
+    kc.name = "kv_lengths causal window globals";
+    kc.causal = true;
+    kc.window_left = 6;
+    kc.window_right = 2;
+    kc.globals = {{0, 30}, {0}, {5, 19, 40}, {63}};
+    add(kc);
+    Spec kd = base("kv_lengths seq != kv", 20, 70, 16);
+    kd.batch = 3;
+    kd.kv_lengths = {70, 1, 35};
+    kd.causal = true;
+    add(kd);
+  }
+  {
+    Spec no_lse = base("no lse", 37, 37, 16);
+    no_lse.with_lse = false;
+    no_lse.causal = true;
+    add(no_lse);
+  }
+  {
+    Spec big = base("large logits", 100, 100, 64);
+    big.values = Values::integers;
+    big.scale = 1.0f;
+    add(big);
+    Spec big2 = base("large logits causal window globals", 120, 120, 37);
+    big2.values = Values::integers;
+    big2.scale = 0.5f;
+    big2.causal = true;
+    big2.window_left = 10;
+    big2.window_right = 0;
+    big2.globals = {{0, 64}};
+    add(big2);
+  }
+  {
+    Spec d = base("decode", 1, 4096, 64);
+    d.heads = d.kv_heads = 1;
+    add(d);
+    Spec dw = base("decode sliding window + sinks", 1, 4096, 64);
+    dw.heads = dw.kv_heads = 1;
+    dw.causal = true;
+    dw.window_left = 511;
+    dw.window_right = 0;
+    dw.globals = {{0, 1, 2, 3}};
+    add(dw);
+    Spec dg = base("decode GQA kv_lengths", 1, 2048, 128);
+    dg.batch = 2;
+    dg.heads = 8;
+    dg.kv_heads = 2;
+    dg.causal = true;
+    dg.kv_lengths = {2048, 1000};
+    add(dg);
+    Spec d4 = base("speculative decode", 4, 1500, 64);
+    d4.heads = d4.kv_heads = 1;
+    d4.causal = true;
+    add(d4);
+  }
+  return specs;
+}
+
+void suite_grid() {
+  const std::vector<Spec> specs = grid_specs();
+  const std::vector<Isa> isas = gla::supported_isas();
+  // Defaults at 1 and 2 threads, plus small tiles (many partial / gathered blocks) and a forced
+  // split-K, so that every path runs on shapes a test can afford.
+  const std::pair<int, DriverConfig> variants[] = {
+      {1, DriverConfig{}},
+      {2, DriverConfig{}},
+      {2, DriverConfig{16, 40, 0, 0}},
+      {3, DriverConfig{7, 24, 3, 0}},
+  };
+  for (const Spec& s : specs) {
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    for (Isa isa : isas) {
+      for (const auto& v : variants) run_and_compare(tp, ref, isa, v.first, v.second, gla_test::describe(s));
+    }
+  }
+
+  // The decode case must take the split-K path when it has 2 threads.
+  {
+    TestProblem tp;
+    Spec d;
+    d.seq_len = 1;
+    d.kv_seq_len = 4096;
+    d.head_dim = 64;
+    d.threads = 2;
+    gla_test::build(d, tp);
+    const gla::core::Plan plan = gla::core::make_plan(tp.p, 16, 2, DriverConfig{});
+    expect(plan.chunks >= 2 && plan.threads == 2, "decode with 2 threads splits the keys (chunks = " +
+                                                       std::to_string(plan.chunks) + ")");
+  }
+  std::printf("grid: %zu problems x %zu ISAs x %zu variants\n", specs.size(), isas.size(), std::size(variants));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void suite_concurrency() {
+  // Several host threads call run_attention at once (as the addon does from libuv and the JS
+  // thread), each asking for 2 threads of the shared pool.
+  std::vector<Spec> specs;
+  for (int i = 0; i < 4; ++i) {
+    Spec s;
+    s.name = "concurrent";
+    s.batch = 2;
+    s.heads = 4;
+    s.kv_heads = 2;
+    s.seq_len = 60 + 17 * i;
+    s.kv_seq_len = 80 + 9 * i;
+    s.head_dim = 32;
+    s.causal = i % 2 == 0;
+    s.window_left = i == 3 ? 5 : -1;
+    s.globals = i >= 2 ? std::vector<std::vector<int32_t>>{{0, 7}} : std::vector<std::vector<int32_t>>{};
+    s.seed = 77 + i;
+    specs.push_back(s);
+  }
+  std::vector<gla_test::Reference> refs(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    TestProblem tp;
+    gla_test::build(specs[i], tp);
+    refs[i] = gla_test::compute_reference(tp);
+  }
+  const std::vector<Isa> isas = gla::supported_isas();
+  std::vector<int> failures(specs.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < specs.size(); ++t) {
+    threads.emplace_back([&, t] {
+      TestProblem tp;
+      gla_test::build(specs[t], tp);
+      for (int round = 0; round < 6; ++round) {
+        tp.poison_outputs();
+        tp.p.threads = 2;
+        const Isa isa = isas[(t + static_cast<size_t>(round)) % isas.size()];
+        const gla::Outcome o = gla::run_attention(tp.p, isa);
+        if (o.status != Status::ok || !gla_test::compare(tp, refs[t]).ok) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t t = 0; t < specs.size(); ++t) expect(failures[t] == 0, "concurrent caller " + std::to_string(t));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void suite_random(int count) {
+  std::mt19937_64 rng(20240611);
+  auto pick = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+  auto chance = [&](double p) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p; };
+  const std::vector<Isa> isas = gla::supported_isas();
+  const Layout layouts[] = {Layout::bhsd, Layout::bshd, Layout::bhsd_padded, Layout::bshd_padded};
+
+  for (int n = 0; n < count; ++n) {
+    Spec s;
+    s.name = "random #" + std::to_string(n);
+    s.seed = rng();
+    s.batch = pick(1, 3);
+    s.kv_heads = pick(1, 3);
+    s.heads = s.kv_heads * pick(1, 3);
+    s.seq_len = chance(0.03) ? 0 : pick(1, 40);
+    s.kv_seq_len = chance(0.03) ? 0 : pick(1, 40);
+    s.head_dim = chance(0.1) ? pick(60, 80) : pick(1, 40);
+    s.q_layout = layouts[pick(0, 3)];
+    s.kv_layout = layouts[pick(0, 3)];
+    s.out_layout = layouts[pick(0, 3)];
+    s.causal = chance(0.5);
+    auto window_bound = [&]() -> int64_t {
+      if (chance(0.35)) return -1;
+      if (chance(0.1)) return chance(0.5) ? INT64_MAX : 1000;
+      return pick(0, 10);
+    };
+    s.window_left = window_bound();
+    s.window_right = window_bound();
+    if (s.kv_seq_len > 0 && chance(0.6)) {
+      for (int64_t b = 0; b < s.batch; ++b) {
+        std::vector<int32_t> g;
+        const bool sinks = chance(0.3);
+        for (int32_t j = 0; j < s.kv_seq_len; ++j) {
+          if ((sinks && j < 4) || chance(0.12)) g.push_back(j);
+        }
+        s.globals.push_back(g);
+      }
+    }
+    if (chance(0.4)) {
+      for (int64_t b = 0; b < s.batch; ++b) {
+        const int64_t r = pick(0, 5);
+        s.kv_lengths.push_back(static_cast<int32_t>(r == 0 ? 0 : r == 1 ? std::min<int64_t>(1, s.kv_seq_len)
+                                                          : r == 2 ? s.kv_seq_len
+                                                                   : pick(0, static_cast<int>(s.kv_seq_len))));
+      }
+    }
+    s.with_lse = chance(0.7);
+    if (chance(0.1)) {
+      s.values = Values::integers;
+      s.scale = chance(0.5) ? 1.0f : 0.25f;
+    }
+    const int block_qs[] = {0, 1, 2, 3, 5, 8, 16};
+    const int block_ks[] = {0, 1, 2, 3, 7, 16, 33};
+    const int splits[] = {0, 0, 0, 1, 2, 3, 5};
+    DriverConfig config;
+    config.block_q = block_qs[pick(0, 6)];
+    config.block_k = block_ks[pick(0, 6)];
+    config.split_k = splits[pick(0, 6)];
+    config.min_work_per_thread = chance(0.7) ? 0 : -1;
+    const int threads = static_cast<int>(pick(1, 3));
+
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::ok, gla_test::describe(s) + " is valid: " + v.message);
+    if (v.status != Status::ok) continue;
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    for (Isa isa : isas) run_and_compare(tp, ref, isa, threads, config, gla_test::describe(s));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string suite = argc > 1 ? argv[1] : "all";
+  const int random_count = argc > 2 ? std::atoi(argv[2]) : 300;
+  const auto start = std::chrono::steady_clock::now();
+  bool known = false;
+  auto run = [&](const char* name, const std::function<void()>& f) {
+    if (suite != "all" && suite != name) return;
+    known = true;
+    const int before = g_checks, failed_before = g_failures;
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("suite %-12s %5d checks, %d failed, %.2f s", name, g_checks - before, g_failures - failed_before, s);
+    if (g_worst_out > 0.0 || g_worst_lse > 0.0) {
+      std::printf(" (worst passing error: out %.2g, lse %.2g)", g_worst_out, g_worst_lse);
+    }
+    std::printf("\n");
+    g_worst_out = g_worst_lse = 0.0;
+  };
+  run("isas", suite_isas);
+  run("exp", suite_exp);
+  run("validate", suite_validate);
+  run("grid", suite_grid);
+  run("concurrency", suite_concurrency);
+  run("random", [&] { suite_random(random_count); });
+  if (!known) {
+    std::printf("unknown suite '%s' (isas exp validate grid concurrency random)\n", suite.c_str());
+    return 2;
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%d checks, %d failed, %.2f s (ISAs: %s)\n", g_checks, g_failures, s,
+              isa_list(gla::supported_isas()).c_str());
+  return g_failures == 0 ? 0 : 1;
+}

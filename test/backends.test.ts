@@ -1,0 +1,58 @@
+// Backend selection: the report, the order, the environment default, and the fallback warning.
+import { describe, expect, it } from 'vitest';
+import { makeInputs } from './helpers/cases';
+import { gla } from './helpers/package';
+
+const ALL = ['cuda', 'avx512', 'avx2', 'scalar', 'js'];
+const SHAPE = { batch: 1, heads: 2, seqLen: 9, headDim: 4 };
+
+describe('backends', () => {
+  it('backendReport() lists every backend, best first, with a reason exactly when unavailable', () => {
+    const report = gla.backendReport();
+    expect(report.map((s) => s.name)).toEqual(ALL);
+    for (const status of report) {
+      expect(typeof status.available).toBe('boolean');
+      if (status.available) expect(status.reason).toBeNull();
+      else expect(status.reason).toMatch(/\S/);
+    }
+    expect(report.at(-1)).toEqual({ name: 'js', available: true, reason: null });
+  });
+
+  it('backends() is the available part of the report, in the same order, ending with js', () => {
+    const available = gla.backendReport().filter((s) => s.available).map((s) => s.name);
+    expect(gla.backends()).toEqual(available);
+    expect(gla.backends().at(-1)).toBe('js');
+  });
+
+  it('returns a fresh array each time, so callers cannot corrupt the registry', () => {
+    const list = gla.backends();
+    list.length = 0;
+    expect(gla.backends().length).toBeGreaterThan(0);
+  });
+
+  it('GLOBAL_LOCAL_ATTENTION_BACKEND sets the default backend, and options.backend overrides it', () => {
+    const { q, k, v } = makeInputs('env default', SHAPE);
+    const explicit = gla.fullAttentionSync(q, k, v, { ...SHAPE, backend: 'js' });
+    const saved = process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+    try {
+      process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = 'js';
+      // The JS backend is deterministic, so "ran on js" shows as bit-identical output.
+      expect(gla.fullAttentionSync(q, k, v, SHAPE)).toEqual(explicit);
+      process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = 'not-a-backend';
+      expect(gla.fullAttentionSync(q, k, v, { ...SHAPE, backend: 'js' })).toEqual(explicit);
+      process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = '';
+      expect(gla.fullAttentionSync(q, k, v, SHAPE)).toHaveLength(explicit.length);
+    } finally {
+      if (saved === undefined) delete process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+      else process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = saved;
+    }
+  });
+
+  it("'auto' runs on the first backend of backends()", () => {
+    const { q, k, v } = makeInputs('auto', SHAPE);
+    const best = gla.backends()[0];
+    const auto = gla.fullAttentionSync(q, k, v, { ...SHAPE, backend: 'auto' });
+    // Only bit-identical when the same kernel ran: every backend is deterministic for a given input.
+    expect(auto).toEqual(gla.fullAttentionSync(q, k, v, { ...SHAPE, backend: best }));
+  });
+});

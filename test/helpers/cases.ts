@@ -1,0 +1,149 @@
+// The parity grid: each case names what it exercises. Sizes are odd on purpose (1, 3, 37, 100, 257)
+// so that every tile loop has a ragged tail, and headDims include non-multiples of 16.
+import { type ReferenceOptions, type ReferenceResult, referenceAttention } from '../reference';
+import { randomNonZero, rng, seedOf } from './random';
+
+export type Kind = 'full' | 'localGlobal';
+
+export interface ParityCase {
+  name: string;
+  kind: Kind;
+  options: ReferenceOptions;
+  /** Scales q and k so that |scaled scores| reach the hundreds. */
+  magnitude?: number;
+}
+
+const sinks = [0, 1, 2, 3];
+const manyGlobals = Array.from({ length: 80 }, (_, i) => (i * 97 + 13) % 257);
+
+export const PARITY_CASES: ParityCase[] = [
+  // Full attention.
+  { name: 'one query, one key, headDim 1', kind: 'full', options: { batch: 1, heads: 1, seqLen: 1, headDim: 1 } },
+  { name: 'seqLen 3, headDim 3, bshd, batch 2', kind: 'full', options: { batch: 2, heads: 3, seqLen: 3, headDim: 3, layout: 'bshd' } },
+  { name: 'GQA 4/2, seqLen 37, headDim 17', kind: 'full', options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 37, headDim: 17 } },
+  {
+    name: 'MQA 4/1, causal seqLen 37 < kvSeqLen 257, bshd, headDim 64', kind: 'full',
+    options: { batch: 2, heads: 4, kvHeads: 1, seqLen: 37, kvSeqLen: 257, headDim: 64, causal: true, layout: 'bshd' },
+  },
+  {
+    name: 'causal seqLen 257 > kvSeqLen 37 (early rows see nothing), headDim 100', kind: 'full',
+    options: { batch: 1, heads: 2, seqLen: 257, kvSeqLen: 37, headDim: 100, causal: true },
+  },
+  { name: 'seqLen 257, headDim 128', kind: 'full', options: { batch: 1, heads: 2, seqLen: 257, headDim: 128 } },
+  { name: 'headDim 256, causal 37 x 65', kind: 'full', options: { batch: 1, heads: 1, seqLen: 37, kvSeqLen: 65, headDim: 256, causal: true } },
+  {
+    name: 'decode: one causal query sees the whole cache', kind: 'full',
+    options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 257, headDim: 64, causal: true },
+  },
+  {
+    name: 'kvLengths 0, 1, 37, causal', kind: 'full',
+    options: { batch: 3, heads: 2, seqLen: 37, headDim: 16, causal: true, kvLengths: [0, 1, 37] },
+  },
+  {
+    name: 'kvLengths, GQA, bshd', kind: 'full',
+    options: { batch: 3, heads: 4, kvHeads: 2, seqLen: 5, kvSeqLen: 70, headDim: 8, layout: 'bshd', kvLengths: new Int32Array([70, 1, 33]) },
+  },
+  { name: 'scale 0.37, headDim 32', kind: 'full', options: { batch: 1, heads: 1, seqLen: 37, headDim: 32, scale: 0.37 } },
+  {
+    name: 'large logits, causal 37 x 100', kind: 'full', magnitude: 12,
+    options: { batch: 1, heads: 2, seqLen: 37, kvSeqLen: 100, headDim: 64, causal: true },
+  },
+
+  // Local-global attention.
+  { name: 'asymmetric window [3, 5], headDim 17', kind: 'localGlobal', options: { batch: 2, heads: 2, seqLen: 257, headDim: 17, window: [3, 5] } },
+  {
+    name: 'window [-1, 4] (unbounded left), GQA, bshd', kind: 'localGlobal',
+    options: { batch: 1, heads: 4, kvHeads: 2, seqLen: 37, headDim: 16, window: [-1, 4], layout: 'bshd' },
+  },
+  { name: 'window [8, -1] (unbounded right)', kind: 'localGlobal', options: { batch: 1, heads: 2, seqLen: 100, headDim: 8, window: [8, -1] } },
+  {
+    name: 'window [-1, -1] is full attention, causal 37 < 257', kind: 'localGlobal',
+    options: { batch: 1, heads: 2, seqLen: 37, kvSeqLen: 257, headDim: 64, causal: true, window: [-1, -1] },
+  },
+  { name: 'window [1000, 1000] covers everything, headDim 3', kind: 'localGlobal', options: { batch: 2, heads: 1, seqLen: 37, headDim: 3, window: [1000, 1000] } },
+  { name: 'window number 7 = [3, 3]', kind: 'localGlobal', options: { batch: 1, heads: 2, seqLen: 100, headDim: 16, window: 7 } },
+  { name: 'window number 1 = [0, 0]: each query sees itself', kind: 'localGlobal', options: { batch: 1, heads: 1, seqLen: 37, headDim: 5, window: 1 } },
+  {
+    name: 'one global list for the batch (unsorted, duplicated)', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 37, headDim: 16, window: [2, 2], globalTokens: [36, 0, 5, 5] },
+  },
+  {
+    name: 'global tokens per batch item', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 100, headDim: 20, window: [3, 3], globalTokens: [[0, 1], [90, 20, 20, 3]] },
+  },
+  {
+    name: 'attention sinks: causal + window [15, 0] + globals 0..3, MQA', kind: 'localGlobal',
+    options: { batch: 1, heads: 4, kvHeads: 1, seqLen: 257, headDim: 64, causal: true, window: [15, 0], globalTokens: sinks },
+  },
+  {
+    name: 'global query rows, seqLen 37 < kvSeqLen 100', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 37, kvSeqLen: 100, headDim: 16, window: [4, 4], globalTokens: [[70, 80], [63, 99]] },
+  },
+  {
+    name: 'global query rows under causal', kind: 'localGlobal',
+    options: { batch: 1, heads: 2, seqLen: 100, headDim: 8, causal: true, window: [5, 0], globalTokens: [50, 99] },
+  },
+  {
+    name: 'globals beyond kvLengths stay invisible', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 37, headDim: 8, window: [2, 2], globalTokens: [[1, 30], [1, 30]], kvLengths: [20, 0] },
+  },
+  {
+    name: 'causal window, seqLen 100 > kvSeqLen 37, bshd, headDim 17', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 100, kvSeqLen: 37, headDim: 17, causal: true, window: [7, 0], layout: 'bshd' },
+  },
+  {
+    name: '80 globals (more than a key tile), window [16, 16]', kind: 'localGlobal',
+    options: { batch: 1, heads: 2, seqLen: 257, headDim: 32, window: [16, 16], globalTokens: manyGlobals },
+  },
+  {
+    name: 'window [0, 0], kvLengths 0 and 5, headDim 100', kind: 'localGlobal',
+    options: { batch: 2, heads: 1, seqLen: 37, headDim: 100, window: [0, 0], kvLengths: [0, 5] },
+  },
+  {
+    name: 'headDim 256, globals, bshd GQA', kind: 'localGlobal',
+    options: { batch: 1, heads: 2, kvHeads: 1, seqLen: 65, headDim: 256, window: [3, 3], globalTokens: [10], layout: 'bshd' },
+  },
+  {
+    name: 'large logits, window + globals', kind: 'localGlobal', magnitude: 12,
+    options: { batch: 1, heads: 2, seqLen: 100, headDim: 64, window: [10, 10], globalTokens: [0, 50] },
+  },
+];
+
+export interface Inputs {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+}
+
+export function inputLengths(o: ReferenceOptions): { q: number; kv: number; lse: number } {
+  const kvHeads = o.kvHeads ?? o.heads;
+  const kvSeqLen = o.kvSeqLen ?? o.seqLen;
+  return {
+    q: o.batch * o.heads * o.seqLen * o.headDim,
+    kv: o.batch * kvHeads * kvSeqLen * o.headDim,
+    lse: o.batch * o.heads * o.seqLen,
+  };
+}
+
+export function makeInputs(name: string, options: ReferenceOptions, magnitude = 1): Inputs {
+  const random = rng(seedOf(name));
+  const n = inputLengths(options);
+  return {
+    q: randomNonZero(n.q, random, magnitude),
+    k: randomNonZero(n.kv, random, magnitude),
+    v: randomNonZero(n.kv, random),
+  };
+}
+
+const references = new Map<string, { inputs: Inputs; reference: ReferenceResult }>();
+
+/** Inputs and float64 result of a case, computed once and shared by every backend. */
+export function prepared(c: ParityCase): { inputs: Inputs; reference: ReferenceResult } {
+  let entry = references.get(c.name);
+  if (entry === undefined) {
+    const inputs = makeInputs(c.name, c.options, c.magnitude);
+    entry = { inputs, reference: referenceAttention(inputs.q, inputs.k, inputs.v, c.options) };
+    references.set(c.name, entry);
+  }
+  return entry;
+}

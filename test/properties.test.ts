@@ -1,0 +1,76 @@
+// Random valid options (fast-check) against the reference, on every backend, sync and async.
+import fc from 'fast-check';
+import { describe, it } from 'vitest';
+import { MODES, attention } from './helpers/call';
+import { type Kind, inputLengths, makeInputs } from './helpers/cases';
+import { expectMatchesReference } from './helpers/compare';
+import { BACKENDS } from './helpers/package';
+import { type ReferenceOptions, referenceAttention } from './reference';
+
+interface Drawn {
+  kind: Kind;
+  options: ReferenceOptions;
+  seed: number;
+}
+
+const MAX_BATCH = 3;
+
+// Sizes are small so that many shapes fit in the time; mask parameters are drawn wide enough to
+// reach past the sequence (windows larger than kvSeqLen, kvLengths of 0 and kvSeqLen).
+const drawn: fc.Arbitrary<Drawn> = fc
+  .record({
+    kind: fc.constantFrom<Kind>('full', 'localGlobal'),
+    batch: fc.integer({ min: 1, max: MAX_BATCH }),
+    kvHeads: fc.integer({ min: 1, max: 2 }),
+    group: fc.integer({ min: 1, max: 3 }),
+    seqLen: fc.integer({ min: 1, max: 40 }),
+    kvSeqLen: fc.option(fc.integer({ min: 1, max: 70 }), { nil: undefined }),
+    headDim: fc.integer({ min: 1, max: 24 }),
+    layout: fc.constantFrom<'bhsd' | 'bshd'>('bhsd', 'bshd'),
+    causal: fc.boolean(),
+    scale: fc.option(fc.double({ min: -2, max: 2, noNaN: true }), { nil: undefined }),
+    window: fc.oneof(
+      fc.integer({ min: 0, max: 50 }),
+      fc.tuple(fc.integer({ min: -1, max: 45 }), fc.integer({ min: -1, max: 45 })),
+    ),
+    globals: fc.constantFrom('none', 'shared', 'perBatch'),
+    globalDraws: fc.array(fc.array(fc.nat(), { maxLength: 6 }), { minLength: MAX_BATCH, maxLength: MAX_BATCH }),
+    kvLengthDraws: fc.option(fc.array(fc.nat(), { minLength: MAX_BATCH, maxLength: MAX_BATCH }), { nil: undefined }),
+    seed: fc.integer(),
+  })
+  .map((d): Drawn => {
+    const kvSeqLen = d.kvSeqLen ?? d.seqLen;
+    const options: ReferenceOptions = {
+      batch: d.batch, heads: d.kvHeads * d.group, kvHeads: d.kvHeads, seqLen: d.seqLen, kvSeqLen,
+      headDim: d.headDim, layout: d.layout, causal: d.causal,
+    };
+    if (d.scale !== undefined) options.scale = d.scale;
+    if (d.kvLengthDraws !== undefined) {
+      options.kvLengths = d.kvLengthDraws.slice(0, d.batch).map((x) => x % (kvSeqLen + 1));
+    }
+    if (d.kind === 'localGlobal') {
+      options.window = typeof d.window === 'number' ? d.window : [d.window[0], d.window[1]];
+      const lists = d.globalDraws.map((list) => list.map((x) => x % kvSeqLen));
+      if (d.globals === 'shared') options.globalTokens = lists[0];
+      if (d.globals === 'perBatch') options.globalTokens = lists.slice(0, d.batch);
+    }
+    return { kind: d.kind, options, seed: d.seed };
+  });
+
+const RUNS = 50;
+
+describe.each(BACKENDS)('backend %s on random valid options', (backend) => {
+  it.each(MODES)('%s', async (mode) => {
+    await fc.assert(
+      fc.asyncProperty(drawn, async ({ kind, options, seed }) => {
+        const { q, k, v } = makeInputs(`property ${seed}`, options);
+        const n = inputLengths(options);
+        const lse = new Float32Array(n.lse).fill(NaN);
+        const out = new Float32Array(n.q).fill(NaN);
+        await attention(kind, mode, q, k, v, { ...options, out, lse, backend });
+        expectMatchesReference(options, referenceAttention(q, k, v, options), out, lse);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});

@@ -106,7 +106,11 @@ function machineMd(m, peak) {
   if (!peak.available) lines.push(`- Peak: unknown (${peak.reason}); fractions read n/a`);
   else {
     const fma = Object.entries(peak.fma)
-      .map(([isa, v]) => `${isa} ${v.gflops_1t} (1 thread) / ${v.gflops_all} (${peak.threads} threads)`)
+      .map(
+        ([isa, v]) =>
+          `${isa} ${v.gflops_1t} (1 thread) / ${v.gflops_all} (${peak.threads} threads)` +
+          (v.disturbed ? ` — disturbed by other load, so ${v.gflops_used} = ${peak.threads} x 1 thread is used` : ''),
+      )
       .join('; ');
     const bw = peak.bandwidth;
     lines.push(`- FP32 FMA peak, GFLOP/s: ${fma || 'n/a'} — \`bench/peak/peak.cpp\`, ${peak.compiler ?? ''}`);

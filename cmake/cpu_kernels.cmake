@@ -29,6 +29,13 @@ else()
   set(GLA_FLAGS_avx512 -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma)
 endif()
 
+# Global -march/-mavx flags would compile the generic core and the "scalar" kernels for this
+# machine's CPU too, and the build would crash on older ones despite the runtime dispatch.
+if(CMAKE_CXX_FLAGS MATCHES "(-march=|-mavx|/arch:)")
+  message(WARNING "CMAKE_CXX_FLAGS (${CMAKE_CXX_FLAGS}) sets a target ISA for all code; the CPU dispatch "
+                  "then no longer protects older CPUs. Leave ISA flags to cmake/cpu_kernels.cmake.")
+endif()
+
 set(GLA_CPU_ISAS scalar)
 set(GLA_CPU_ISAS_SKIPPED "")
 foreach(_isa avx2 avx512)

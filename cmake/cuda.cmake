@@ -86,6 +86,10 @@ else()
       # Sanitizer flags from add_compile_options mean nothing to nvcc; the plugin is not instrumented.
       COMPILE_OPTIONS ""
       LINK_OPTIONS "")
+    # One nvcc process compiles every architecture; let it use the cores (npm install waits on this).
+    if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 11.2)
+      target_compile_options(gla_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--threads=0>)
+    endif()
     if(NOT MSVC)
       target_link_libraries(gla_cuda PRIVATE ${CMAKE_DL_LIBS})
     endif()
@@ -149,14 +153,24 @@ if(GLA_NATIVE_TESTS)
     add_dependencies(gla_cuda_bench gla_cuda)
   endif()
 
+  # The plugin's own source over a mock CUDA runtime and the CPU emulation of the kernels: loader,
+  # ABI, staging and copies, context pool and kernels, end to end, with no GPU (and under sanitizers).
+  add_library(gla_cuda_emulated SHARED "${_gla_root}/native/cuda/plugin_emulated.cpp")
+  target_include_directories(gla_cuda_emulated PRIVATE "${_gla_root}/native/include" "${_gla_root}/native/cuda"
+    "${CMAKE_CURRENT_BINARY_DIR}/gla_cuda_generated")
+  target_link_libraries(gla_cuda_emulated PRIVATE Threads::Threads ${CMAKE_DL_LIBS})
+  set_target_properties(gla_cuda_emulated PROPERTIES CXX_VISIBILITY_PRESET hidden POSITION_INDEPENDENT_CODE ON)
+
   add_test(NAME cuda_emulated COMMAND gla_cuda_tests emulated)
+  add_test(NAME cuda_plugin_emulated COMMAND gla_cuda_tests gpu --quick)
+  set_tests_properties(cuda_plugin_emulated PROPERTIES ENVIRONMENT "GLA_CUDA_PLUGIN=$<TARGET_FILE:gla_cuda_emulated>")
   add_test(NAME cuda_loader_missing COMMAND gla_cuda_tests loader-missing)
   set_tests_properties(cuda_loader_missing PROPERTIES
     ENVIRONMENT "GLA_CUDA_PLUGIN=${CMAKE_CURRENT_BINARY_DIR}/no-such-dir/no-such-plugin")
   add_test(NAME cuda COMMAND gla_cuda_tests gpu --skip-code 77)
   set_tests_properties(cuda PROPERTIES SKIP_RETURN_CODE 77)
   if(GLA_SANITIZE AND NOT MSVC)
-    set_property(TEST cuda_emulated cuda APPEND PROPERTY ENVIRONMENT
+    set_property(TEST cuda_emulated cuda cuda_plugin_emulated APPEND PROPERTY ENVIRONMENT
       "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1" "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
     set_property(TEST cuda_loader_missing APPEND PROPERTY ENVIRONMENT
       "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1" "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")

@@ -33,7 +33,8 @@ if (process.env.GLOBAL_LOCAL_ATTENTION_SKIP_CTEST) {
 }
 
 fs.rmSync(report, { force: true });
-const vitest = require.resolve('vitest/vitest.mjs', { paths: [root] });
+// vitest's package exports do not expose its CLI file, so locate it from package.json.
+const vitest = path.join(path.dirname(require.resolve('vitest/package.json', { paths: [root] })), 'vitest.mjs');
 const status = run(process.execPath, [
   vitest, 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
   ...process.argv.slice(2),

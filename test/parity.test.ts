@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { attention } from './helpers/call';
 import { PARITY_CASES, type ParityCase, inputLengths, makeInputs, prepared } from './helpers/cases';
-import { expectMatchesReference } from './helpers/compare';
+import { expectMatchesReference, expectSameContents } from './helpers/compare';
 import { BACKENDS } from './helpers/package';
 import { type ReferenceOptions, referenceAttention } from './reference';
 
@@ -28,9 +28,9 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (backend) =>
     expect(allocated).toBeInstanceOf(Float32Array);
     expectMatchesReference(c.options, reference, allocated, asyncLse);
 
-    expect(inputs.q).toEqual(copies.q);
-    expect(inputs.k).toEqual(copies.k);
-    expect(inputs.v).toEqual(copies.v);
+    expectSameContents(inputs.q, copies.q, 'q after the calls');
+    expectSameContents(inputs.k, copies.k, 'k after the calls');
+    expectSameContents(inputs.v, copies.v, 'v after the calls');
   });
 
   it('honours the byteOffset of subarray inputs and writes nothing outside out and lse', async () => {
@@ -68,7 +68,7 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (backend) =>
       ];
       expect(guards.every((x) => x === SENTINEL), `${mode}: a guard cell around out/lse was written`).toBe(true);
     }
-    expect(inputBuffer).toEqual(inputSnapshot);
+    expectSameContents(inputBuffer, inputSnapshot, 'the buffer behind q, k and v');
   });
 
   it('overwrites every element when out is reused across calls', async () => {

@@ -57,7 +57,7 @@ const drawn: fc.Arbitrary<Drawn> = fc
     return { kind: d.kind, options, seed: d.seed };
   });
 
-const RUNS = 50;
+const RUNS = 100;
 
 describe.each(BACKENDS)('backend %s on random valid options', (backend) => {
   it.each(MODES)('%s', async (mode) => {

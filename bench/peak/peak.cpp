@@ -3,7 +3,7 @@
 // function-level target attributes and are chosen at run time with __builtin_cpu_supports (which
 // in GCC and Clang also checks that the OS saves the wide registers, via XGETBV).
 //
-//   c++ -O3 -std=c++17 -pthread peak.cpp -o peak && ./peak [--ms N] [--mib N]
+//   c++ -O3 -std=c++17 -pthread peak.cpp -o peak && ./peak [--threads N] [--ms N] [--mib N]
 //
 // Prints one JSON object on stdout.
 #include <algorithm>
@@ -110,10 +110,10 @@ struct FmaKernel {
 
 // Runs fn on `threads` threads at once, best of 9 runs of about ms/3 milliseconds, in GFLOP/s.
 // Each thread does the same fixed iteration count, so the slowest thread sets the time. Many
-// short runs rather than a few long ones: on a shared VM a vCPU is sometimes descheduled for
-// hundreds of milliseconds, and the best run is the one that the hypervisor left alone.
+// short runs rather than a few long ones: on a shared machine another process or the hypervisor
+// sometimes holds a CPU for hundreds of milliseconds, and the best run is one it left alone.
 static double run_fma(const FmaKernel& k, int threads, int ms) {
-  // Calibrate the iteration count on one thread so that one run lasts about ms.
+  // Calibrate the iteration count on one thread so that one run lasts about ms / 3.
   int64_t iters = 1 << 16;
   for (;;) {
     auto t0 = Clock::now();

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <stdexcept>
 
 #include "core/driver.h"
 #include "dispatch/kernel_table.h"
@@ -38,6 +39,8 @@ Outcome run_attention_configured(const AttentionProblem& problem, Isa isa, const
     return Outcome{};
   } catch (const std::bad_alloc&) {
     return make_outcome(Status::out_of_memory, "out of memory while preparing the attention call");
+  } catch (const std::length_error&) {  // a vector larger than the address space: same cause
+    return make_outcome(Status::out_of_memory, "the attention call needs more memory than can be addressed");
   } catch (const std::exception& e) {
     return make_outcome(Status::internal_error, e.what());
   } catch (...) {

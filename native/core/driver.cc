@@ -57,6 +57,11 @@ void load_rows(const Call& c, const RowGroup& g, int64_t h, Scratch& sc) {
     sc.rows[r] = i;
     const float* q = p.q + g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
     for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
+    if (g.n_rows <= c.kernels.few_rows) {
+      float* row = sc.q_rows + static_cast<int64_t>(r) * c.plan.dim_pad;
+      for (int64_t t = 0; t < p.head_dim; ++t) row[t] = q[t] * p.scale;
+      std::fill(row + p.head_dim, row + c.plan.dim_pad, 0.0f);
+    }
     // The window part of the rule for this single row, and its kv-length/causal bound for globals.
     const KeyRange own = window_key_range(mask, position, position);
     sc.win_begin[r] = own.begin;
@@ -82,6 +87,7 @@ void run_blocks(const Call& c, const RowGroup& g, int64_t h, int64_t block_begin
   a.head_dim = static_cast<int>(p.head_dim);
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
+  a.q_rows = sc.q_rows;
   a.k = p.k + g.batch * p.k_strides.batch + kh * p.k_strides.head;
   a.k_row_stride = p.k_strides.seq;
   a.v = p.v + g.batch * p.v_strides.batch + kh * p.v_strides.head;
@@ -183,7 +189,7 @@ void merge_pair(const Call& c, Partials& partials, int64_t pair, Scratch& sc) {
 }  // namespace
 
 void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, const DriverConfig& config) {
-  const Plan plan = make_plan(p, kernels.vector_width, pool_concurrency(), config);
+  const Plan plan = make_plan(p, kernels, pool_concurrency(), config);
   if (plan.groups.empty()) return;
 
   std::vector<uint8_t> global_map;
@@ -196,9 +202,15 @@ void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, co
     }
   }
 
-  std::vector<Scratch> scratch = make_scratch(
-      {plan.block_q, static_cast<int>(round_up(plan.block_q, plan.vector_width)), plan.block_k, plan.dim_pad},
-      plan.threads);
+  ScratchShape shape;
+  shape.block_q = plan.block_q;
+  shape.rows_pad = static_cast<int>(round_up(plan.block_q, plan.vector_width));
+  shape.block_k = plan.block_k;
+  shape.dim_pad = plan.dim_pad;
+  shape.score_floats = static_cast<int>(std::max<int64_t>(
+      static_cast<int64_t>(plan.block_k) * shape.rows_pad,
+      std::min(plan.block_q, kernels.few_rows) * round_up(plan.block_k, plan.vector_width)));
+  std::vector<Scratch> scratch = make_scratch(shape, plan.threads);
   const Call call{p, kernels, plan, global_map, p.heads / p.kv_heads};
   const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
   const int64_t pairs = n_groups * p.heads;

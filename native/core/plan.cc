@@ -8,13 +8,12 @@ namespace gla {
 namespace core {
 namespace {
 
-// Tile sizes: a K block (transposed) plus a V block stay near 64 KiB, so that with the scores and
-// the query rows a block's working set lives in L2 while the inner loops run from L1.
-int default_block_q(int dim_pad) { return dim_pad <= 128 ? 64 : 32; }
-int default_block_k(int dim_pad, int width) {
-  if (dim_pad <= 128) return 128;
-  if (dim_pad <= 256) return 64;
-  return static_cast<int>(std::max<int64_t>(width, round_up(8192 / dim_pad, width)));
+// The kernels' preferred tile, with fewer rows for wide heads so that Q^T and the accumulator of a
+// group (each rows x head_dim floats) stay around 32 KiB.
+int default_block_q(const cpu::CpuKernels& kernels, int dim_pad) {
+  int rows = kernels.block_rows;
+  while (rows > kernels.vector_width && static_cast<int64_t>(rows) * dim_pad > 64 * 128) rows /= 2;
+  return std::max(rows, 1);
 }
 
 int64_t kv_length_of(const AttentionProblem& p, int64_t b) {
@@ -74,11 +73,12 @@ int64_t gathered_key(const AttentionProblem& p, const RowGroup& g, int64_t n) {
   return p.global_indices[index];
 }
 
-Plan make_plan(const AttentionProblem& p, int width, int pool_threads, const DriverConfig& config) {
+Plan make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int pool_threads, const DriverConfig& config) {
   Plan plan;
+  const int width = kernels.vector_width;
   plan.dim_pad = static_cast<int>(round_up(p.head_dim, width));
-  plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(plan.dim_pad);
-  plan.block_k = config.block_k > 0 ? config.block_k : default_block_k(plan.dim_pad, width);
+  plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(kernels, plan.dim_pad);
+  plan.block_k = config.block_k > 0 ? config.block_k : kernels.block_keys;
   plan.vector_width = width;
   plan.position_offset = p.kv_seq_len - p.seq_len;
   // A bound that reaches past every key is the same as no bound; normalising it keeps every

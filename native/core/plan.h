@@ -7,6 +7,7 @@
 
 #include "gla/problem.h"
 #include "gla/visibility.h"
+#include "kernels/cpu/kernel_api.h"
 
 namespace gla {
 namespace core {
@@ -53,7 +54,8 @@ struct Plan {
 };
 
 // Throws std::bad_alloc.
-Plan make_plan(const AttentionProblem& problem, int vector_width, int pool_threads, const DriverConfig& config);
+Plan make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, int pool_threads,
+               const DriverConfig& config);
 
 // The position rule of a row group of batch b (global rows see through an unbounded window).
 RowMask row_mask(const AttentionProblem& problem, const Plan& plan, int64_t b, bool global_rows);

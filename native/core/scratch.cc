@@ -17,7 +17,7 @@ Scratch::Scratch(const ScratchShape& shape) {
   const size_t rp = static_cast<size_t>(shape.rows_pad);
   const size_t bk = static_cast<size_t>(shape.block_k);
   const size_t dp = static_cast<size_t>(shape.dim_pad);
-  const size_t float_counts[] = {dp * rp, bk * rp, bq * dp, rp, rp, rp};
+  const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp};
   const size_t int_counts[] = {bk, bq, bq, bq, bq};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
@@ -37,8 +37,9 @@ Scratch::Scratch(const ScratchShape& shape) {
     return out;
   };
   qt = take_floats(float_counts[0]);
-  s = take_floats(float_counts[1]);
-  acc = take_floats(float_counts[2]);
+  q_rows = take_floats(float_counts[1]);
+  s = take_floats(float_counts[2]);
+  acc = take_floats(float_counts[3]);
   row_max = take_floats(rp);
   row_sum = take_floats(rp);
   alpha = take_floats(rp);

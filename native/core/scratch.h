@@ -16,6 +16,7 @@ struct ScratchShape {
   int rows_pad;  // block_q rounded up to the vector width
   int block_k;
   int dim_pad;
+  int score_floats;  // scores of one block in either layout (see kernel_api.h)
 };
 
 class Scratch {
@@ -24,7 +25,8 @@ class Scratch {
   explicit Scratch(const ScratchShape& shape);
 
   float* qt;       // [dim_pad][rows_pad]: Q^T of the group
-  float* s;        // [block_k][rows_pad]
+  float* q_rows;   // [block_q][dim_pad]: the same rows row-major, for the few-rows path
+  float* s;        // [score_floats]
   float* acc;      // [block_q][dim_pad]
   float* row_max;  // [rows_pad]
   float* row_sum;  // [rows_pad]

@@ -4,10 +4,12 @@
 //   gla_cuda_tests emulated       the schedule (which keys each block visits) against the visibility
 //                                 rule, then the kernel source itself, emulated, against the double
 //                                 reference. Runs everywhere, no GPU needed.
-//   gla_cuda_tests gpu [--skip-code N]
+//   gla_cuda_tests gpu [--skip-code N] [--quick]
 //                                 the plugin on a GPU over a grid of shapes and masks, concurrent
 //                                 callers, timing. Prints "SKIPPED: <reason>" and exits N (default 0)
-//                                 when the plugin is unavailable.
+//                                 when the plugin is unavailable. With GLA_CUDA_PLUGIN pointing at
+//                                 libgla_cuda_emulated (ctest cuda_plugin_emulated), --quick runs
+//                                 the same through the loader and the plugin's host code on the CPU.
 //   gla_cuda_tests loader-missing the loader with GLA_CUDA_PLUGIN pointing nowhere: a reason, no crash.
 #include <algorithm>
 #include <atomic>
@@ -457,6 +459,21 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
   std::vector<float> partial(static_cast<size_t>(plan.partial_floats), std::nanf(""));
   const gc::DeviceProblem P = host_problem(p, &flags);
   EmuLauncher L;
+  if (plan.tile_dim != 0 && plan.tasks > 0) {
+    // The tile pass alone must leave the global query rows to the row pass: untouched (still NaN).
+    gc::LaunchPlan tiles_only = plan;
+    tiles_only.tasks = 0;
+    gc::launch_plan(L, tiles_only, P, tasks.data(), partial.data());
+    for (const gc::RowTask& t : tasks) {
+      const float* o = p.out + t.batch * p.out_strides.batch + t.query * p.out_strides.seq;
+      for (int64_t h = 0; h < p.heads; ++h) {
+        if (!std::isnan(o[h * p.out_strides.head]) ||
+            (p.lse != nullptr && !std::isnan(p.lse[(t.batch * p.heads + h) * p.seq_len + t.query]))) {
+          return "the tile pass wrote global query row " + std::to_string(t.query);
+        }
+      }
+    }
+  }
   gc::launch_plan(L, plan, P, tasks.data(), partial.data());
   return "";
 }
@@ -503,7 +520,9 @@ int run_emulated_suite() {
   return g_failures == 0 ? 0 : 1;
 }
 
-int run_gpu_suite(int skip_code) {
+// quick: the emulated cases only, few concurrent calls, a small timing problem (for the emulated
+// plugin, which runs the kernels on the CPU).
+int run_gpu_suite(int skip_code, bool quick) {
   const char* why = gla::cuda_unavailable_reason();
   if (why != nullptr) {
     std::printf("SKIPPED: %s\n", why);
@@ -512,7 +531,7 @@ int run_gpu_suite(int skip_code) {
   std::printf("device: %s\n", gla::cuda_device_name());
   double worst = 0.0;
   int n = 0;
-  for (const Case& c : gpu_cases()) {
+  for (const Case& c : quick ? emulated_cases() : gpu_cases()) {
     if (c.force_rows || c.force_splits) continue;  // the plugin plans for itself
     run_case(c, true, &worst);
     ++n;
@@ -524,9 +543,11 @@ int run_gpu_suite(int skip_code) {
     const std::vector<Case> cs = emulated_cases();
     std::atomic<int> bad{0};
     std::vector<std::thread> threads;
-    for (int t = 0; t < 6; ++t) {
+    const int n_threads = quick ? 3 : 6;
+    const int rounds = quick ? 2 : 4;
+    for (int t = 0; t < n_threads; ++t) {
       threads.emplace_back([&, t] {
-        for (int round = 0; round < 4; ++round) {
+        for (int round = 0; round < rounds; ++round) {
           const Case& c = cs[static_cast<size_t>(t * 3 + round) % cs.size()];
           if (c.force_rows || c.force_splits) continue;
           TestProblem tp;
@@ -539,12 +560,12 @@ int run_gpu_suite(int skip_code) {
     }
     for (std::thread& th : threads) th.join();
     expect(bad == 0, "concurrent callers: " + std::to_string(bad.load()) + " wrong results");
-    std::printf("concurrency: 6 threads x 4 calls\n");
+    std::printf("concurrency: %d threads x %d calls\n", n_threads, rounds);
   }
 
   // Timing is reported and adds up.
   {
-    Spec s = make("timing", 1, 8, 8, 512, 512, 64);
+    Spec s = quick ? make("timing", 1, 1, 1, 64, 64, 64) : make("timing", 1, 8, 8, 512, 512, 64);
     TestProblem tp;
     gla_test::build(s, tp);
     gla::CudaTiming timing;
@@ -604,13 +625,15 @@ int run_loader_missing() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "emulated";
   int skip_code = 0;
-  for (int i = 2; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--skip-code") == 0) skip_code = std::atoi(argv[i + 1]);
+  bool quick = false;
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--skip-code") == 0 && i + 1 < argc) skip_code = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (mode == "emulated") return run_emulated_suite();
-  if (mode == "gpu") return run_gpu_suite(skip_code);
+  if (mode == "gpu") return run_gpu_suite(skip_code, quick);
   if (mode == "loader-missing") return run_loader_missing();
-  std::fprintf(stderr, "usage: gla_cuda_tests emulated | gpu [--skip-code N] | loader-missing\n");
+  std::fprintf(stderr, "usage: gla_cuda_tests emulated | gpu [--skip-code N] [--quick] | loader-missing\n");
   return 2;
 }

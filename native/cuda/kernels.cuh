@@ -7,7 +7,7 @@
 //   owns TM query rows and, for the scores, TN key columns / for the output, D / 8 dims, so the 8
 //   threads of one row group are 8 adjacent lanes and row reductions are 3 xor-shuffles.
 // row_attention_kernel: one query row per block (decode, global query rows, head_dim > 256), the
-//   row's keys optionally split across blocks; each warp walks keys 4 at a time.
+//   row's keys optionally split across blocks; each warp walks keys 8 at a time.
 // merge_rows_kernel: combines the split partial (max, sum, acc) of the row pass.
 #pragma once
 
@@ -283,7 +283,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
     const int64_t r = ty * TM + i;
     if (r >= rows) continue;
     const int64_t qi = i0 + r;
-    
+    if (is_global_token(P, b, qi + m.position_offset)) continue;  // the row pass owns global rows
     const float l = row_sum[i];
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     float* GLA_RESTRICT ob = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
@@ -297,7 +297,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
 }
 
 constexpr int kRowWarps = kThreads / 32;
-constexpr int kRowKeysPerWarp = 4;  // independent dot products in flight per warp
+constexpr int kRowKeysPerWarp = 8;  // independent dot products (and loads) in flight per warp
 
 // Shared memory of row_attention_kernel: q (head_dim rounded up to 32) and one (max, sum, acc[DV])
 // per warp for the block-level merge.

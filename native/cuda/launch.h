@@ -106,7 +106,8 @@ inline const char* make_plan(const AttentionProblem& p, const PlanLimits& lim, L
       key_bound = min_i64(key_bound, p.window_left + p.window_right + 1);
     }
     const int64_t blocks = plan->tasks * p.heads * plan->dv_chunks;
-    const int64_t want = ceil_div(4 * static_cast<int64_t>(lim.sm_count), blocks);
+    // About 8 blocks per SM: each walks its keys with dependent loads, so it takes many to hide latency.
+    const int64_t want = ceil_div(8 * static_cast<int64_t>(lim.sm_count), blocks);
     const int64_t cap = max_i64(1, key_bound / kMinKeysPerSplit);
     plan->splits = static_cast<int>(max_i64(1, min_i64(min_i64(want, cap), kMaxSplits)));
   }

@@ -4,7 +4,11 @@
 // in chunks, so the CPU copy of chunk n+1 overlaps the DMA of chunk n; run the passes of make_plan;
 // copy out and lse back the same way. Each call borrows a Context (stream, events, grow-only pinned
 // and device buffers) from a pool, so concurrent callers neither share buffers nor serialise.
+#if defined(GLA_CUDA_EMULATED)
+#include "emu_cuda_runtime.h"  // plugin_emulated.cpp: the same host code over the CPU emulation
+#else
 #include <cuda_runtime.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -68,7 +72,10 @@ void probe_into(Probe& p) {
     p.status = static_cast<int32_t>(Status::unavailable);
     std::snprintf(p.message, sizeof p.message, fmt, args...);
   };
-#if defined(_WIN32)
+#if defined(GLA_CUDA_EMULATED)
+  const char* driver_lib = "(emulated)";
+  const bool has_driver = true;
+#elif defined(_WIN32)
   const char* driver_lib = "nvcuda.dll";
   const bool has_driver = LoadLibraryA(driver_lib) != nullptr;
 #else
@@ -298,9 +305,13 @@ class CudaLauncher {
       err_ = allow_smem(reinterpret_cast<const void*>(kernel), smem);
       if (err_ != cudaSuccess) return;
     }
+#if defined(GLA_CUDA_EMULATED)
+    gla::simt::emulate_launch(grid_x, grid_y, gla::cuda::kThreads, smem, [&] { kernel(args...); });
+#else
     kernel<<<dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y), 1), gla::cuda::kThreads, smem,
              stream_>>>(args...);
     err_ = cudaGetLastError();
+#endif
   }
   cudaError_t error() const { return err_; }
 

@@ -460,6 +460,7 @@ void suite_grid() {
       {2, DriverConfig{}},
       {2, DriverConfig{16, 40, 0, 0}},
       {3, DriverConfig{7, 24, 3, 0}},
+      {16, DriverConfig{0, 0, 0, 0}},  // more threads than the pool has: capped, still correct
   };
   for (const Spec& s : specs) {
     TestProblem tp;
@@ -479,7 +480,11 @@ void suite_grid() {
     d.head_dim = 64;
     d.threads = 2;
     gla_test::build(d, tp);
-    const gla::core::Plan plan = gla::core::make_plan(tp.p, 16, 2, DriverConfig{});
+    gla::cpu::CpuKernels kernels{};
+    kernels.vector_width = 16;
+    kernels.block_rows = 64;
+    kernels.block_keys = 128;
+    const gla::core::Plan plan = gla::core::make_plan(tp.p, kernels, 2, DriverConfig{});
     expect(plan.chunks >= 2 && plan.threads == 2, "decode with 2 threads splits the keys (chunks = " +
                                                        std::to_string(plan.chunks) + ")");
   }
@@ -490,9 +495,9 @@ void suite_grid() {
 
 void suite_concurrency() {
   // Several host threads call run_attention at once (as the addon does from libuv and the JS
-  // thread), each asking for 2 threads of the shared pool.
+  // thread), each asking for 1 to 3 threads of the shared pool.
   std::vector<Spec> specs;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 6; ++i) {
     Spec s;
     s.name = "concurrent";
     s.batch = 2;
@@ -520,9 +525,9 @@ void suite_concurrency() {
     threads.emplace_back([&, t] {
       TestProblem tp;
       gla_test::build(specs[t], tp);
-      for (int round = 0; round < 6; ++round) {
+      for (int round = 0; round < 12; ++round) {
         tp.poison_outputs();
-        tp.p.threads = 2;
+        tp.p.threads = 1 + static_cast<int>((t + static_cast<size_t>(round)) % 3);
         const Isa isa = isas[(t + static_cast<size_t>(round)) % isas.size()];
         const gla::Outcome o = gla::run_attention(tp.p, isa);
         if (o.status != Status::ok || !gla_test::compare(tp, refs[t]).ok) ++failures[t];
@@ -549,9 +554,12 @@ void suite_random(int count) {
     s.batch = pick(1, 3);
     s.kv_heads = pick(1, 3);
     s.heads = s.kv_heads * pick(1, 3);
-    s.seq_len = chance(0.03) ? 0 : pick(1, 40);
-    s.kv_seq_len = chance(0.03) ? 0 : pick(1, 40);
-    s.head_dim = chance(0.1) ? pick(60, 80) : pick(1, 40);
+    // Mostly tiny (many tiles of odd sizes with the small configs below), sometimes medium with the
+    // default tiles.
+    const bool medium = chance(0.08);
+    s.seq_len = chance(0.03) ? 0 : medium ? pick(1, 300) : pick(1, 40);
+    s.kv_seq_len = chance(0.03) ? 0 : medium ? pick(1, 300) : pick(1, 40);
+    s.head_dim = chance(0.1) ? pick(60, 130) : pick(1, 40);
     s.q_layout = layouts[pick(0, 3)];
     s.kv_layout = layouts[pick(0, 3)];
     s.out_layout = layouts[pick(0, 3)];
@@ -590,11 +598,13 @@ void suite_random(int count) {
     const int block_ks[] = {0, 1, 2, 3, 7, 16, 33};
     const int splits[] = {0, 0, 0, 1, 2, 3, 5};
     DriverConfig config;
-    config.block_q = block_qs[pick(0, 6)];
-    config.block_k = block_ks[pick(0, 6)];
-    config.split_k = splits[pick(0, 6)];
+    if (!medium) {
+      config.block_q = block_qs[pick(0, 6)];
+      config.block_k = block_ks[pick(0, 6)];
+      config.split_k = splits[pick(0, 6)];
+    }
     config.min_work_per_thread = chance(0.7) ? 0 : -1;
-    const int threads = static_cast<int>(pick(1, 3));
+    const int threads = chance(0.1) ? 16 : static_cast<int>(pick(1, 4));
 
     TestProblem tp;
     gla_test::build(s, tp);
@@ -610,7 +620,7 @@ void suite_random(int count) {
 
 int main(int argc, char** argv) {
   const std::string suite = argc > 1 ? argv[1] : "all";
-  const int random_count = argc > 2 ? std::atoi(argv[2]) : 300;
+  const int random_count = argc > 2 ? std::atoi(argv[2]) : 1000;
   const auto start = std::chrono::steady_clock::now();
   bool known = false;
   auto run = [&](const char* name, const std::function<void()>& f) {

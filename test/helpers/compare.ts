@@ -52,3 +52,13 @@ export function expectMatchesReference(
     if (!ok) expect.fail(`lse[${r}] = ${got}, expected ${want}`);
   }
 }
+
+/** Bit-for-bit equality, fast on large arrays (vitest's deep equality walks them generically). */
+export function expectSameContents(actual: Float32Array, expected: Float32Array, what: string): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
+  const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) expect.fail(`${what}: element ${i} is ${actual[i]}, expected ${expected[i]}`);
+  }
+}

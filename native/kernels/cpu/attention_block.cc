@@ -2,13 +2,16 @@
 // Compiled once per ISA (cmake/cpu_kernels.cmake); everything here lives in gla::cpu::<isa> and
 // uses only the vocabulary of simd.h, so the three builds are the same source.
 //
-// Layout: scores are transposed, s[key][row], vectors running along query rows. Then
+// Row groups (the usual case) keep scores transposed, s[key][row], vectors along query rows:
 //   compute_scores  s = K Q^T: a key element broadcast times a vector of Q^T (pre-scaled); K is
 //                   read in place, so a block needs no packing and gathered keys cost nothing extra
 //   apply_mask      partial blocks only: -inf where the visibility rule says no
 //   online_softmax  per vector of rows: block max = vertical max over keys, new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
 //   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
+// Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
+// head_dim (few_rows_scores), and the softmax is vectorised along keys (few_rows_softmax); the
+// mask and accumulate steps are shared, reading s through its two strides.
 // Each helper is small and register-blocked on its own (kScore*/kAcc* of the vocabulary), ready
 // for a tuning pass to re-block or fuse.
 #include <limits>
@@ -64,14 +67,20 @@ void compute_scores(const BlockArgs& a) {
   for (; c0 < a.n_keys; ++c0) score_keys<1>(a, c0);
 }
 
-void apply_mask(const BlockArgs& a) {
+// s(key c, row r) lives at s[c * key_stride + r * row_stride] in either layout.
+struct ScoreLayout {
+  int key_stride;
+  int row_stride;
+};
+
+void apply_mask(const BlockArgs& a, ScoreLayout layout) {
   for (int c = 0; c < a.n_keys; ++c) {
     const int64_t j = a.keys[c];
     const bool global = a.key_is_global != nullptr && a.key_is_global[j] != 0;
-    float* s = a.s + c * a.rows_pad;
+    float* s = a.s + c * layout.key_stride;
     for (int r = 0; r < a.rows; ++r) {
       const bool in_window = j >= a.win_begin[r] && j < a.win_end[r];
-      if (!in_window && !(global && j < a.allowed_end[r])) s[r] = kNegInf;
+      if (!in_window && !(global && j < a.allowed_end[r])) s[r * layout.row_stride] = kNegInf;
     }
   }
 }
@@ -102,7 +111,7 @@ void online_softmax(const BlockArgs& a) {
 // RB rows x NV vectors of acc: rescaled by alpha once, then accumulated over the block's keys.
 // Tail: the last vector covers only head_dim % kWidth lanes of each V row (never read past it).
 template <int RB, int NV, bool Tail>
-inline void accumulate_tile(const BlockArgs& a, int r0, int d0) {
+inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int d0) {
   V acc[RB][NV];
   for (int r = 0; r < RB; ++r) {
     const V alpha = simd::broadcast(a.alpha[r0 + r]);
@@ -116,9 +125,9 @@ inline void accumulate_tile(const BlockArgs& a, int r0, int d0) {
     for (int v = 0; v < NV; ++v) {
       values[v] = (Tail && v == NV - 1) ? simd::load_partial(value + v * kWidth, tail) : simd::load(value + v * kWidth);
     }
-    const float* p = a.s + c * a.rows_pad + r0;
+    const float* p = a.s + c * layout.key_stride + r0 * layout.row_stride;
     for (int r = 0; r < RB; ++r) {
-      const V pb = simd::broadcast(p[r]);
+      const V pb = simd::broadcast(p[r * layout.row_stride]);
       for (int v = 0; v < NV; ++v) acc[r][v] = simd::fmadd(pb, values[v], acc[r][v]);
     }
   }
@@ -129,26 +138,109 @@ inline void accumulate_tile(const BlockArgs& a, int r0, int d0) {
 }
 
 template <int RB>
-inline void accumulate_rows(const BlockArgs& a, int r0) {
+inline void accumulate_rows(const BlockArgs& a, ScoreLayout layout, int r0) {
   constexpr int kDims = simd::kAccVecs * kWidth;
   const int full_end = a.head_dim / kWidth * kWidth;
   int d0 = 0;
-  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, r0, d0);
-  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, r0, d0);
-  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, r0, full_end);
+  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, layout, r0, d0);
+  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, layout, r0, d0);
+  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, layout, r0, full_end);
 }
 
-void accumulate(const BlockArgs& a) {
+void accumulate(const BlockArgs& a, ScoreLayout layout) {
   int r0 = 0;
-  for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) accumulate_rows<simd::kAccRows>(a, r0);
-  for (; r0 < a.rows; ++r0) accumulate_rows<1>(a, r0);
+  for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) accumulate_rows<simd::kAccRows>(a, layout, r0);
+  for (; r0 < a.rows; ++r0) accumulate_rows<1>(a, layout, r0);
+}
+
+// ---- few rows (decode): s[row][key], ld = keys rounded up to the vector width -----------------
+
+// RK keys against every row: RK independent dot products along head_dim per row. q_rows is zero
+// padded to dim_pad, so only the key row needs a partial load at the tail.
+template <int RK>
+inline void few_rows_score_keys(const BlockArgs& a, int c0, int ld) {
+  const float* key[RK];
+  for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
+  const int full_end = a.head_dim / kWidth * kWidth;
+  for (int r = 0; r < a.rows; ++r) {
+    const float* q = a.q_rows + r * a.dim_pad;
+    V acc[RK];
+    for (int i = 0; i < RK; ++i) acc[i] = simd::zero();
+    for (int t = 0; t < full_end; t += kWidth) {
+      const V qv = simd::load(q + t);
+      for (int i = 0; i < RK; ++i) acc[i] = simd::fmadd(qv, simd::load(key[i] + t), acc[i]);
+    }
+    if (full_end < a.head_dim) {
+      const V qv = simd::load(q + full_end);
+      for (int i = 0; i < RK; ++i) {
+        acc[i] = simd::fmadd(qv, simd::load_partial(key[i] + full_end, a.head_dim - full_end), acc[i]);
+      }
+    }
+    for (int i = 0; i < RK; ++i) a.s[r * ld + c0 + i] = simd::reduce_add(acc[i]);
+  }
+}
+
+void few_rows_scores(const BlockArgs& a, int ld) {
+  int c0 = 0;
+  for (; c0 + 4 <= a.n_keys; c0 += 4) few_rows_score_keys<4>(a, c0, ld);
+  for (; c0 < a.n_keys; ++c0) few_rows_score_keys<1>(a, c0, ld);
+  for (int r = 0; r < a.rows; ++r) {
+    for (int c = a.n_keys; c < ld; ++c) a.s[r * ld + c] = kNegInf;  // pad keys
+  }
+}
+
+inline float max_along(const float* s, int n) {
+  V m = simd::broadcast(kNegInf);
+  for (int c = 0; c < n; c += kWidth) m = simd::max(m, simd::load(s + c));
+  return simd::reduce_max(m);
+}
+
+// s = exp(s - max) in place; returns the sum.
+inline float exp_and_sum(float* s, int n, float max) {
+  const V mb = simd::broadcast(max);
+  V sum = simd::zero();
+  for (int c = 0; c < n; c += kWidth) {
+    const V e = simd::exp(simd::sub(simd::load(s + c), mb));
+    simd::store(s + c, e);
+    sum = simd::add(sum, e);
+  }
+  return simd::reduce_add(sum);
+}
+
+void few_rows_softmax(const BlockArgs& a, int ld) {
+  for (int r = 0; r < a.rows; ++r) {
+    float* s = a.s + r * ld;
+    const float block_max = max_along(s, ld);
+    const float old_max = a.row_max[r];
+    const float new_max = old_max > block_max ? old_max : block_max;
+    if (new_max == kNegInf) {
+      // Nothing visible to this row yet: exp(-inf - -inf) would be NaN, so contribute nothing.
+      a.alpha[r] = 1.0f;
+      for (int c = 0; c < ld; c += kWidth) simd::store(s + c, simd::zero());
+      continue;
+    }
+    const float alpha = simd::first(simd::exp(simd::broadcast(old_max - new_max)));  // 0 if old is -inf
+    a.alpha[r] = alpha;
+    a.row_sum[r] = a.row_sum[r] * alpha + exp_and_sum(s, ld, new_max);
+    a.row_max[r] = new_max;
+  }
 }
 
 void attend_block(const BlockArgs& a) {
+  if (a.rows <= simd::kFewRows) {
+    const int ld = (a.n_keys + kWidth - 1) / kWidth * kWidth;
+    const ScoreLayout layout{1, ld};
+    few_rows_scores(a, ld);
+    if (!a.full) apply_mask(a, layout);
+    few_rows_softmax(a, ld);
+    accumulate(a, layout);
+    return;
+  }
+  const ScoreLayout layout{a.rows_pad, 1};
   compute_scores(a);
-  if (!a.full) apply_mask(a);
+  if (!a.full) apply_mask(a, layout);
   online_softmax(a);
-  accumulate(a);
+  accumulate(a, layout);
 }
 
 void exp_array(const float* in, float* out, int64_t n) {
@@ -165,7 +257,8 @@ void exp_array(const float* in, float* out, int64_t n) {
 
 }  // namespace
 
-const CpuKernels kernels = {GLA_STRINGIFY(GLA_KERNEL_NS), kWidth, attend_block, exp_array};
+const CpuKernels kernels = {GLA_STRINGIFY(GLA_KERNEL_NS), kWidth, simd::kBlockRows, simd::kBlockKeys, simd::kFewRows,
+                            attend_block, exp_array};
 
 }  // namespace GLA_KERNEL_NS
 }  // namespace cpu

@@ -12,10 +12,12 @@
 namespace gla {
 namespace cpu {
 
-// One query row group against one block of keys: S^T = K Q^T, mask, online-softmax update,
-// acc += P V. Scores are kept transposed, [key][row], so that the softmax runs down the key axis
-// with plain vector max/add across rows (no horizontal reductions), and K and V are read in place
-// (a key row is broadcast element by element), so nothing is packed per block.
+// One query row group against one block of keys: S = Q K^T, mask, online-softmax update,
+// acc += P V, with K and V read in place (nothing is packed per block).
+// Groups of more than few_rows rows keep scores transposed, s[key][row], with vectors along rows:
+// the softmax then runs down the key axis with plain vector max/add. Groups of at most few_rows
+// rows (decode) keep s[row][key], compute scores as dot products along head_dim and vectorise the
+// softmax along keys instead, so that a single row does not waste all but one lane.
 struct BlockArgs {
   int rows;      // query rows in the group
   int rows_pad;  // rows rounded up to vector_width: row stride of qt and s, length of the row state
@@ -25,6 +27,7 @@ struct BlockArgs {
   bool full;     // every (row, key) pair is visible: the kernel applies no mask at all
 
   const float* qt;           // [head_dim][rows_pad]: Q transposed, times scale, zero padded lanes
+  const float* q_rows;       // [rows][dim_pad]: the same rows row-major, zero padded
   const float* k;            // key j of this (batch, kv head) starts at k + j * k_row_stride
   int64_t k_row_stride;
   const float* v;
@@ -38,7 +41,8 @@ struct BlockArgs {
   const int64_t* allowed_end;
   const uint8_t* key_is_global;  // indexed by absolute key; nullptr when the batch has no globals
 
-  float* s;       // scratch [n_keys][rows_pad]: scores, then probabilities
+  float* s;       // scratch: scores, then probabilities; [n_keys][rows_pad], or for few rows
+                  // [rows][round_up(n_keys, vector_width)]
   float* alpha;   // scratch [rows_pad]: rescale factor of this block
 
   // Running online-softmax state: max and sum of exp(score - max) per row, unnormalised output.
@@ -51,6 +55,9 @@ struct BlockArgs {
 struct CpuKernels {
   const char* name;
   int vector_width;  // floats per vector; rows_pad and dim_pad must be multiples of it
+  int block_rows;    // preferred query rows per group and keys per block (head_dim <= 128)
+  int block_keys;
+  int few_rows;      // groups of at most this many rows take the row-major (decode) path
   void (*attend_block)(const BlockArgs& args);
   // The kernels' exp, exposed so that its accuracy can be tested: out[i] = exp(in[i]).
   void (*exp_array)(const float* in, float* out, int64_t n);

@@ -1,6 +1,7 @@
 // Selects the SIMD vocabulary of the ISA this object is being compiled for. Every vocabulary
 // defines, in gla::cpu::<isa>::simd, the same small set of names:
 //   V, kWidth, kScoreKeys/kScoreVecs and kAccRows/kAccVecs (register blocking of the products),
+//   kBlockRows/kBlockKeys (default tile for head_dim <= 128), kFewRows (decode path threshold),
 //   zero, broadcast, load, store, load_partial, store_partial (explicit tails: n < kWidth lanes),
 //   add, sub, mul, fmadd, max, min, reduce_add, reduce_max, first,
 //   round_nearest, scale_pow2, select_less (the pieces the shared exp is built from).

@@ -18,6 +18,11 @@ constexpr int kScoreKeys = 4;
 constexpr int kScoreVecs = 4;
 constexpr int kAccRows = 4;
 constexpr int kAccVecs = 4;
+// Default tiles for head_dim <= 128 (measured on Zen 4; 64 rows = 4 vectors = one kScoreVecs tile).
+constexpr int kBlockRows = 64;
+constexpr int kBlockKeys = 128;
+// Row-major scores win while rows * (head_dim / 16 + a reduction) < head_dim broadcasts.
+constexpr int kFewRows = 4;
 
 inline V zero() { return _mm512_setzero_ps(); }
 inline V broadcast(float x) { return _mm512_set1_ps(x); }

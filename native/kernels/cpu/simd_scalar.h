@@ -16,6 +16,9 @@ constexpr int kScoreKeys = 4;
 constexpr int kScoreVecs = 4;
 constexpr int kAccRows = 4;
 constexpr int kAccVecs = 4;
+constexpr int kBlockRows = 64;
+constexpr int kBlockKeys = 64;
+constexpr int kFewRows = 0;  // one lane: both layouts cost the same, keep the one path
 
 inline V zero() { return 0.0f; }
 inline V broadcast(float x) { return x; }

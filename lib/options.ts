@@ -8,7 +8,7 @@ import type { AttentionBuffers, BackendImpl } from './backends/backend';
 import { BACKEND_NAMES, resolveBackend } from './backends/registry';
 import { argumentError, describeValue, rangeError, typeError } from './errors';
 import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
-import type { AttentionProblem, Backend, Strides } from './problem';
+import type { AttentionProblem, Strides } from './problem';
 import type { BackendChoice, Layout } from './types';
 
 export type AttentionKind = 'fullAttention' | 'localGlobalAttention';
@@ -26,11 +26,24 @@ const COMMON_KEYS = [
   'kvLengths', 'out', 'lse', 'backend', 'threads',
 ] as const;
 const LOCAL_GLOBAL_KEYS = ['window', 'globalTokens'] as const;
+const FULL_KEY_SET: ReadonlySet<string> = new Set(COMMON_KEYS);
+const LOCAL_GLOBAL_KEY_SET: ReadonlySet<string> = new Set([...COMMON_KEYS, ...LOCAL_GLOBAL_KEYS]);
 
 /** Positions are Int32 in the native params and the CSR lists. */
 const MAX_SEQ_LEN = 2 ** 31 - 1;
 /** The most elements one Float32Array can hold in this Node (2³² in Node 20, larger later). */
 const MAX_ELEMENTS = Math.min(bufferConstants.MAX_LENGTH, Math.floor(Number.MAX_SAFE_INTEGER / 4));
+
+// The sync API's cost on a tiny problem is mostly this file, so its success path allocates little
+// and formats nothing: every message, and every string that goes into one, is built only on the
+// way to a throw.
+
+/** The cores this process may use, read once: os.availableParallelism() is a syscall per call. */
+let cpuCount: number | undefined;
+function availableCores(): number {
+  cpuCount ??= availableParallelism();
+  return cpuCount;
+}
 
 export function validateCall(
   kind: AttentionKind,
@@ -51,15 +64,20 @@ export function validateCall(
   }
   const kvSeqLen = o.kvSeqLen === undefined ? seqLen : positiveInteger('options.kvSeqLen', o.kvSeqLen, MAX_SEQ_LEN);
 
-  const qLength = elementCount('q and out', ['batch', 'heads', 'seqLen', 'headDim'], [batch, heads, seqLen, headDim]);
-  const kvLength = elementCount('k and v', ['batch', 'kvHeads', 'kvSeqLen', 'headDim'], [batch, kvHeads, kvSeqLen, headDim]);
-  const lseLength = elementCount('lse', ['batch', 'heads', 'seqLen'], [batch, heads, seqLen]);
+  const qLength = batch * heads * seqLen * headDim;
+  const kvLength = batch * kvHeads * kvSeqLen * headDim;
+  const lseLength = batch * heads * seqLen;
+  if (qLength > MAX_ELEMENTS) throw tooManyElements('q and out', Q_NAMES, [batch, heads, seqLen, headDim]);
+  if (kvLength > MAX_ELEMENTS) throw tooManyElements('k and v', KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', LSE_NAMES, [batch, heads, seqLen]);
 
   const layout = checkLayout(o.layout);
-  const qArray = float32Array('q', q, qLength, `batch·heads·seqLen·headDim = ${batch}·${heads}·${seqLen}·${headDim}`);
-  const kvFormula = `batch·kvHeads·kvSeqLen·headDim = ${batch}·${kvHeads}·${kvSeqLen}·${headDim}`;
-  const kArray = float32Array('k', k, kvLength, kvFormula);
-  const vArray = float32Array('v', v, kvLength, kvFormula);
+  const qArray = float32Array('q', q);
+  if (qArray.length !== qLength) throw lengthError('q', qArray, Q_NAMES, [batch, heads, seqLen, headDim]);
+  const kArray = float32Array('k', k);
+  if (kArray.length !== kvLength) throw lengthError('k', kArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  const vArray = float32Array('v', v);
+  if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
 
   const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : finiteNumber('options.scale', o.scale);
   const causal = o.causal === undefined ? false : boolean('options.causal', o.causal);
@@ -76,26 +94,41 @@ export function validateCall(
     }
   }
 
-  const outFormula = `batch·heads·seqLen·headDim = ${batch}·${heads}·${seqLen}·${headDim}`;
-  const givenOut = o.out === undefined ? null : float32Array('options.out', o.out, qLength, outFormula);
-  const lse = o.lse === undefined
-    ? null
-    : float32Array('options.lse', o.lse, lseLength, `batch·heads·seqLen = ${batch}·${heads}·${seqLen}`);
-  if (givenOut !== null) checkNoOverlap('options.out', givenOut, { q: qArray, k: kArray, v: vArray, 'options.lse': lse });
-  if (lse !== null) checkNoOverlap('options.lse', lse, { q: qArray, k: kArray, v: vArray });
+  let givenOut: Float32Array | null = null;
+  if (o.out !== undefined) {
+    givenOut = float32Array('options.out', o.out);
+    if (givenOut.length !== qLength) throw lengthError('options.out', givenOut, Q_NAMES, [batch, heads, seqLen, headDim]);
+  }
+  let lse: Float32Array | null = null;
+  if (o.lse !== undefined) {
+    lse = float32Array('options.lse', o.lse);
+    if (lse.length !== lseLength) throw lengthError('options.lse', lse, LSE_NAMES, [batch, heads, seqLen]);
+  }
+  if (givenOut !== null) {
+    checkNoOverlap('options.out', givenOut, 'q', qArray);
+    checkNoOverlap('options.out', givenOut, 'k', kArray);
+    checkNoOverlap('options.out', givenOut, 'v', vArray);
+    if (lse !== null) checkNoOverlap('options.out', givenOut, 'options.lse', lse);
+  }
+  if (lse !== null) {
+    checkNoOverlap('options.lse', lse, 'q', qArray);
+    checkNoOverlap('options.lse', lse, 'k', kArray);
+    checkNoOverlap('options.lse', lse, 'v', vArray);
+  }
 
-  const threads = o.threads === undefined ? availableParallelism() : positiveInteger('options.threads', o.threads);
+  const threads = o.threads === undefined ? availableCores() : positiveInteger('options.threads', o.threads);
   // Resolved last: an invalid call is a TypeError/RangeError whichever backends this machine has.
   const backend = resolveBackend(backendChoice(o.backend));
 
   const qStrides = layoutStrides(layout, heads, seqLen, headDim);
   const kvStrides = layoutStrides(layout, kvHeads, kvSeqLen, headDim);
+  // One object literal with every field always present, so that every problem has the same shape.
   const problem: AttentionProblem = {
     batch, heads, kvHeads, seqLen, kvSeqLen, headDim,
-    qStrides, kStrides: kvStrides, vStrides: { ...kvStrides }, outStrides: { ...qStrides },
+    qStrides, kStrides: kvStrides, vStrides: kvStrides, outStrides: qStrides,
     scale, causal, windowLeft, windowRight, kvLengths, globalOffsets, globalIndices,
     // An upper bound, so asking for more than this machine has means all it has.
-    threads: Math.min(threads, availableParallelism()),
+    threads: Math.min(threads, availableCores()),
   };
   // Allocated only once the call is known to be valid.
   const out = givenOut ?? new Float32Array(qLength);
@@ -107,10 +140,11 @@ function checkOptionsObject(kind: AttentionKind, options: unknown): Record<strin
     throw typeError('options', options, 'an object such as { batch, heads, seqLen, headDim }');
   }
   const o = options as Record<string, unknown>;
-  const valid: readonly string[] = kind === 'localGlobalAttention' ? [...COMMON_KEYS, ...LOCAL_GLOBAL_KEYS] : COMMON_KEYS;
+  const validSet = kind === 'localGlobalAttention' ? LOCAL_GLOBAL_KEY_SET : FULL_KEY_SET;
   for (const key of Object.keys(o)) {
     // An explicit undefined is how JS spells "not given" (e.g. { ...defaults, causal: undefined }).
-    if (valid.includes(key) || o[key] === undefined) continue;
+    if (validSet.has(key) || o[key] === undefined) continue;
+    const valid = [...validSet];
     if (kind === 'fullAttention' && (LOCAL_GLOBAL_KEYS as readonly string[]).includes(key)) {
       throw argumentError(
         RangeError, `options.${key}`, 'is not an option of fullAttention',
@@ -164,16 +198,23 @@ export function positiveInteger(name: string, value: unknown, max = Number.MAX_S
   return value;
 }
 
-function elementCount(what: string, names: string[], sizes: number[]): number {
-  // Past MAX_ELEMENTS the float product may be inexact, but it is still past MAX_ELEMENTS.
+const Q_NAMES = ['batch', 'heads', 'seqLen', 'headDim'];
+const KV_NAMES = ['batch', 'kvHeads', 'kvSeqLen', 'headDim'];
+const LSE_NAMES = ['batch', 'heads', 'seqLen'];
+
+/** Past MAX_ELEMENTS the float product may be inexact, but it is still past MAX_ELEMENTS. */
+function tooManyElements(what: string, names: string[], sizes: number[]): RangeError {
   const count = sizes.reduce((a, b) => a * b, 1);
-  if (count > MAX_ELEMENTS) {
-    throw argumentError(
-      RangeError, names.join('·'), `is ${sizes.join('·')} = ${count} elements for ${what}`,
-      `at most ${MAX_ELEMENTS}, the most a Float32Array can hold`,
-    );
-  }
-  return count;
+  return argumentError(
+    RangeError, names.join('·'), `is ${sizes.join('·')} = ${count} elements for ${what}`,
+    `at most ${MAX_ELEMENTS}, the most a Float32Array can hold`,
+  );
+}
+
+/** e.g. "k has length 1000, expected batch·kvHeads·kvSeqLen·headDim = 2·4·32·4 = 1024". */
+function lengthError(name: string, array: Float32Array, names: string[], sizes: number[]): RangeError {
+  const length = sizes.reduce((a, b) => a * b, 1);
+  return argumentError(RangeError, name, `has length ${array.length}`, `${names.join('·')} = ${sizes.join('·')} = ${length}`);
 }
 
 function checkLayout(value: unknown): Layout {
@@ -190,13 +231,11 @@ function layoutStrides(layout: Layout, heads: number, seqLen: number, headDim: n
     : { batch: seqLen * heads * headDim, head: headDim, seq: heads * headDim };
 }
 
-function float32Array(name: string, value: unknown, length: number, formula: string): Float32Array {
+/** A usable Float32Array; its length is the caller's to check. */
+function float32Array(name: string, value: unknown): Float32Array {
   if (!isFloat32Array(value)) throw typeError(name, value, 'a Float32Array');
   if (isDetached(value)) {
     throw argumentError(TypeError, name, 'is a Float32Array whose buffer is detached (transferred or freed)', 'a usable Float32Array');
-  }
-  if (value.length !== length) {
-    throw argumentError(RangeError, name, `has length ${value.length}`, `${formula} = ${length}`);
   }
   return value;
 }
@@ -214,14 +253,12 @@ function isDetached(array: Float32Array): boolean {
   }
 }
 
-function checkNoOverlap(name: string, target: Float32Array, others: Record<string, Float32Array | null>): void {
-  for (const [otherName, other] of Object.entries(others)) {
-    if (other === null || other.buffer !== target.buffer) continue;
-    const overlaps =
-      target.byteOffset < other.byteOffset + other.byteLength && other.byteOffset < target.byteOffset + target.byteLength;
-    if (overlaps) {
-      throw argumentError(RangeError, name, `overlaps the memory of ${otherName}`, 'a Float32Array that shares no memory with q, k, v or lse');
-    }
+function checkNoOverlap(name: string, target: Float32Array, otherName: string, other: Float32Array): void {
+  if (other.buffer !== target.buffer) return;
+  const overlaps =
+    target.byteOffset < other.byteOffset + other.byteLength && other.byteOffset < target.byteOffset + target.byteLength;
+  if (overlaps) {
+    throw argumentError(RangeError, name, `overlaps the memory of ${otherName}`, 'a Float32Array that shares no memory with q, k, v or lse');
   }
 }
 
@@ -236,21 +273,26 @@ function boolean(name: string, value: unknown): boolean {
   return value;
 }
 
+const EXPECTED_BACKEND = `'auto' or one of ${BACKEND_NAMES.map((n) => `'${n}'`).join(', ')}`;
+
 function backendChoice(value: unknown): BackendChoice {
-  const expected = `'auto' or one of ${BACKEND_NAMES.map((n) => `'${n}'`).join(', ')}`;
   if (value === undefined) {
+    // Read on every call that names no backend, so that a change to the variable takes effect at
+    // once (~0.5 µs: process.env is a getenv() behind an interceptor). Naming the backend skips it.
     const fromEnv = process.env[BACKEND_ENV];
     if (fromEnv === undefined || fromEnv === '') return 'auto';
     if (!isBackendChoice(fromEnv)) {
-      throw argumentError(RangeError, `the environment variable ${BACKEND_ENV}`, `is ${describeValue(fromEnv)}`, expected);
+      throw argumentError(RangeError, `the environment variable ${BACKEND_ENV}`, `is ${describeValue(fromEnv)}`, EXPECTED_BACKEND);
     }
     return fromEnv;
   }
-  if (typeof value !== 'string') throw typeError('options.backend', value, expected);
-  if (!isBackendChoice(value)) throw rangeError('options.backend', value, expected);
+  if (typeof value !== 'string') throw typeError('options.backend', value, EXPECTED_BACKEND);
+  if (!isBackendChoice(value)) throw rangeError('options.backend', value, EXPECTED_BACKEND);
   return value;
 }
 
+const BACKEND_CHOICES: ReadonlySet<string> = new Set(['auto', ...BACKEND_NAMES]);
+
 function isBackendChoice(value: string): value is BackendChoice {
-  return value === 'auto' || (BACKEND_NAMES as readonly string[]).includes(value as Backend);
+  return BACKEND_CHOICES.has(value);
 }

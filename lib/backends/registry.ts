@@ -48,6 +48,18 @@ let fallbackWarned = false;
  * the native addon is missing.
  */
 export function resolveBackend(choice: 'auto' | Backend): BackendImpl {
+  // Verdicts never change once made, so neither does the backend a choice resolves to.
+  let impl = resolved.get(choice);
+  if (impl === undefined) {
+    impl = resolveUncached(choice);
+    resolved.set(choice, impl);
+  }
+  return impl;
+}
+
+const resolved = new Map<'auto' | Backend, BackendImpl>();
+
+function resolveUncached(choice: 'auto' | Backend): BackendImpl {
   if (choice !== 'auto') {
     const impl = PRIORITY.find((b) => b.name === choice);
     if (impl === undefined) throw new RangeError(`unknown backend ${JSON.stringify(choice)}`);

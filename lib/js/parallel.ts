@@ -2,12 +2,17 @@
 import { availableParallelism } from 'node:os';
 import type { AttentionBuffers } from '../backends/backend';
 import type { AttentionProblem } from '../problem';
-import { workUnitCount } from './kernel';
+import { runAttention, workUnitCount } from './kernel';
 import { WorkerPool } from './pool';
 
 // More chunks than workers, so that a worker that drew cheap units (early causal rows, rows that
 // see nothing) picks up more work instead of idling while another finishes.
 const CHUNKS_PER_WORKER = 4;
+
+// A worker round trip (post, wake, reply, resolve) costs some 50-150 µs, more than a small call
+// computes in; below this many multiply-adds (~100 µs of kernel time at the kernel's usual rate)
+// the call runs at once on this thread, which blocks the event loop for less than a round trip would.
+const INLINE_MULTIPLY_ADDS = 2 ** 18;
 
 let pool: WorkerPool | undefined;
 
@@ -17,6 +22,12 @@ function sharedPool(): WorkerPool {
 }
 
 export async function runAttentionInWorkers(problem: AttentionProblem, buffers: AttentionBuffers): Promise<void> {
+  // An upper bound (every key visible) is enough to tell a small call from a large one.
+  const multiplyAdds = 2 * problem.batch * problem.heads * problem.seqLen * problem.kvSeqLen * problem.headDim;
+  if (multiplyAdds <= INLINE_MULTIPLY_ADDS) {
+    runAttention(problem, buffers);
+    return;
+  }
   const workers = sharedPool();
   const units = workUnitCount(problem);
   const lanes = Math.min(problem.threads, workers.size, units);

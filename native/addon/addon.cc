@@ -1,6 +1,7 @@
 // The module's exports (binding.d.ts). Holds no per-process state of its own, so it loads in any
 // number of worker_threads at once.
 #include "attention_call.h"
+#include "problem_reader.h"
 #include "gla/cuda_backend.h"
 
 namespace gla_addon {
@@ -35,6 +36,7 @@ Napi::Value cuda_async(const Napi::CallbackInfo& info) { return attention_async(
 // At namespace scope: NODE_API_MODULE pastes the name into an identifier.
 static Napi::Object init_addon(Napi::Env env, Napi::Object exports) {
   using namespace gla_addon;
+  init_property_keys(env);
   exports.Set("isas", Napi::Function::New(env, isas, "isas"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
   exports.Set("attentionSync", Napi::Function::New(env, cpu_sync, "attentionSync"));

@@ -54,30 +54,50 @@ std::string describe_failure(const gla::Outcome& outcome) {
   return std::string(status_name(outcome.status)) + ": " + outcome.message;
 }
 
-std::unique_ptr<AttentionCall> prepare_call(const Napi::CallbackInfo& info, Device device) {
+namespace {
+
+// The ISA name into a stack buffer: the names are short, and a std::string per call is a heap
+// allocation on the tiny-call path only when a name is long (then it is invalid anyway).
+bool read_isa(const Napi::Value& value, gla::Isa* isa, std::string& error) {
+  if (!value.IsString()) {
+    error = "expected an ISA name as the 7th argument";
+    return false;
+  }
+  char name[16];
+  size_t length = 0;
+  if (napi_get_value_string_utf8(value.Env(), value, name, sizeof name, &length) != napi_ok ||
+      length + 1 >= sizeof name || !gla::isa_from_name(name, isa)) {
+    error = "unknown ISA '" + value.As<Napi::String>().Utf8Value() + "'";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool prepare_call(const Napi::CallbackInfo& info, Device device, AttentionCall* call) {
   Napi::Env env = info.Env();
-  auto call = std::make_unique<AttentionCall>();
   call->device = device;
   read_problem(info, call->read);
   if (call->read.error.empty() && device == Device::cpu) {
-    if (info.Length() < 7 || !info[6].IsString()) {
+    if (info.Length() < 7) {
       call->read.error = "expected an ISA name as the 7th argument";
-    } else if (!gla::isa_from_name(info[6].As<Napi::String>().Utf8Value().c_str(), &call->isa)) {
-      call->read.error = "unknown ISA '" + info[6].As<Napi::String>().Utf8Value() + "'";
+    } else {
+      read_isa(info[6], &call->isa, call->read.error);
     }
   }
   if (!call->read.error.empty()) {
     Napi::TypeError::New(env, "invalid_argument: " + call->read.error).ThrowAsJavaScriptException();
-    return nullptr;
+    return false;
   }
   // Checked here too, on the JS thread, so that a bad problem throws synchronously even for the
   // async entry point instead of surfacing later as a rejected Promise from another thread.
   gla::Outcome checked = gla::validate_problem(call->read.problem);
   if (checked.status != gla::Status::ok) {
     Napi::RangeError::New(env, describe_failure(checked)).ThrowAsJavaScriptException();
-    return nullptr;
+    return false;
   }
-  return call;
+  return true;
 }
 
 gla::Outcome execute_call(const AttentionCall& call) {
@@ -87,9 +107,9 @@ gla::Outcome execute_call(const AttentionCall& call) {
 
 Napi::Value attention_sync(const Napi::CallbackInfo& info, Device device) {
   Napi::Env env = info.Env();
-  std::unique_ptr<AttentionCall> call = prepare_call(info, device);
-  if (!call) return env.Undefined();
-  gla::Outcome outcome = execute_call(*call);
+  AttentionCall call;  // on the stack: a sync call allocates nothing in the steady state
+  if (!prepare_call(info, device, &call)) return env.Undefined();
+  gla::Outcome outcome = execute_call(call);
   if (outcome.status != gla::Status::ok) {
     Napi::Error::New(env, describe_failure(outcome)).ThrowAsJavaScriptException();
   }
@@ -98,8 +118,8 @@ Napi::Value attention_sync(const Napi::CallbackInfo& info, Device device) {
 
 Napi::Value attention_async(const Napi::CallbackInfo& info, Device device) {
   Napi::Env env = info.Env();
-  std::unique_ptr<AttentionCall> call = prepare_call(info, device);
-  if (!call) return env.Undefined();
+  auto call = std::make_unique<AttentionCall>();
+  if (!prepare_call(info, device, call.get())) return env.Undefined();
   // Owned by libuv's work queue from Queue() on; it deletes itself after OnOK/OnError.
   auto* worker = new AttentionWorker(env, std::move(call), info);
   Napi::Promise promise = worker->promise();

@@ -16,9 +16,9 @@ struct AttentionCall {
   gla::Isa isa = gla::Isa::scalar;
 };
 
-// Reads and checks the arguments (q, k, v, out, lse, problem[, isa]). On failure throws a JS
-// exception and returns nullptr.
-std::unique_ptr<AttentionCall> prepare_call(const Napi::CallbackInfo& info, Device device);
+// Reads and checks the arguments (q, k, v, out, lse, problem[, isa]) into *call (which must not
+// move afterwards: its problem points into it). On failure throws a JS exception and returns false.
+bool prepare_call(const Napi::CallbackInfo& info, Device device, AttentionCall* call);
 
 // Runs the computation; safe off the JS thread (touches no N-API value).
 gla::Outcome execute_call(const AttentionCall& call);

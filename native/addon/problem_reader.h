@@ -20,6 +20,9 @@ struct ReadProblem {
   std::string error;  // non-empty: the arguments were not what binding.d.ts promises
 };
 
+// Creates the property-name strings read_problem uses, once per env (module init).
+void init_property_keys(Napi::Env env);
+
 // info[0..4] = q, k, v, out, lse|null; info[5] = problem. The returned problem's metadata pointers
 // refer into the ReadProblem itself, so it must not be copied after this call (it is held by pointer).
 void read_problem(const Napi::CallbackInfo& info, ReadProblem& read);

@@ -1,4 +1,6 @@
-// Work units are (row group, head, key chunk). A unit packs its query rows, walks its key blocks
+// Work units are (row group, head slot, key chunk); a head slot is heads_per_unit query heads of
+// one kv head, their rows stacked head-major (r = head offset * n_rows + group row), so that short
+// groups (decode) read K and V once per kv head. A unit packs its query rows, walks its key blocks
 // (range blocks classified none / partial / full, then gathered global keys), and either writes
 // its rows (one chunk) or leaves a partial (max, sum, acc) for the merge pass (split-K).
 //
@@ -25,11 +27,12 @@ struct Call {
   const AttentionProblem& p;
   const cpu::CpuKernels& kernels;
   const Plan& plan;
-  const std::vector<uint8_t>& global_map;  // [batch][kv_seq_len], 1 = global token
-  int64_t group_size;                      // heads / kv_heads
+  const uint8_t* global_map;  // [batch][kv_seq_len], 1 = global token; null without globals
+  int64_t group_size;         // heads / kv_heads
+  int64_t head_slots;         // heads / heads_per_unit
 
   const uint8_t* globals_of(int64_t b) const {
-    return plan.has_globals ? global_map.data() + b * p.kv_seq_len : nullptr;
+    return plan.has_globals ? global_map + b * p.kv_seq_len : nullptr;
   }
   bool is_global_query(int64_t b, int64_t i) const {
     const int64_t position = i + plan.position_offset;
@@ -37,27 +40,41 @@ struct Call {
   }
 };
 
-int rows_pad_of(const Plan& plan, const RowGroup& g) {
-  return static_cast<int>(round_up(g.n_rows, plan.vector_width));
+struct Unit {
+  const RowGroup& g;
+  int64_t pair;  // group index * head_slots + head slot: indexes the split-K partials
+  int64_t h0;    // first query head
+  int rows;      // g.n_rows * heads_per_unit
+  int rows_pad;  // rows rounded up to the vector width
+};
+
+Unit unit_of(const Call& c, int64_t group_index, int64_t slot) {
+  const RowGroup& g = c.plan.groups[static_cast<size_t>(group_index)];
+  const int rows = g.n_rows * c.plan.heads_per_unit;
+  return Unit{g, group_index * c.head_slots + slot, slot * c.plan.heads_per_unit, rows,
+              static_cast<int>(round_up(rows, c.plan.vector_width))};
 }
 
-// Packs the group's query rows transposed (times scale), their per-row key bounds, and a fresh
+// Packs the unit's query rows transposed (times scale), their per-row key bounds, and a fresh
 // softmax state. Once per unit, so its cost is spread over every key block of the unit.
-void load_rows(const Call& c, const RowGroup& g, int64_t h, Scratch& sc) {
+void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   const AttentionProblem& p = c.p;
+  const RowGroup& g = u.g;
   const RowMask mask = row_mask(p, c.plan, g.batch, g.global_rows);
-  const int rows_pad = rows_pad_of(c.plan, g);
+  const int rows_pad = u.rows_pad;
+  const bool few = u.rows <= c.kernels.few_rows;
   // Padding lanes stay 0: their scores are 0, finite, and never written out.
   std::fill(sc.qt, sc.qt + p.head_dim * rows_pad, 0.0f);
   std::fill(sc.row_max, sc.row_max + rows_pad, kNegInf);
   std::fill(sc.row_sum, sc.row_sum + rows_pad, 0.0f);
-  for (int r = 0; r < g.n_rows; ++r) {
-    const int64_t i = group_row(p, c.plan, g, r);
+  for (int r = 0; r < u.rows; ++r) {
+    const int64_t h = u.h0 + r / g.n_rows;
+    const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
     const int64_t position = i + c.plan.position_offset;
     sc.rows[r] = i;
     const float* q = p.q + g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
     for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
-    if (g.n_rows <= c.kernels.few_rows) {
+    if (few) {
       float* row = sc.q_rows + static_cast<int64_t>(r) * c.plan.dim_pad;
       for (int64_t t = 0; t < p.head_dim; ++t) row[t] = q[t] * p.scale;
       std::fill(row + p.head_dim, row + c.plan.dim_pad, 0.0f);
@@ -70,20 +87,21 @@ void load_rows(const Call& c, const RowGroup& g, int64_t h, Scratch& sc) {
     if (p.causal) allowed_end = std::min(allowed_end, position + 1);
     sc.allowed_end[r] = std::max<int64_t>(allowed_end, 0);
   }
-  std::fill(sc.acc, sc.acc + static_cast<int64_t>(g.n_rows) * c.plan.dim_pad, 0.0f);
+  std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * c.plan.dim_pad, 0.0f);
 }
 
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
-void run_blocks(const Call& c, const RowGroup& g, int64_t h, int64_t block_begin, int64_t block_end, Scratch& sc) {
+void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block_end, Scratch& sc) {
   if (block_begin >= block_end) return;  // also keeps k/v (null when kv_seq_len is 0) untouched
   const AttentionProblem& p = c.p;
   const Plan& plan = c.plan;
+  const RowGroup& g = u.g;
   const RowMask mask = row_mask(p, plan, g.batch, g.global_rows);
-  const int64_t kh = h / c.group_size;
+  const int64_t kh = u.h0 / c.group_size;
 
   cpu::BlockArgs a{};
-  a.rows = g.n_rows;
-  a.rows_pad = rows_pad_of(plan, g);
+  a.rows = u.rows;
+  a.rows_pad = u.rows_pad;
   a.head_dim = static_cast<int>(p.head_dim);
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
@@ -142,29 +160,30 @@ void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float 
   if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = lse;
 }
 
-void write_rows(const Call& c, const RowGroup& g, int64_t h, const float* max, const float* sum,
-                const float* acc, const int64_t* rows) {
-  for (int r = 0; r < g.n_rows; ++r) {
+void write_rows(const Call& c, const Unit& u, const float* max, const float* sum, const float* acc,
+                const int64_t* rows) {
+  const RowGroup& g = u.g;
+  for (int r = 0; r < u.rows; ++r) {
     if (!g.global_rows && c.is_global_query(g.batch, rows[r])) continue;
-    write_row(c, g.batch, h, rows[r], max[r], sum[r], acc + static_cast<int64_t>(r) * c.plan.dim_pad);
+    write_row(c, g.batch, u.h0 + r / g.n_rows, rows[r], max[r], sum[r], acc + static_cast<int64_t>(r) * c.plan.dim_pad);
   }
 }
 
-// Split-K partials: per (group, head, chunk) max[max_rows], sum[max_rows], acc[max_rows][dim_pad].
+// Split-K partials: per (unit, chunk) max[unit_rows], sum[unit_rows], acc[unit_rows][dim_pad].
 struct Partials {
-  int64_t stride;  // floats per (group, head, chunk)
-  std::vector<float> data;
-  float* at(const Plan& plan, int64_t pair, int64_t chunk) { return data.data() + (pair * plan.chunks + chunk) * stride; }
+  int64_t stride;  // floats per (unit, chunk)
+  float* data;
+  float* at(const Plan& plan, int64_t pair, int64_t chunk) const { return data + (pair * plan.chunks + chunk) * stride; }
 };
 
-void merge_pair(const Call& c, Partials& partials, int64_t pair, Scratch& sc) {
+void merge_pair(const Call& c, const Partials& partials, const Unit& u, Scratch& sc) {
   const Plan& plan = c.plan;
-  const int64_t h = pair % c.p.heads;
-  const RowGroup& g = plan.groups[static_cast<size_t>(pair / c.p.heads)];
+  const RowGroup& g = u.g;
+  const int64_t pair = u.pair;
   const int dp = plan.dim_pad;
-  const int64_t mr = plan.max_rows;
-  for (int r = 0; r < g.n_rows; ++r) sc.rows[r] = group_row(c.p, plan, g, r);
-  for (int r = 0; r < g.n_rows; ++r) {
+  const int64_t mr = plan.unit_rows;
+  for (int r = 0; r < u.rows; ++r) sc.rows[r] = group_row(c.p, plan, g, r % g.n_rows);
+  for (int r = 0; r < u.rows; ++r) {
     float max = kNegInf;
     for (int64_t k = 0; k < plan.chunks; ++k) max = std::max(max, partials.at(plan, pair, k)[r]);
     float sum = 0.0f;
@@ -183,71 +202,92 @@ void merge_pair(const Call& c, Partials& partials, int64_t pair, Scratch& sc) {
     sc.row_max[r] = max;
     sc.row_sum[r] = sum;
   }
-  write_rows(c, g, h, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+  write_rows(c, u, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+}
+
+// The buffers of one call, kept by the calling thread between calls so that a steady stream of
+// calls allocates nothing. They only grow, to the largest call this thread has made (scratch is
+// O(threads * block_q * (block_k + head_dim)), never a function of sequence length). All of it is
+// sized on the caller before any work starts: an allocation failure then leaves out untouched.
+struct CallerBuffers {
+  Plan plan;
+  std::vector<uint8_t> global_map;
+  std::vector<float> partials;
+  std::vector<Scratch> scratch;  // one per parallel_for slot
+};
+
+CallerBuffers& caller_buffers() {
+  thread_local CallerBuffers buffers;
+  return buffers;
 }
 
 }  // namespace
 
 void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, const DriverConfig& config) {
-  const Plan plan = make_plan(p, kernels, pool_concurrency(), config);
+  CallerBuffers& buffers = caller_buffers();
+  Plan& plan = buffers.plan;
+  make_plan(p, kernels, pool_concurrency(), config, &plan);
   if (plan.groups.empty()) return;
 
-  std::vector<uint8_t> global_map;
   if (plan.has_globals) {
-    global_map.assign(static_cast<size_t>(p.batch * p.kv_seq_len), 0);
+    buffers.global_map.assign(static_cast<size_t>(p.batch * p.kv_seq_len), 0);
     for (int64_t b = 0; b < p.batch; ++b) {
       for (int32_t n = p.global_offsets[b]; n < p.global_offsets[b + 1]; ++n) {
-        global_map[static_cast<size_t>(b * p.kv_seq_len + p.global_indices[n])] = 1;
+        buffers.global_map[static_cast<size_t>(b * p.kv_seq_len + p.global_indices[n])] = 1;
       }
     }
   }
 
   ScratchShape shape;
-  shape.block_q = plan.block_q;
-  shape.rows_pad = static_cast<int>(round_up(plan.block_q, plan.vector_width));
+  shape.block_q = std::max(plan.block_q, plan.unit_rows);
+  shape.rows_pad = static_cast<int>(round_up(shape.block_q, plan.vector_width));
   shape.block_k = plan.block_k;
   shape.dim_pad = plan.dim_pad;
   shape.score_floats = static_cast<int>(std::max<int64_t>(
       static_cast<int64_t>(plan.block_k) * shape.rows_pad,
-      std::min(plan.block_q, kernels.few_rows) * round_up(plan.block_k, plan.vector_width)));
-  std::vector<Scratch> scratch = make_scratch(shape, plan.threads);
-  const Call call{p, kernels, plan, global_map, p.heads / p.kv_heads};
+      std::min(shape.block_q, kernels.few_rows) * round_up(plan.block_k, plan.vector_width)));
+  if (buffers.scratch.size() < static_cast<size_t>(plan.threads)) buffers.scratch.resize(static_cast<size_t>(plan.threads));
+  for (int t = 0; t < plan.threads; ++t) buffers.scratch[static_cast<size_t>(t)].reserve(shape);
+  Scratch* scratch = buffers.scratch.data();
+  const Call call{p, kernels, plan, plan.has_globals ? buffers.global_map.data() : nullptr, p.heads / p.kv_heads,
+                  p.heads / plan.heads_per_unit};
   const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
-  const int64_t pairs = n_groups * p.heads;
+  const int64_t pairs = n_groups * call.head_slots;
 
-  Partials partials{0, {}};
+  Partials partials{0, nullptr};
   if (plan.chunks > 1) {
-    partials.stride = plan.max_rows * (2 + static_cast<int64_t>(plan.dim_pad));
-    partials.data.resize(static_cast<size_t>(pairs * plan.chunks * partials.stride));
+    partials.stride = plan.unit_rows * (2 + static_cast<int64_t>(plan.dim_pad));
+    buffers.partials.resize(static_cast<size_t>(pairs * plan.chunks * partials.stride));
+    partials.data = buffers.partials.data();
   }
 
   // Later groups of a batch are the causal-heavy tiles and the global rows: start those first so
   // the long units do not end up last on one thread.
-  auto unit = [&](int64_t u, int slot) {
-    Scratch& sc = scratch[static_cast<size_t>(slot)];
-    const int64_t chunk = u % plan.chunks;
-    const int64_t pair_in_order = u / plan.chunks;
-    const int64_t group_index = n_groups - 1 - pair_in_order / p.heads;
-    const int64_t h = pair_in_order % p.heads;
-    const RowGroup& g = plan.groups[static_cast<size_t>(group_index)];
-    load_rows(call, g, h, sc);
-    const int64_t begin = g.n_blocks * chunk / plan.chunks;
-    const int64_t end = g.n_blocks * (chunk + 1) / plan.chunks;
-    run_blocks(call, g, h, begin, end, sc);
+  auto unit = [&](int64_t item, int slot) {
+    Scratch& sc = scratch[slot];
+    const int64_t chunk = item % plan.chunks;
+    const int64_t pair_in_order = item / plan.chunks;
+    const Unit u = unit_of(call, n_groups - 1 - pair_in_order / call.head_slots, pair_in_order % call.head_slots);
+    load_rows(call, u, sc);
+    const int64_t begin = u.g.n_blocks * chunk / plan.chunks;
+    const int64_t end = u.g.n_blocks * (chunk + 1) / plan.chunks;
+    run_blocks(call, u, begin, end, sc);
     if (plan.chunks == 1) {
-      write_rows(call, g, h, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+      write_rows(call, u, sc.row_max, sc.row_sum, sc.acc, sc.rows);
       return;
     }
-    float* part = partials.at(plan, group_index * p.heads + h, chunk);
-    const int64_t mr = plan.max_rows;
-    std::copy(sc.row_max, sc.row_max + g.n_rows, part);
-    std::copy(sc.row_sum, sc.row_sum + g.n_rows, part + mr);
-    std::copy(sc.acc, sc.acc + static_cast<int64_t>(g.n_rows) * plan.dim_pad, part + 2 * mr);
+    float* part = partials.at(plan, u.pair, chunk);
+    const int64_t mr = plan.unit_rows;
+    std::copy(sc.row_max, sc.row_max + u.rows, part);
+    std::copy(sc.row_sum, sc.row_sum + u.rows, part + mr);
+    std::copy(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * plan.dim_pad, part + 2 * mr);
   };
   parallel_for(pairs * plan.chunks, plan.threads, TaskRef(unit));
 
   if (plan.chunks > 1) {
-    auto merge = [&](int64_t pair, int slot) { merge_pair(call, partials, pair, scratch[static_cast<size_t>(slot)]); };
+    auto merge = [&](int64_t pair, int slot) {
+      merge_pair(call, partials, unit_of(call, pair / call.head_slots, pair % call.head_slots), scratch[slot]);
+    };
     parallel_for(pairs, plan.threads, TaskRef(merge));
   }
 }

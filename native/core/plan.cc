@@ -75,6 +75,16 @@ int64_t gathered_key(const AttentionProblem& p, const RowGroup& g, int64_t n) {
 
 Plan make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int pool_threads, const DriverConfig& config) {
   Plan plan;
+  make_plan(p, kernels, pool_threads, config, &plan);
+  return plan;
+}
+
+void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int pool_threads, const DriverConfig& config,
+               Plan* out) {
+  Plan& plan = *out;
+  plan.groups.clear();
+  plan.max_rows = 0;
+  plan.chunks = 1;
   const int width = kernels.vector_width;
   plan.dim_pad = static_cast<int>(round_up(p.head_dim, width));
   plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(kernels, plan.dim_pad);
@@ -135,15 +145,28 @@ Plan make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
   if (min_work > 0) threads = std::min<int64_t>(threads, std::max<int64_t>(1, work / min_work));
   threads = std::max<int64_t>(threads, 1);
 
-  const int64_t pairs = static_cast<int64_t>(plan.groups.size()) * p.heads;  // (group, head) items
+  // The largest divisor of the GQA group whose stacked rows still fit one row group.
+  const int64_t group_size = p.heads / p.kv_heads;
+  plan.heads_per_unit = 1;
+  for (int64_t d = group_size; d > 1 && plan.max_rows > 0; --d) {
+    if (group_size % d == 0 && d * plan.max_rows <= plan.block_q) {
+      plan.heads_per_unit = static_cast<int>(d);
+      break;
+    }
+  }
+  plan.unit_rows = plan.max_rows * plan.heads_per_unit;
+
+  // (group, head slot) items; a head slot is heads_per_unit query heads of one kv head.
+  const int64_t pairs = static_cast<int64_t>(plan.groups.size()) * (p.heads / plan.heads_per_unit);
   if (config.split_k > 0) {
     plan.chunks = config.split_k;
-  } else if (pairs > 0 && pairs < threads && max_blocks > 1) {
-    // Too few items to keep every thread busy (decode, short batches): split keys instead.
-    plan.chunks = std::min(ceil_div(threads, pairs), max_blocks);
+  } else if (threads > 1 && pairs > 0 && pairs < 4 * threads && max_blocks > 1) {
+    // Too few items to keep every thread busy to the end (decode, short batches: 3 items on 2
+    // threads leave one idle a third of the time): split keys instead. The merge costs one
+    // partial row per chunk, nothing next to a chunk of keys.
+    plan.chunks = std::min(ceil_div(4 * threads, pairs), max_blocks);
   }
   plan.threads = static_cast<int>(std::max<int64_t>(1, std::min(threads, pairs * plan.chunks)));
-  return plan;
 }
 
 }  // namespace core

@@ -49,11 +49,20 @@ struct Plan {
   bool has_globals = false;
   std::vector<RowGroup> groups;
   int max_rows = 0;
+  // Query heads of one GQA group run as one unit, their rows stacked (head-major), when the row
+  // groups are short: K and V are then read once per kv head instead of once per query head,
+  // which is what bounds decode. unit_rows = max_rows * heads_per_unit <= block_q.
+  int heads_per_unit = 1;
+  int unit_rows = 0;
   int64_t chunks = 1;  // key chunks per (group, head); > 1 means partial results and a merge
   int threads = 1;     // threads for this call, caller included
 };
 
-// Throws std::bad_alloc.
+// Fills *plan (reusing the capacity of plan->groups). Throws std::bad_alloc.
+void make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, int pool_threads,
+               const DriverConfig& config, Plan* plan);
+
+// The same, returned by value (tests).
 Plan make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, int pool_threads,
                const DriverConfig& config);
 

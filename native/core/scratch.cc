@@ -12,7 +12,11 @@ size_t aligned_bytes(size_t count, size_t element) { return (count * element + k
 
 }  // namespace
 
-Scratch::Scratch(const ScratchShape& shape) {
+void Scratch::reserve(const ScratchShape& shape) {
+  if (shape.block_q == carved_.block_q && shape.rows_pad == carved_.rows_pad && shape.block_k == carved_.block_k &&
+      shape.dim_pad == carved_.dim_pad && shape.score_floats == carved_.score_floats) {
+    return;
+  }
   const size_t bq = static_cast<size_t>(shape.block_q);
   const size_t rp = static_cast<size_t>(shape.rows_pad);
   const size_t bk = static_cast<size_t>(shape.block_k);
@@ -22,7 +26,13 @@ Scratch::Scratch(const ScratchShape& shape) {
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
   for (size_t n : int_counts) total += aligned_bytes(n, sizeof(int64_t));
-  storage_.reset(new unsigned char[total]);
+  if (total > capacity_) {
+    storage_.reset();
+    capacity_ = 0;
+    carved_ = ScratchShape{0, 0, 0, 0, 0};
+    storage_.reset(new unsigned char[total]);
+    capacity_ = total;
+  }
 
   unsigned char* p = storage_.get();
   p += (kAlign - reinterpret_cast<uintptr_t>(p) % kAlign) % kAlign;
@@ -48,13 +58,7 @@ Scratch::Scratch(const ScratchShape& shape) {
   win_begin = take_ints(bq);
   win_end = take_ints(bq);
   allowed_end = take_ints(bq);
-}
-
-std::vector<Scratch> make_scratch(const ScratchShape& shape, int slots) {
-  std::vector<Scratch> out;
-  out.reserve(static_cast<size_t>(slots));
-  for (int i = 0; i < slots; ++i) out.emplace_back(shape);
-  return out;
+  carved_ = shape;
 }
 
 }  // namespace core

@@ -1,12 +1,12 @@
-// Per-thread scratch of the driver: one 64-byte aligned allocation per pool slot, carved into the
+// Per-thread scratch of the driver: one 64-byte aligned allocation per thread, carved into the
 // arrays a kernel call needs. Sized from the plan, so it is O(block_q * (block_k + head_dim)) per
-// thread and never depends on sequence lengths.
+// thread and never depends on sequence lengths. It is kept between calls (thread_local in the
+// driver) and only reallocated when a call needs more, so steady calls allocate nothing.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <vector>
 
 namespace gla {
 namespace core {
@@ -21,28 +21,28 @@ struct ScratchShape {
 
 class Scratch {
  public:
-  // Throws std::bad_alloc.
-  explicit Scratch(const ScratchShape& shape);
+  // Makes the arrays fit `shape`, growing the allocation when needed. Throws std::bad_alloc
+  // (leaving the scratch empty but valid).
+  void reserve(const ScratchShape& shape);
 
-  float* qt;       // [dim_pad][rows_pad]: Q^T of the group
-  float* q_rows;   // [block_q][dim_pad]: the same rows row-major, for the few-rows path
-  float* s;        // [score_floats]
-  float* acc;      // [block_q][dim_pad]
-  float* row_max;  // [rows_pad]
-  float* row_sum;  // [rows_pad]
-  float* alpha;    // [rows_pad]
-  int64_t* keys;         // [block_k]
-  int64_t* rows;         // [block_q]: query row index of each group row
-  int64_t* win_begin;    // [block_q]
-  int64_t* win_end;      // [block_q]
-  int64_t* allowed_end;  // [block_q]
+  float* qt = nullptr;       // [dim_pad][rows_pad]: Q^T of the group
+  float* q_rows = nullptr;   // [block_q][dim_pad]: the same rows row-major, for the few-rows path
+  float* s = nullptr;        // [score_floats]
+  float* acc = nullptr;      // [block_q][dim_pad]
+  float* row_max = nullptr;  // [rows_pad]
+  float* row_sum = nullptr;  // [rows_pad]
+  float* alpha = nullptr;    // [rows_pad]
+  int64_t* keys = nullptr;         // [block_k]
+  int64_t* rows = nullptr;         // [block_q]: query row index of each group row
+  int64_t* win_begin = nullptr;    // [block_q]
+  int64_t* win_end = nullptr;      // [block_q]
+  int64_t* allowed_end = nullptr;  // [block_q]
 
  private:
   std::unique_ptr<unsigned char[]> storage_;
+  size_t capacity_ = 0;
+  ScratchShape carved_{0, 0, 0, 0, 0};
 };
-
-// One Scratch per slot of a parallel_for call.
-std::vector<Scratch> make_scratch(const ScratchShape& shape, int slots);
 
 }  // namespace core
 }  // namespace gla

@@ -1,6 +1,7 @@
 // gla_bench_core: a quick throughput check of the CPU core per ISA and thread count.
 //   gla_bench_core [--batch B] [--heads H] [--seq S] [--kv KV] [--dim D] [--causal] [--window L R]
-//                  [--reps N] [--threads T,T,...] [--bq N] [--bk N] [--isa NAME]
+//                  [--reps N] [--threads T,T,...] [--bq N] [--bk N] [--isa NAME] [--peak]
+// --peak first prints one thread's AVX-512 FMA peak in CPU time, the yardstick for the lines below.
 // GFLOP/s counts 4 * b * h * s * kv * d (QK^T and PV, multiply + add) for full attention, and the
 // visible pairs only when masked, so numbers are comparable across masks.
 #include <algorithm>
@@ -13,6 +14,10 @@
 #include <vector>
 
 #include <ctime>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "core/driver.h"
 #include "gla/attention.h"
@@ -28,6 +33,34 @@ double process_cpu_seconds() {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The FMA peak of one thread in CPU time, measured the same way as the kernels, so that the
+// fraction of peak holds on a loaded machine where wall-clock peaks swing by 2x.
+__attribute__((target("avx512f"))) double fma_peak_cpu_gflops() {
+  constexpr int kChains = 24;
+  const int64_t iters = 20000000;
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double c0 = process_cpu_seconds();
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    }
+    const double t = process_cpu_seconds() - c0;
+    best = std::max(best, 32.0 * kChains * static_cast<double>(iters) / t * 1e-9);
+  }
+  float sink[16];
+  __m512 s = acc[0];
+  for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, acc[i]);
+  _mm512_storeu_ps(sink, s);
+  if (sink[0] == 12345.0f) std::printf(" ");
+  return best;
+}
+#endif
 
 }  // namespace
 
@@ -55,6 +88,12 @@ int main(int argc, char** argv) {
     else if (a == "--kv") s.kv_seq_len = next();
     else if (a == "--dim") s.head_dim = next();
     else if (a == "--causal") s.causal = true;
+#if defined(__GNUC__) && defined(__x86_64__)
+    else if (a == "--peak") {
+      __builtin_cpu_init();
+      if (__builtin_cpu_supports("avx512f")) std::printf("avx512 FMA peak, one thread: %.1f GFLOP/s of CPU time\n", fma_peak_cpu_gflops());
+    }
+#endif
     else if (a == "--window") { s.window_left = next(); s.window_right = next(); }
     else if (a == "--reps") reps = static_cast<int>(next());
     else if (a == "--bq") config.block_q = static_cast<int>(next());

@@ -14,6 +14,7 @@
 // mask and accumulate steps are shared, reading s through its two strides.
 // Each helper is small and register-blocked on its own (kScore*/kAcc* of the vocabulary), ready
 // for a tuning pass to re-block or fuse.
+#include <algorithm>
 #include <limits>
 
 #include "kernels/cpu/kernel_api.h"
@@ -34,21 +35,29 @@ constexpr float kLowest = std::numeric_limits<float>::lowest();
 template <int RK, int NV>
 inline void score_tile(const BlockArgs& a, int c0, int v0) {
   V acc[RK][NV];
+  GLA_UNROLL
   for (int i = 0; i < RK; ++i)
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
   const float* key[RK];
+  GLA_UNROLL
   for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
   const float* qt = a.qt + v0 * kWidth;
   for (int t = 0; t < a.head_dim; ++t) {
     V q[NV];
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) q[v] = simd::load(qt + t * a.rows_pad + v * kWidth);
+    GLA_UNROLL
     for (int i = 0; i < RK; ++i) {
       const V kb = simd::broadcast(key[i][t]);
+      GLA_UNROLL
       for (int v = 0; v < NV; ++v) acc[i][v] = simd::fmadd(kb, q[v], acc[i][v]);
     }
   }
+  GLA_UNROLL
   for (int i = 0; i < RK; ++i) {
     float* s = a.s + (c0 + i) * a.rows_pad + v0 * kWidth;
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
   }
 }
@@ -73,15 +82,36 @@ struct ScoreLayout {
   int row_stride;
 };
 
+// First index in [lo, hi) of the ascending keys whose value is >= j (hi if none).
+inline int first_key_at_least(const int64_t* keys, int lo, int hi, int64_t j) {
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (keys[mid] < j) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Keys are ascending, so the keys inside row r's window are one index interval [in_begin, in_end):
+// only the keys outside it are touched, with no per-element test unless the batch has globals.
 void apply_mask(const BlockArgs& a, ScoreLayout layout) {
-  for (int c = 0; c < a.n_keys; ++c) {
-    const int64_t j = a.keys[c];
-    const bool global = a.key_is_global != nullptr && a.key_is_global[j] != 0;
-    float* s = a.s + c * layout.key_stride;
-    for (int r = 0; r < a.rows; ++r) {
-      const bool in_window = j >= a.win_begin[r] && j < a.win_end[r];
-      if (!in_window && !(global && j < a.allowed_end[r])) s[r * layout.row_stride] = kNegInf;
-    }
+  for (int r = 0; r < a.rows; ++r) {
+    const int in_begin = first_key_at_least(a.keys, 0, a.n_keys, a.win_begin[r]);
+    const int in_end = std::max(in_begin, first_key_at_least(a.keys, in_begin, a.n_keys, a.win_end[r]));
+    float* s = a.s + r * layout.row_stride;
+    const int64_t allowed_end = a.allowed_end[r];
+    const uint8_t* global = a.key_is_global;
+    auto mask_outside = [&](int c_begin, int c_end) {
+      if (global == nullptr) {
+        for (int c = c_begin; c < c_end; ++c) s[c * layout.key_stride] = kNegInf;
+        return;
+      }
+      for (int c = c_begin; c < c_end; ++c) {
+        const int64_t j = a.keys[c];
+        if (global[j] == 0 || j >= allowed_end) s[c * layout.key_stride] = kNegInf;
+      }
+    };
+    mask_outside(0, in_begin);
+    mask_outside(in_end, a.n_keys);
   }
 }
 
@@ -113,26 +143,33 @@ void online_softmax(const BlockArgs& a) {
 template <int RB, int NV, bool Tail>
 inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int d0) {
   V acc[RB][NV];
+  GLA_UNROLL
   for (int r = 0; r < RB; ++r) {
     const V alpha = simd::broadcast(a.alpha[r0 + r]);
     const float* row = a.acc + (r0 + r) * a.dim_pad + d0;
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) acc[r][v] = simd::mul(simd::load(row + v * kWidth), alpha);
   }
   const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
   for (int c = 0; c < a.n_keys; ++c) {
     const float* value = a.v + a.keys[c] * a.v_row_stride + d0;
     V values[NV];
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) {
       values[v] = (Tail && v == NV - 1) ? simd::load_partial(value + v * kWidth, tail) : simd::load(value + v * kWidth);
     }
     const float* p = a.s + c * layout.key_stride + r0 * layout.row_stride;
+    GLA_UNROLL
     for (int r = 0; r < RB; ++r) {
       const V pb = simd::broadcast(p[r * layout.row_stride]);
+      GLA_UNROLL
       for (int v = 0; v < NV; ++v) acc[r][v] = simd::fmadd(pb, values[v], acc[r][v]);
     }
   }
+  GLA_UNROLL
   for (int r = 0; r < RB; ++r) {
     float* row = a.acc + (r0 + r) * a.dim_pad + d0;
+    GLA_UNROLL
     for (int v = 0; v < NV; ++v) simd::store(row + v * kWidth, acc[r][v]);
   }
 }
@@ -160,22 +197,27 @@ void accumulate(const BlockArgs& a, ScoreLayout layout) {
 template <int RK>
 inline void few_rows_score_keys(const BlockArgs& a, int c0, int ld) {
   const float* key[RK];
+  GLA_UNROLL
   for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
   const int full_end = a.head_dim / kWidth * kWidth;
   for (int r = 0; r < a.rows; ++r) {
     const float* q = a.q_rows + r * a.dim_pad;
     V acc[RK];
+    GLA_UNROLL
     for (int i = 0; i < RK; ++i) acc[i] = simd::zero();
     for (int t = 0; t < full_end; t += kWidth) {
       const V qv = simd::load(q + t);
+      GLA_UNROLL
       for (int i = 0; i < RK; ++i) acc[i] = simd::fmadd(qv, simd::load(key[i] + t), acc[i]);
     }
     if (full_end < a.head_dim) {
       const V qv = simd::load(q + full_end);
+      GLA_UNROLL
       for (int i = 0; i < RK; ++i) {
         acc[i] = simd::fmadd(qv, simd::load_partial(key[i] + full_end, a.head_dim - full_end), acc[i]);
       }
     }
+    GLA_UNROLL
     for (int i = 0; i < RK; ++i) a.s[r * ld + c0 + i] = simd::reduce_add(acc[i]);
   }
 }

@@ -23,3 +23,14 @@
 #endif
 
 #include "kernels/cpu/simd_exp.h"
+
+// Fully unrolls the short register-tile loops. Without it GCC keeps a tile's accumulator array
+// on the stack (zeroed there, spilled after the loop, reloaded for the store): about 5% of a
+// 64-step score tile.
+#if defined(__clang__)
+#define GLA_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define GLA_UNROLL _Pragma("GCC unroll 32")
+#else
+#define GLA_UNROLL
+#endif

@@ -79,7 +79,7 @@ export function validateCall(
   const vArray = float32Array('v', v);
   if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
 
-  const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : finiteNumber('options.scale', o.scale);
+  const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : float32Scale(o.scale);
   const causal = o.causal === undefined ? false : boolean('options.causal', o.causal);
   const kvLengths = o.kvLengths === undefined ? null : normaliseKvLengths(o.kvLengths, batch, kvSeqLen);
 
@@ -266,6 +266,15 @@ function finiteNumber(name: string, value: unknown): number {
   if (typeof value !== 'number') throw typeError(name, value, 'a finite number');
   if (!Number.isFinite(value)) throw rangeError(name, value, 'a finite number');
   return value;
+}
+
+// Every backend computes in float32, where a larger scale is Infinity.
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+function float32Scale(value: unknown): number {
+  const scale = finiteNumber('options.scale', value);
+  if (Math.abs(scale) > FLOAT32_MAX) throw rangeError('options.scale', value, `a finite float32, |scale| ≤ ${FLOAT32_MAX}`);
+  return scale;
 }
 
 function boolean(name: string, value: unknown): boolean {

@@ -1,0 +1,441 @@
+// The public boundary under fire: fast-check draws a small valid problem, then bends one thing
+// about it (a length off by one, a dimension that is NaN or overflows 32 or 53 bits, a window below
+// -1, a global token out of range, a detached or aliased buffer…) or dresses it in an unusual but
+// valid form (a subarray at an odd byteOffset, SharedArrayBuffer memory, duplicated global tokens,
+// k and v the same array). Every call must then either compute the reference answer or throw a
+// TypeError/RangeError whose message starts with the argument's name — never crash, hang, or write
+// a byte of q, k, v (or of the memory around out and lse). Sync and async, every backend.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { MODES, type Mode, attention } from '../helpers/call';
+import type { Kind } from '../helpers/cases';
+import { expectMatchesReference } from '../helpers/compare';
+import { BACKENDS, type Backend } from '../helpers/package';
+import { type ReferenceOptions, referenceAttention } from '../reference';
+import { type Guard, HEAVY, changedOutside, guard, makeProblem, withTimeout } from './support';
+
+type Target = 'q' | 'k' | 'v' | 'out' | 'lse';
+const ARG_NAME: Record<Target, string> = { q: 'q', k: 'k', v: 'v', out: 'options.out', lse: 'options.lse' };
+
+/** Where a Float32Array's memory lives: its own buffer, inside a larger one, or shared memory. */
+type Placement = 'plain' | 'offset' | 'shared' | 'sharedOffset';
+
+interface Base {
+  kind: Kind;
+  options: ReferenceOptions & { kvHeads: number; kvSeqLen: number };
+  withOut: boolean;
+  withLse: boolean;
+  placements: Record<Target, Placement>;
+  pads: Record<Target, number>;
+  seed: number;
+}
+
+type Expectation =
+  | { ok: true; reference: ReferenceOptions }
+  | { ok: false; error: typeof TypeError | typeof RangeError; names: string[] };
+
+interface Scenario {
+  label: string;
+  q: unknown;
+  k: unknown;
+  v: unknown;
+  options: Record<string, unknown>;
+  expect: Expectation;
+}
+
+const SENTINEL = -7.25;
+
+/** A Float32Array of `length` at `pad` elements into a buffer with `pad` sentinels on each side. */
+function place(values: Float32Array, placement: Placement, pad: number): Float32Array {
+  const offset = placement === 'offset' || placement === 'sharedOffset' ? pad : 0;
+  const total = values.length + 2 * offset;
+  const buffer = placement === 'shared' || placement === 'sharedOffset'
+    ? new SharedArrayBuffer(total * 4)
+    : new ArrayBuffer(total * 4);
+  const whole = new Float32Array(buffer);
+  whole.fill(SENTINEL);
+  const view = new Float32Array(buffer, offset * 4, values.length);
+  view.set(values);
+  return view;
+}
+
+function detached(length: number): Float32Array {
+  const array = new Float32Array(length);
+  structuredClone(array.buffer, { transfer: [array.buffer] });
+  return array;
+}
+
+const placement = fc.constantFrom<Placement>('plain', 'offset', 'shared', 'sharedOffset');
+const targets = ['q', 'k', 'v', 'out', 'lse'] as const;
+
+const base: fc.Arbitrary<Base> = fc
+  .record({
+    kind: fc.constantFrom<Kind>('full', 'localGlobal'),
+    batch: fc.integer({ min: 1, max: 2 }),
+    kvHeads: fc.integer({ min: 1, max: 2 }),
+    group: fc.integer({ min: 1, max: 2 }),
+    seqLen: fc.integer({ min: 1, max: 12 }),
+    kvSeqLen: fc.integer({ min: 1, max: 16 }),
+    headDim: fc.integer({ min: 1, max: 20 }),
+    layout: fc.constantFrom<'bhsd' | 'bshd'>('bhsd', 'bshd'),
+    causal: fc.boolean(),
+    window: fc.tuple(fc.integer({ min: -1, max: 6 }), fc.integer({ min: -1, max: 6 })),
+    withOut: fc.boolean(),
+    withLse: fc.boolean(),
+    placements: fc.record({ q: placement, k: placement, v: placement, out: placement, lse: placement }),
+    // Odd pads put views at byteOffsets that are no multiple of 16, 32 or 64: SIMD loads must cope.
+    pads: fc.record({
+      q: fc.integer({ min: 1, max: 17 }), k: fc.integer({ min: 1, max: 17 }), v: fc.integer({ min: 1, max: 17 }),
+      out: fc.integer({ min: 1, max: 17 }), lse: fc.integer({ min: 1, max: 17 }),
+    }),
+    seed: fc.integer(),
+  })
+  .map((d): Base => {
+    const options: Base['options'] = {
+      batch: d.batch, heads: d.kvHeads * d.group, kvHeads: d.kvHeads, seqLen: d.seqLen, kvSeqLen: d.kvSeqLen,
+      headDim: d.headDim, layout: d.layout, causal: d.causal,
+    };
+    if (d.kind === 'localGlobal') options.window = d.window;
+    return { kind: d.kind, options, withOut: d.withOut, withLse: d.withLse, placements: d.placements, pads: d.pads, seed: d.seed };
+  });
+
+interface Built {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  options: Record<string, unknown>;
+  lengths: Record<Target, number>;
+}
+
+/** The valid call of a base problem, its buffers placed as drawn. */
+function build(b: Base, backend: Backend): Built {
+  const p = makeProblem(b.kind, b.options, b.seed);
+  const o = b.options;
+  const lengths = { q: p.q.length, k: p.k.length, v: p.v.length, out: p.q.length, lse: o.batch * o.heads * o.seqLen };
+  const options: Record<string, unknown> = { ...o, backend };
+  // NaN-filled so that an element the backend forgets to write cannot pass for a result.
+  if (b.withOut) options.out = place(new Float32Array(lengths.out).fill(NaN), b.placements.out, b.pads.out);
+  if (b.withLse) options.lse = place(new Float32Array(lengths.lse).fill(NaN), b.placements.lse, b.pads.lse);
+  return {
+    q: place(p.q, b.placements.q, b.pads.q),
+    k: place(p.k, b.placements.k, b.pads.k),
+    v: place(p.v, b.placements.v, b.pads.v),
+    options,
+    lengths,
+  };
+}
+
+const valid = (label: string, built: Built, reference: ReferenceOptions, patch: Partial<Scenario> = {}): Scenario => ({
+  label, q: built.q, k: built.k, v: built.v, options: built.options, expect: { ok: true, reference }, ...patch,
+});
+
+const invalid = (
+  label: string, built: Built, error: typeof TypeError | typeof RangeError, names: string[], patch: Partial<Scenario> = {},
+): Scenario => ({ label, q: built.q, k: built.k, v: built.v, options: built.options, expect: { ok: false, error, names }, ...patch });
+
+function withArray(built: Built, target: Target, value: unknown): Partial<Scenario> {
+  if (target === 'out' || target === 'lse') return { options: { ...built.options, [target]: value } };
+  return { [target]: value };
+}
+
+const DIMS = ['batch', 'heads', 'seqLen', 'headDim', 'kvHeads', 'kvSeqLen', 'threads'] as const;
+const BAD_NUMBERS = [NaN, Infinity, -Infinity, -1, 0, -0, 1.5, 2 ** 53, 2 ** 53 + 2, -(2 ** 31), Number.MIN_VALUE];
+const BAD_TYPES: unknown[] = ['2', null, true, 2n, [2], {}];
+const HUGE_SAFE = [2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 40, 2 ** 52 + 1, Number.MAX_SAFE_INTEGER];
+const PRODUCTS = ['batch·heads·seqLen·headDim', 'batch·kvHeads·kvSeqLen·headDim', 'batch·heads·seqLen'];
+
+/** Each entry: a label and how to turn a base problem into a scenario. */
+type Mutation = (b: Base, built: Built, pick: (n: number) => number) => Scenario;
+
+const MUTATIONS: Record<string, Mutation> = {
+  // --- valid calls in unusual clothes ---
+  'as drawn (subarrays at odd offsets, SharedArrayBuffers)': (b, built) => valid('as drawn', built, b.options),
+  'k and v are the same array (and q too when shapes allow)': (b, built) => {
+    const same = b.options.heads === b.options.kvHeads && b.options.seqLen === b.options.kvSeqLen;
+    return valid('k = v', built, b.options, { v: built.k, q: same ? built.k : built.q });
+  },
+  'a Float32Array subclass': (b, built) => {
+    class Tensor extends Float32Array {}
+    return valid('subclass', built, b.options, { q: Tensor.from(built.q) });
+  },
+  'huge but valid threads': (b, built) => valid('threads', built, b.options, { options: { ...built.options, threads: 2 ** 40 } }),
+  'huge but valid windows': (b, built, pick) => {
+    if (b.kind !== 'localGlobal') return valid('as drawn', built, b.options);
+    const windows: Array<number | [number, number]> = [
+      [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], [2 ** 31, 0], [0, 2 ** 32 + 1], [-1, 2 ** 40],
+      [2 ** 31 - 1, 2 ** 31 - 1], 2 ** 40, Number.MAX_SAFE_INTEGER - 1,
+    ];
+    const window = windows[pick(windows.length)];
+    return valid(`window ${JSON.stringify(window)}`, built, { ...b.options, window }, { options: { ...built.options, window } });
+  },
+  'duplicated, unsorted, typed-array global tokens': (b, built, pick) => {
+    if (b.kind !== 'localGlobal') return valid('as drawn', built, b.options);
+    const n = b.options.kvSeqLen;
+    const lists: unknown[] = [
+      [n - 1, 0, n - 1, 0, Math.floor(n / 2)], Int32Array.of(n - 1, n - 1), Float64Array.of(0, 0, n - 1), [],
+      Array.from({ length: b.options.batch }, (_, i) => (i === 0 ? [] : [i % n, i % n, n - 1])),
+    ];
+    const globalTokens = lists[pick(lists.length)];
+    return valid(`globalTokens ${String(globalTokens)}`, built, { ...b.options, globalTokens: globalTokens as number[] }, {
+      options: { ...built.options, globalTokens },
+    });
+  },
+  'kvLengths as a typed array, 0 and kvSeqLen': (b, built) => {
+    const kvLengths = Float64Array.from({ length: b.options.batch }, (_, i) => (i % 2 === 0 ? b.options.kvSeqLen : 0));
+    return valid('kvLengths', built, { ...b.options, kvLengths }, { options: { ...built.options, kvLengths } });
+  },
+
+  // --- invalid buffers ---
+  'a length off by one': (_b, built, pick) => {
+    const target = targets[pick(5)];
+    const length = Math.max(0, built.lengths[target] + (pick(2) === 0 ? -1 : 1));
+    return invalid(`${target} length ${length}`, built, RangeError, [ARG_NAME[target]], withArray(built, target, new Float32Array(length)));
+  },
+  'a detached buffer': (_b, built, pick) => {
+    const target = targets[pick(5)];
+    return invalid(`${target} detached`, built, TypeError, [ARG_NAME[target]], withArray(built, target, detached(built.lengths[target])));
+  },
+  'not a Float32Array': (_b, built, pick) => {
+    const target = targets[pick(5)];
+    const n = built.lengths[target];
+    const values: unknown[] = [new Float64Array(n), Array(n).fill(0.5), new Uint8Array(n * 4), new DataView(new ArrayBuffer(n * 4)),
+      Buffer.alloc(n * 4), null, 3, 'q', { length: n }];
+    if (target === 'q' || target === 'k' || target === 'v') values.push(undefined);
+    const value = values[pick(values.length)];
+    return invalid(`${target} = ${Object.prototype.toString.call(value)}`, built, TypeError, [ARG_NAME[target]], withArray(built, target, value));
+  },
+  'out aliasing q, k or v, or lse aliasing an input': (_b, built, pick) => {
+    const { lengths } = built;
+    const choice = pick(4);
+    if (choice === 0) return invalid('out = q', built, RangeError, ['options.out'], { options: { ...built.options, out: built.q } });
+    if (choice === 1) {
+      // out starts inside k's memory: a partial overlap, not the same view.
+      const shared = new Float32Array(lengths.k + lengths.out);
+      const k = shared.subarray(0, lengths.k);
+      k.set(built.k);
+      const out = shared.subarray(lengths.k - 1, lengths.k - 1 + lengths.out);
+      return invalid('out overlaps k', built, RangeError, ['options.out'], { k, options: { ...built.options, out } });
+    }
+    if (choice === 2) {
+      const lse = new Float32Array(built.q.buffer, built.q.byteOffset, Math.min(lengths.lse, built.q.length));
+      if (lse.length !== lengths.lse) return invalid('lse too long for q', built, RangeError, ['options.lse'], { options: { ...built.options, lse: new Float32Array(0) } });
+      return invalid('lse inside q', built, RangeError, ['options.lse'], { options: { ...built.options, lse } });
+    }
+    const shared = new Float32Array(lengths.out + lengths.lse);
+    return invalid('out overlaps lse', built, RangeError, ['options.out'], {
+      options: { ...built.options, out: shared.subarray(0, lengths.out), lse: shared.subarray(lengths.out - 1, lengths.out - 1 + lengths.lse) },
+    });
+  },
+
+  // --- invalid shapes ---
+  'a dimension that is NaN, infinite, negative, fractional or unsafe': (_b, built, pick) => {
+    const key = DIMS[pick(DIMS.length)];
+    const value = BAD_NUMBERS[pick(BAD_NUMBERS.length)];
+    return invalid(`${key} = ${value}`, built, RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
+  'a dimension of the wrong type': (_b, built, pick) => {
+    const key = DIMS[pick(DIMS.length)];
+    const value = BAD_TYPES[pick(BAD_TYPES.length)];
+    return invalid(`${key} = ${String(value)}`, built, TypeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
+  'a huge safe-integer dimension': (_b, built, pick) => {
+    const key = DIMS[pick(DIMS.length - 1)]; // threads is valid at any size
+    const value = HUGE_SAFE[pick(HUGE_SAFE.length)];
+    // Depending on the value: past the Int32 sequence limit, heads not divisible by kvHeads, an
+    // element count past what a Float32Array can hold, or a buffer of the wrong length.
+    return invalid(`${key} = ${value}`, built, RangeError, [`options.${key}`, 'options.kvHeads', ...PRODUCTS, 'q', 'k', 'v'], {
+      options: { ...built.options, [key]: value },
+    });
+  },
+  'an element count that wraps at 2^32 back to the true length': (b, built) => {
+    // batch ≡ the real batch (mod 2^32): a validator multiplying in 32 bits would accept the buffers.
+    const batch = 2 ** 32 + b.options.batch;
+    return invalid(`batch = ${batch}`, built, RangeError, [PRODUCTS[0]], { options: { ...built.options, batch } });
+  },
+  'an element count past 2^53': (_b, built, pick) => {
+    const big = 2 ** 27 + 1;
+    const patch = pick(2) === 0 ? { batch: big, heads: big, kvHeads: 1 } : { batch: big, headDim: big, kvSeqLen: 2 ** 31 - 1 };
+    return invalid(JSON.stringify(patch), built, RangeError, [PRODUCTS[0], PRODUCTS[1]], { options: { ...built.options, ...patch } });
+  },
+  'kvHeads that does not divide heads': (b, built) => {
+    const heads = b.options.kvHeads * 2 + 1;
+    return invalid(`heads ${heads}, kvHeads ${b.options.kvHeads * 2}`, built, RangeError, ['options.kvHeads'], {
+      options: { ...built.options, heads, kvHeads: b.options.kvHeads * 2 },
+    });
+  },
+
+  // --- invalid mask and behaviour options ---
+  'a window below -1, fractional, non-finite or malformed': (b, built, pick) => {
+    if (b.kind === 'full') return invalid('window on fullAttention', built, RangeError, ['options.window'], { options: { ...built.options, window: [1, 1] } });
+    const windows: unknown[] = [[-2, 0], [0, -2], [-(2 ** 31), 0], [1.5, 0], [NaN, 0], [Infinity, 0], [0, -Infinity],
+      [2 ** 53, 0], [1], [1, 2, 3], [], -1, 2.5, NaN, Infinity, 2 ** 53];
+    const window = windows[pick(windows.length)];
+    return invalid(`window ${String(window)}`, built, RangeError, ['options.window'], { options: { ...built.options, window } });
+  },
+  'a window of the wrong type': (b, built, pick) => {
+    if (b.kind === 'full') return invalid('globalTokens on fullAttention', built, RangeError, ['options.globalTokens'], { options: { ...built.options, globalTokens: [0] } });
+    const windows: unknown[] = ['3', null, undefined, { 0: 1, 1: 1, length: 2 }, [1, '1'], [1n, 0], [null, 0]];
+    const window = windows[pick(windows.length)];
+    return invalid(`window ${String(window)}`, built, TypeError, ['options.window'], { options: { ...built.options, window } });
+  },
+  'a global token out of range or not an integer': (b, built, pick) => {
+    if (b.kind === 'full') return invalid('globalTokens on fullAttention', built, RangeError, ['options.globalTokens'], { options: { ...built.options, globalTokens: [0] } });
+    const n = b.options.kvSeqLen;
+    const bad = [n, n + 1, -1, 0.5, NaN, Infinity, 2 ** 31, 2 ** 32, 2 ** 32 + 1, -(2 ** 32)][pick(10)];
+    const perBatch = pick(2) === 1;
+    const globalTokens = perBatch
+      ? Array.from({ length: b.options.batch }, (_, i) => (i === b.options.batch - 1 ? [0, bad] : [0]))
+      : [0, bad];
+    return invalid(`globalTokens ${JSON.stringify(globalTokens)}`, built, RangeError, ['options.globalTokens'], { options: { ...built.options, globalTokens } });
+  },
+  'per-batch global lists of the wrong count': (b, built, pick) => {
+    if (b.kind === 'full') return invalid('window on fullAttention', built, RangeError, ['options.window'], { options: { ...built.options, window: 3 } });
+    const count = b.options.batch === 1 || pick(2) === 0 ? b.options.batch + 1 : b.options.batch - 1;
+    const globalTokens = Array.from({ length: count }, () => [0]);
+    return invalid(`${count} global lists for batch ${b.options.batch}`, built, RangeError, ['options.globalTokens'], { options: { ...built.options, globalTokens } });
+  },
+  'kvLengths of the wrong count or out of range': (b, built, pick) => {
+    const n = b.options.kvSeqLen;
+    const batch = b.options.batch;
+    const lists = [Array(batch + 1).fill(0), Array(batch).fill(n + 1), Array(batch).fill(-1), Array(batch).fill(0.5),
+      Array(batch).fill(NaN), Array(batch).fill(2 ** 32), Float64Array.from({ length: batch }, () => Infinity)];
+    if (batch > 1) lists.push(Array(batch - 1).fill(0));
+    const kvLengths = lists[pick(lists.length)];
+    return invalid(`kvLengths ${String(kvLengths)}`, built, RangeError, ['options.kvLengths'], { options: { ...built.options, kvLengths } });
+  },
+  'a scale that is not finite': (_b, built, pick) => {
+    const scale = [NaN, Infinity, -Infinity][pick(3)];
+    return invalid(`scale ${scale}`, built, RangeError, ['options.scale'], { options: { ...built.options, scale } });
+  },
+  'a bad causal, layout or backend': (_b, built, pick) => {
+    const bad: Array<[string, unknown, typeof TypeError | typeof RangeError]> = [
+      ['causal', 1, TypeError], ['causal', 'true', TypeError], ['causal', null, TypeError],
+      ['layout', 'bsdh', RangeError], ['layout', 0, TypeError], ['backend', 'gpu', RangeError], ['backend', '', RangeError],
+      ['backend', 3, TypeError],
+    ];
+    const [key, value, error] = bad[pick(bad.length)];
+    return invalid(`${key} = ${String(value)}`, built, error, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
+  'options that are not an options object, or have an unknown key': (_b, built, pick) => {
+    const choice = pick(6);
+    if (choice === 5) return invalid('unknown key', built, RangeError, ['options'], { options: { ...built.options, casual: true } });
+    const options = [null, 5, 'options', [], new Float32Array(4)][choice];
+    return invalid(`options = ${String(options)}`, built, TypeError, ['options'], { options: options as never });
+  },
+};
+
+const MUTATION_NAMES = Object.keys(MUTATIONS);
+
+const drawn = fc.tuple(base, fc.infiniteStream(fc.nat())).map(([b, stream]) => ({ b, stream }));
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+const CALL_TIMEOUT_MS = 20_000;
+
+async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGuard: { g: Guard; from: number; to: number }[]): Promise<void> {
+  let result: Float32Array | undefined;
+  let thrown: unknown;
+  if (mode === 'sync') {
+    try {
+      result = await attention(kind, 'sync', s.q, s.k, s.v, s.options);
+    } catch (error) {
+      thrown = error;
+    }
+  } else {
+    let promise: Promise<Float32Array> | undefined;
+    // The async functions must reject, never throw: a server's `.catch` would miss a throw.
+    expect(() => {
+      promise = attention(kind, 'async', s.q, s.k, s.v, s.options);
+    }).not.toThrow();
+    try {
+      result = await withTimeout(promise as Promise<Float32Array>, CALL_TIMEOUT_MS, `${s.label} (async)`);
+    } catch (error) {
+      thrown = error;
+    }
+  }
+
+  for (const g of guards) {
+    const changed = changedOutside(g);
+    if (changed !== null) expect.fail(`${s.label}: ${changed} (an input was written)`);
+  }
+
+  if (s.expect.ok) {
+    if (thrown !== undefined) expect.fail(`${s.label}: a valid call threw ${String(thrown)}`);
+    const out = result as Float32Array;
+    const lse = (s.options.lse as Float32Array | undefined) ?? null;
+    if (s.options.out !== undefined) expect(out).toBe(s.options.out);
+    expectMatchesReference(s.expect.reference, referenceAttention(s.q as Float32Array, s.k as Float32Array, s.v as Float32Array, s.expect.reference), out, lse);
+    for (const { g, from, to } of outGuard) {
+      const changed = changedOutside(g, from, to);
+      if (changed !== null) expect.fail(`${s.label}: ${changed}, outside the view the call may write`);
+    }
+    return;
+  }
+
+  if (thrown === undefined) expect.fail(`${s.label}: an invalid call returned instead of throwing ${s.expect.error.name}`);
+  const error = thrown as Error;
+  const pattern = new RegExp(`^(?:${s.expect.names.map(escape).join('|')})[ \\[]`);
+  if (!(error instanceof s.expect.error) || !pattern.test(error.message)) {
+    expect.fail(`${s.label}: expected a ${s.expect.error.name} naming ${s.expect.names.join(' or ')}, got ${error?.constructor?.name}: ${error?.message}`);
+  }
+  // Validation happens before any backend runs, so a rejected call leaves out and lse alone too.
+  for (const { g } of outGuard) {
+    const changed = changedOutside(g);
+    if (changed !== null) expect.fail(`${s.label}: ${changed} although the call was rejected`);
+  }
+}
+
+function guardsFor(s: Scenario): { guards: Guard[]; outGuard: { g: Guard; from: number; to: number }[] } {
+  const guards: Guard[] = [];
+  const outGuard: { g: Guard; from: number; to: number }[] = [];
+  const usable = (x: unknown): x is Float32Array => ArrayBuffer.isView(x) && x.buffer.byteLength > 0;
+  const writable = new Set<unknown>();
+  const opts = typeof s.options === 'object' && s.options !== null ? s.options : {};
+  for (const name of ['out', 'lse'] as const) {
+    const view = (opts as Record<string, unknown>)[name];
+    if (!usable(view)) continue;
+    writable.add(view.buffer);
+    outGuard.push({ g: guard(`options.${name}`, view), from: view.byteOffset, to: view.byteOffset + view.byteLength });
+  }
+  for (const [name, view] of [['q', s.q], ['k', s.k], ['v', s.v]] as const) {
+    // An input sharing memory with out is an invalid call: the whole buffer is then checked by outGuard.
+    if (usable(view) && !writable.has(view.buffer)) guards.push(guard(name, view));
+  }
+  return { guards, outGuard };
+}
+
+// Per mutation, so that every kind of bad input is drawn on every run, not just most of them.
+const RUNS = Number(process.env.GLA_FUZZ_RUNS ?? (HEAVY ? 60 : 6));
+
+describe.each(BACKENDS)('boundary fuzzing on the %s backend', (backend) => {
+  it.each(MODES)('%s: every drawn call computes the reference or throws a TypeError/RangeError naming the argument', async (mode) => {
+    for (const mutation of MUTATION_NAMES) {
+      await fc.assert(
+        fc.asyncProperty(drawn, async ({ b, stream }) => {
+          const draws = stream[Symbol.iterator]();
+          const pick = (n: number): number => (draws.next().value as number) % n;
+          const s = MUTATIONS[mutation](b, build(b, backend), pick);
+          const { guards, outGuard } = guardsFor(s);
+          await check(b.kind, mode, s, guards, outGuard);
+        }),
+        { numRuns: RUNS },
+      );
+    }
+  });
+});
+// Every backend computes in float32, so a scale finite as a double but not as a float32 is invalid.
+describe('a scale that is finite as a double but not as a float32', () => {
+  it('throws a RangeError naming options.scale on every backend', async () => {
+    const p = makeProblem('full', { batch: 1, heads: 1, seqLen: 4, headDim: 4 }, 1);
+    for (const backend of BACKENDS) {
+      for (const mode of MODES) {
+        for (const scale of [1e39, -1e39, 1e308]) {
+          await expect(attention('full', mode, p.q, p.k, p.v, { ...p.options, scale, backend }), `${backend} ${mode} scale ${scale}`)
+            .rejects.toThrow(expect.objectContaining({ name: 'RangeError', message: expect.stringMatching(/^options\.scale /) }));
+        }
+      }
+    }
+  });
+});

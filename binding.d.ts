@@ -3,27 +3,29 @@
 // before they get here. The addon re-checks its own invariants and throws a plain Error whose
 // message starts with the failing status ("invalid_argument: ...").
 
-/** Field for field the struct gla::AttentionProblem of native/include/gla/problem.h, minus buffers. */
-export interface NativeProblem {
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  seqLen: number;
-  kvSeqLen: number;
-  headDim: number;
-  qStrides: { batch: number; head: number; seq: number };
-  kStrides: { batch: number; head: number; seq: number };
-  vStrides: { batch: number; head: number; seq: number };
-  outStrides: { batch: number; head: number; seq: number };
-  scale: number;
-  causal: boolean;
-  windowLeft: number;
-  windowRight: number;
-  kvLengths: Int32Array | null;
-  globalOffsets: Int32Array | null;
-  globalIndices: Int32Array | null;
-  threads: number;
-}
+/**
+ * The numeric fields of struct gla::AttentionProblem (native/include/gla/problem.h), minus buffers
+ * and the optional Int32Arrays, packed into one Float64Array in exactly this order: one
+ * napi_get_typedarray_info reads them all, where ~30 named-property lookups of a plain object
+ * were most of a tiny call's native time. Index 0 is the layout version
+ * (NATIVE_PROBLEM_LAYOUT_VERSION in lib/backends/native.ts, kProblemLayoutVersion in
+ * native/addon/problem_reader.h); the addon rejects any other version with an invalid_argument
+ * error. Every entry but scale must hold a safe integer; causal is 0 or 1; windowLeft and
+ * windowRight are -1 when unbounded. Changing the order or meaning of any field means bumping the
+ * version on both sides.
+ */
+export type NativeProblemFieldNames = readonly [
+  'layoutVersion',
+  'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
+  'qStrides.batch', 'qStrides.head', 'qStrides.seq',
+  'kStrides.batch', 'kStrides.head', 'kStrides.seq',
+  'vStrides.batch', 'vStrides.head', 'vStrides.seq',
+  'outStrides.batch', 'outStrides.head', 'outStrides.seq',
+  'scale', 'causal', 'windowLeft', 'windowRight', 'threads',
+];
+
+/** NativeProblemFieldNames.length (24) entries; the addon reads it during the call only. */
+export type NativeProblemFields = Float64Array;
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
 
@@ -36,24 +38,33 @@ export interface NativeBinding {
   attentionSync(
     q: Float32Array, k: Float32Array, v: Float32Array,
     out: Float32Array, lse: Float32Array | null,
-    problem: NativeProblem, isa: NativeIsa,
+    fields: NativeProblemFields,
+    kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    isa: NativeIsa,
   ): void;
-  /** Same work off the JS thread; q, k, v, out and lse stay referenced until it settles. */
+  /** Same work off the JS thread; q, k, v, out and lse stay referenced until it settles (fields and
+   *  the Int32Arrays are copied before it returns). */
   attentionAsync(
     q: Float32Array, k: Float32Array, v: Float32Array,
     out: Float32Array, lse: Float32Array | null,
-    problem: NativeProblem, isa: NativeIsa,
+    fields: NativeProblemFields,
+    kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    isa: NativeIsa,
   ): Promise<void>;
   /** CUDA plugin probe: null when usable, else the reason it is not. Never throws. */
   cudaUnavailableReason(): string | null;
   /** As attentionSync / attentionAsync, on the CUDA plugin; only after cudaUnavailableReason() is null. */
   cudaAttentionSync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null, problem: NativeProblem,
+    out: Float32Array, lse: Float32Array | null,
+    fields: NativeProblemFields,
+    kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
   ): void;
   cudaAttentionAsync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null, problem: NativeProblem,
+    out: Float32Array, lse: Float32Array | null,
+    fields: NativeProblemFields,
+    kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
   ): Promise<void>;
 }
 

@@ -2,7 +2,8 @@
 // costs nothing until a call needs it and then becomes a reason instead of an exception.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NativeBinding, NativeIsa } from '../../binding';
+import type { NativeBinding, NativeIsa, NativeProblemFieldNames, NativeProblemFields } from '../../binding';
+import type { AttentionProblem } from '../problem';
 import type { AttentionBuffers, BackendImpl } from './backend';
 
 type BindingsLoader = (options: { bindings: string; module_root: string }) => unknown;
@@ -71,6 +72,62 @@ function requireBinding(): NativeBinding {
   return binding;
 }
 
+/**
+ * The problem crosses into the addon as one Float64Array in this order (binding.d.ts,
+ * NativeProblemFieldNames; native/addon/problem_reader.h, ProblemField), plus the three optional
+ * Int32Arrays as separate arguments. Entry 0 is the layout version, which the addon checks: bump it
+ * here and in problem_reader.h (kProblemLayoutVersion) whenever the order or meaning changes.
+ */
+export const NATIVE_PROBLEM_LAYOUT_VERSION = 1;
+export const NATIVE_PROBLEM_FIELDS: NativeProblemFieldNames = [
+  'layoutVersion',
+  'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
+  'qStrides.batch', 'qStrides.head', 'qStrides.seq',
+  'kStrides.batch', 'kStrides.head', 'kStrides.seq',
+  'vStrides.batch', 'vStrides.head', 'vStrides.seq',
+  'outStrides.batch', 'outStrides.head', 'outStrides.seq',
+  'scale', 'causal', 'windowLeft', 'windowRight', 'threads',
+];
+
+// One per module instance (so one per worker thread). Reusing it is safe: the addon copies every
+// field out before attentionSync / attentionAsync returns, and no JS runs between filling it and
+// the call. A fresh Float64Array per call would cost an allocation on the tiny-call path.
+const fieldsScratch: NativeProblemFields = new Float64Array(NATIVE_PROBLEM_FIELDS.length);
+
+/** Packs `p` into the shared fields array, in NATIVE_PROBLEM_FIELDS order (index by index). */
+export function encodeNativeProblem(p: AttentionProblem): NativeProblemFields {
+  const f = fieldsScratch;
+  f[0] = NATIVE_PROBLEM_LAYOUT_VERSION;
+  f[1] = p.batch;
+  f[2] = p.heads;
+  f[3] = p.kvHeads;
+  f[4] = p.seqLen;
+  f[5] = p.kvSeqLen;
+  f[6] = p.headDim;
+  const qs = p.qStrides;
+  f[7] = qs.batch;
+  f[8] = qs.head;
+  f[9] = qs.seq;
+  const ks = p.kStrides;
+  f[10] = ks.batch;
+  f[11] = ks.head;
+  f[12] = ks.seq;
+  const vs = p.vStrides;
+  f[13] = vs.batch;
+  f[14] = vs.head;
+  f[15] = vs.seq;
+  const os = p.outStrides;
+  f[16] = os.batch;
+  f[17] = os.head;
+  f[18] = os.seq;
+  f[19] = p.scale;
+  f[20] = p.causal ? 1 : 0;
+  f[21] = p.windowLeft;
+  f[22] = p.windowRight;
+  f[23] = p.threads;
+  return f;
+}
+
 const ISA_FEATURES: Record<NativeIsa, string> = {
   avx512: 'AVX-512F',
   avx2: 'AVX2 and FMA',
@@ -93,11 +150,13 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
       if (isas.includes(isa)) return null;
       return `this CPU or operating system does not support ${ISA_FEATURES[isa]}`;
     },
-    runSync(problem, b: AttentionBuffers) {
-      requireBinding().attentionSync(b.q, b.k, b.v, b.out, b.lse, problem, isa);
+    runSync(p, b: AttentionBuffers) {
+      const binding = requireBinding();
+      binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
     },
-    runAsync(problem, b: AttentionBuffers) {
-      return requireBinding().attentionAsync(b.q, b.k, b.v, b.out, b.lse, problem, isa);
+    runAsync(p, b: AttentionBuffers) {
+      const binding = requireBinding();
+      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
     },
   };
 }
@@ -119,11 +178,13 @@ export function cudaBackend(): BackendImpl {
         return `the CUDA probe failed: ${errorMessage(error)}`;
       }
     },
-    runSync(problem, b: AttentionBuffers) {
-      requireBinding().cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, problem);
+    runSync(p, b: AttentionBuffers) {
+      const binding = requireBinding();
+      binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
     },
-    runAsync(problem, b: AttentionBuffers) {
-      return requireBinding().cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, problem);
+    runAsync(p, b: AttentionBuffers) {
+      const binding = requireBinding();
+      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
     },
   };
 }

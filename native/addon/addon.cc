@@ -25,10 +25,19 @@ Napi::Value cuda_unavailable_reason(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), reason);
 }
 
-Napi::Value cpu_sync(const Napi::CallbackInfo& info) { return attention_sync(info, Device::cpu); }
-Napi::Value cpu_async(const Napi::CallbackInfo& info) { return attention_async(info, Device::cpu); }
-Napi::Value cuda_sync(const Napi::CallbackInfo& info) { return attention_sync(info, Device::cuda); }
-Napi::Value cuda_async(const Napi::CallbackInfo& info) { return attention_async(info, Device::cuda); }
+// Raw N-API callbacks: Napi::CallbackInfo would call napi_get_cb_info twice and heap-allocate for
+// the ten arguments of a call.
+napi_value cpu_sync(napi_env env, napi_callback_info info) { return attention_sync(env, info, Device::cpu); }
+napi_value cpu_async(napi_env env, napi_callback_info info) { return attention_async(env, info, Device::cpu); }
+napi_value cuda_sync(napi_env env, napi_callback_info info) { return attention_sync(env, info, Device::cuda); }
+napi_value cuda_async(napi_env env, napi_callback_info info) { return attention_async(env, info, Device::cuda); }
+
+Napi::Function raw_function(Napi::Env env, napi_callback callback, const char* name) {
+  napi_value function = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function),
+                       Napi::Function());
+  return Napi::Function(env, function);
+}
 
 }  // namespace
 }  // namespace gla_addon
@@ -36,14 +45,13 @@ Napi::Value cuda_async(const Napi::CallbackInfo& info) { return attention_async(
 // At namespace scope: NODE_API_MODULE pastes the name into an identifier.
 static Napi::Object init_addon(Napi::Env env, Napi::Object exports) {
   using namespace gla_addon;
-  init_property_keys(env);
   exports.Set("isas", Napi::Function::New(env, isas, "isas"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
-  exports.Set("attentionSync", Napi::Function::New(env, cpu_sync, "attentionSync"));
-  exports.Set("attentionAsync", Napi::Function::New(env, cpu_async, "attentionAsync"));
+  exports.Set("attentionSync", raw_function(env, cpu_sync, "attentionSync"));
+  exports.Set("attentionAsync", raw_function(env, cpu_async, "attentionAsync"));
   exports.Set("cudaUnavailableReason", Napi::Function::New(env, cuda_unavailable_reason, "cudaUnavailableReason"));
-  exports.Set("cudaAttentionSync", Napi::Function::New(env, cuda_sync, "cudaAttentionSync"));
-  exports.Set("cudaAttentionAsync", Napi::Function::New(env, cuda_async, "cudaAttentionAsync"));
+  exports.Set("cudaAttentionSync", raw_function(env, cuda_sync, "cudaAttentionSync"));
+  exports.Set("cudaAttentionAsync", raw_function(env, cuda_async, "cudaAttentionAsync"));
   return exports;
 }
 

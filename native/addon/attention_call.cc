@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "async_executor.h"
 #include "gla/cuda_backend.h"
 
 namespace gla_addon {
@@ -18,36 +19,6 @@ const char* status_name(gla::Status status) {
   return "internal_error";
 }
 
-// Keeps every JS buffer of an async call alive (and un-collectable) until the work has settled:
-// the caller may drop its own references the moment the Promise is created.
-class AttentionWorker : public Napi::AsyncWorker {
- public:
-  AttentionWorker(Napi::Env env, std::unique_ptr<AttentionCall> call, const Napi::CallbackInfo& info)
-      : Napi::AsyncWorker(env, "global-local-attention"),
-        call_(std::move(call)),
-        deferred_(Napi::Promise::Deferred::New(env)) {
-    for (size_t i = 0; i < 5; ++i) {
-      if (info[i].IsObject()) held_[i] = Napi::Persistent(info[i].As<Napi::Object>());
-    }
-  }
-
-  Napi::Promise promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    outcome_ = execute_call(*call_);
-    if (outcome_.status != gla::Status::ok) SetError(describe_failure(outcome_));
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-
- private:
-  std::unique_ptr<AttentionCall> call_;
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference held_[5];
-  gla::Outcome outcome_;
-};
-
 }  // namespace
 
 std::string describe_failure(const gla::Outcome& outcome) {
@@ -60,7 +31,7 @@ namespace {
 // allocation on the tiny-call path only when a name is long (then it is invalid anyway).
 bool read_isa(const Napi::Value& value, gla::Isa* isa, std::string& error) {
   if (!value.IsString()) {
-    error = "expected an ISA name as the 7th argument";
+    error = "expected an ISA name as the 10th argument";
     return false;
   }
   char name[16];
@@ -75,15 +46,15 @@ bool read_isa(const Napi::Value& value, gla::Isa* isa, std::string& error) {
 
 }  // namespace
 
-bool prepare_call(const Napi::CallbackInfo& info, Device device, AttentionCall* call) {
-  Napi::Env env = info.Env();
+bool prepare_call(const CallArgs& args, Device device, AttentionCall* call) {
+  Napi::Env env(args.env);
   call->device = device;
-  read_problem(info, call->read);
+  read_problem(args, call->read);
   if (call->read.error.empty() && device == Device::cpu) {
-    if (info.Length() < 7) {
-      call->read.error = "expected an ISA name as the 7th argument";
+    if (args.argc <= kArgIsa) {
+      call->read.error = "expected an ISA name as the 10th argument";
     } else {
-      read_isa(info[6], &call->isa, call->read.error);
+      read_isa(Napi::Value(args.env, args.argv[kArgIsa]), &call->isa, call->read.error);
     }
   }
   if (!call->read.error.empty()) {
@@ -105,26 +76,40 @@ gla::Outcome execute_call(const AttentionCall& call) {
   return gla::run_attention(call.read.problem, call.isa);
 }
 
-Napi::Value attention_sync(const Napi::CallbackInfo& info, Device device) {
-  Napi::Env env = info.Env();
+namespace {
+
+// All arguments in one napi_get_cb_info; false (with a pending exception) only if N-API fails.
+bool get_args(napi_env env, napi_callback_info info, CallArgs* args) {
+  args->env = env;
+  args->argc = kMaxArgs;
+  if (napi_get_cb_info(env, info, &args->argc, args->argv, nullptr, nullptr) != napi_ok) {
+    Napi::Error::New(env, "internal_error: could not read the call's arguments").ThrowAsJavaScriptException();
+    return false;
+  }
+  // argc is the caller's count, which may exceed the array; extra arguments are ignored.
+  if (args->argc > kMaxArgs) args->argc = kMaxArgs;
+  return true;
+}
+
+}  // namespace
+
+napi_value attention_sync(napi_env env, napi_callback_info info, Device device) {
+  CallArgs args;
   AttentionCall call;  // on the stack: a sync call allocates nothing in the steady state
-  if (!prepare_call(info, device, &call)) return env.Undefined();
+  if (!get_args(env, info, &args) || !prepare_call(args, device, &call)) return nullptr;
   gla::Outcome outcome = execute_call(call);
   if (outcome.status != gla::Status::ok) {
     Napi::Error::New(env, describe_failure(outcome)).ThrowAsJavaScriptException();
   }
-  return env.Undefined();
+  return nullptr;  // undefined
 }
 
-Napi::Value attention_async(const Napi::CallbackInfo& info, Device device) {
-  Napi::Env env = info.Env();
+napi_value attention_async(napi_env env, napi_callback_info info, Device device) {
+  CallArgs args;
+  if (!get_args(env, info, &args)) return nullptr;
   auto call = std::make_unique<AttentionCall>();
-  if (!prepare_call(info, device, call.get())) return env.Undefined();
-  // Owned by libuv's work queue from Queue() on; it deletes itself after OnOK/OnError.
-  auto* worker = new AttentionWorker(env, std::move(call), info);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  if (!prepare_call(args, device, call.get())) return nullptr;
+  return queue_attention(args, std::move(call));
 }
 
 }  // namespace gla_addon

@@ -16,9 +16,10 @@ struct AttentionCall {
   gla::Isa isa = gla::Isa::scalar;
 };
 
-// Reads and checks the arguments (q, k, v, out, lse, problem[, isa]) into *call (which must not
-// move afterwards: its problem points into it). On failure throws a JS exception and returns false.
-bool prepare_call(const Napi::CallbackInfo& info, Device device, AttentionCall* call);
+// Reads and checks the arguments (q, k, v, out, lse, fields, kvLengths, globalOffsets,
+// globalIndices[, isa]) into *call (which must not move afterwards: its problem points into it).
+// On failure throws a JS exception and returns false.
+bool prepare_call(const CallArgs& args, Device device, AttentionCall* call);
 
 // Runs the computation; safe off the JS thread (touches no N-API value).
 gla::Outcome execute_call(const AttentionCall& call);
@@ -26,7 +27,8 @@ gla::Outcome execute_call(const AttentionCall& call);
 // "invalid_argument: <message>", the form lib/backends/native.ts parses.
 std::string describe_failure(const gla::Outcome& outcome);
 
-Napi::Value attention_sync(const Napi::CallbackInfo& info, Device device);
-Napi::Value attention_async(const Napi::CallbackInfo& info, Device device);
+// The entry points, as raw N-API callbacks: one napi_get_cb_info into a stack array per call.
+napi_value attention_sync(napi_env env, napi_callback_info info, Device device);
+napi_value attention_async(napi_env env, napi_callback_info info, Device device);
 
 }  // namespace gla_addon

@@ -1,190 +1,192 @@
 #include "problem_reader.h"
 
 #include <cmath>
+#include <cstdio>
 
 namespace gla_addon {
 namespace {
 
-// Every property name read_problem looks up, created once per env as V8 strings. Object::Get(const
-// char*) would build and internalise a fresh string for each of the ~30 lookups of every call, a
-// quarter of a tiny call's time.
-#define GLA_PROBLEM_KEYS(X)                                                                        \
-  X(batch) X(heads) X(kvHeads) X(seqLen) X(kvSeqLen) X(headDim) X(qStrides) X(kStrides) X(vStrides) \
-  X(outStrides) X(head) X(seq) X(scale) X(causal) X(windowLeft) X(windowRight) X(kvLengths)          \
-  X(globalOffsets) X(globalIndices) X(threads)
-
-enum class Key : int {
-#define GLA_KEY_ENUM(name) name,
-  GLA_PROBLEM_KEYS(GLA_KEY_ENUM)
-#undef GLA_KEY_ENUM
-  count
+// The JS names of the fields, for error messages (index = ProblemField).
+const char* const kFieldNames[kProblemFieldCount] = {
+    "layoutVersion",  "batch",          "heads",          "kvHeads",        "seqLen",
+    "kvSeqLen",       "headDim",        "qStrides.batch", "qStrides.head",  "qStrides.seq",
+    "kStrides.batch", "kStrides.head",  "kStrides.seq",   "vStrides.batch", "vStrides.head",
+    "vStrides.seq",   "outStrides.batch", "outStrides.head", "outStrides.seq", "scale",
+    "causal",         "windowLeft",     "windowRight",    "threads",
 };
 
-const char* const kKeyNames[] = {
-#define GLA_KEY_NAME(name) #name,
-    GLA_PROBLEM_KEYS(GLA_KEY_NAME)
-#undef GLA_KEY_NAME
+const char* const kArgNames[kMaxArgs] = {
+    "q", "k", "v", "out", "lse", "problem fields", "problem.kvLengths", "problem.globalOffsets",
+    "problem.globalIndices", "isa",
 };
 
-// N-API (version 8) can only reference objects, so the strings live in an array held by one
-// reference; read_problem fetches them by index (a fast element load, no string hashing).
-struct PropertyKeys {
-  Napi::ObjectReference array;
-};
+const char* typed_array_name(napi_typedarray_type type) {
+  switch (type) {
+    case napi_float32_array: return "a Float32Array";
+    case napi_float64_array: return "a Float64Array";
+    case napi_int32_array: return "an Int32Array";
+    default: return "a typed array";
+  }
+}
 
-// A property key as a napi_value, with its name for error messages.
-struct KeyRef {
-  Napi::Value value;
-  const char* name;
-};
-
-// The keys of one call, fetched once at its start.
-class KeyTable {
- public:
-  explicit KeyTable(const Napi::Env& env) {
-    PropertyKeys* keys = env.GetInstanceData<PropertyKeys>();
-    Napi::Object array = keys != nullptr ? keys->array.Value() : Napi::Object();
-    for (int i = 0; i < static_cast<int>(Key::count); ++i) {
-      values_[i] = keys != nullptr ? array.Get(static_cast<uint32_t>(i)) : Napi::String::New(env, kKeyNames[i]);
+// One napi_get_typedarray_info per present array: its type, length and data (which N-API has already
+// advanced by the view's byteOffset). An optional argument that is null or undefined (or absent)
+// gives data nullptr, length 0. Anything else, or a typed array of another type, is an error.
+bool read_typed_array(const CallArgs& args, size_t index, napi_typedarray_type want, bool optional, void*& data,
+                      size_t& length, bool& present, std::string& error) {
+  data = nullptr;
+  length = 0;
+  present = false;
+  const napi_value value = index < args.argc ? args.argv[index] : nullptr;
+  if (optional) {
+    // The common case for an optional argument is null, which one napi_typeof settles.
+    napi_valuetype type = napi_undefined;
+    if (value == nullptr || (napi_typeof(args.env, value, &type) == napi_ok && (type == napi_null || type == napi_undefined))) {
+      return true;
     }
   }
-  KeyRef operator[](Key k) const { return KeyRef{values_[static_cast<int>(k)], kKeyNames[static_cast<int>(k)]}; }
-
- private:
-  Napi::Value values_[static_cast<int>(Key::count)];
-};
-
-Napi::Value get(const Napi::Object& object, const KeyRef& k) { return object.Get(k.value); }
-
-bool read_integer(const Napi::Object& object, const KeyRef& key, int64_t& value, std::string& error) {
-  Napi::Value field = get(object, key);
-  if (!field.IsNumber()) {
-    error = std::string("problem.") + key.name + " must be a number";
+  napi_typedarray_type type;
+  if (value == nullptr ||
+      napi_get_typedarray_info(args.env, value, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+    error = std::string(kArgNames[index]) + " must be " + typed_array_name(want) + (optional ? " or null" : "");
+    data = nullptr;
+    length = 0;
     return false;
   }
-  const double number = field.As<Napi::Number>().DoubleValue();
+  present = true;
+  return true;
+}
+
+bool read_float_buffer(const CallArgs& args, size_t index, bool optional, float*& data, int64_t& elements,
+                       std::string& error) {
+  void* raw = nullptr;
+  size_t length = 0;
+  bool present = false;
+  if (!read_typed_array(args, index, napi_float32_array, optional, raw, length, present, error)) return false;
+  data = static_cast<float*>(raw);
+  elements = static_cast<int64_t>(length);
+  return true;
+}
+
+// An optional Int32Array, copied (the problem outlives the call for the async entry points, and JS
+// may change the array meanwhile). Absent leaves `values` empty and `present` false.
+bool read_int32_array(const CallArgs& args, size_t index, std::vector<int32_t>& values, bool& present,
+                      std::string& error) {
+  void* raw = nullptr;
+  size_t length = 0;
+  if (!read_typed_array(args, index, napi_int32_array, true, raw, length, present, error)) return false;
+  if (!present) return true;
+  // A zero-length Int32Array may have a null data pointer: nothing to copy then.
+  const int32_t* begin = static_cast<const int32_t*>(raw);
+  if (length > 0) {
+    values.assign(begin, begin + length);
+  } else {
+    values.clear();
+  }
+  present = true;
+  return true;
+}
+
+bool read_integer(const double* fields, int field, int64_t& value, std::string& error) {
+  const double number = fields[field];
   // 2^53 bounds every exactly representable integer; beyond it the value was not validated.
   if (!std::isfinite(number) || std::trunc(number) != number || std::fabs(number) > 9007199254740991.0) {
-    error = std::string("problem.") + key.name + " must be a safe integer";
+    error = std::string("problem.") + kFieldNames[field] + " must be a safe integer";
     return false;
   }
   value = static_cast<int64_t>(number);
   return true;
 }
 
-bool read_strides(const Napi::Object& object, const KeyRef& key, const KeyTable& keys, gla::Strides& strides,
-                  std::string& error) {
-  Napi::Value field = get(object, key);
-  if (!field.IsObject()) {
-    error = std::string("problem.") + key.name + " must be an object";
-    return false;
-  }
-  Napi::Object s = field.As<Napi::Object>();
-  return read_integer(s, keys[Key::batch], strides.batch, error) && read_integer(s, keys[Key::head], strides.head, error) &&
-         read_integer(s, keys[Key::seq], strides.seq, error);
-}
-
-// Returns false on a type error; an absent (null/undefined) array leaves `values` empty and `present` false.
-bool read_int32_array(const Napi::Object& object, const KeyRef& key, std::vector<int32_t>& values, bool& present,
-                      std::string& error) {
-  Napi::Value field = get(object, key);
-  present = false;
-  if (field.IsNull() || field.IsUndefined()) return true;
-  if (!field.IsTypedArray() || field.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    error = std::string("problem.") + key.name + " must be an Int32Array or null";
-    return false;
-  }
-  Napi::Int32Array array = field.As<Napi::Int32Array>();
-  values.assign(array.Data(), array.Data() + array.ElementLength());
-  present = true;
-  return true;
-}
-
-bool read_float_buffer(const Napi::Value& value, const char* name, bool optional, float*& data, int64_t& elements,
-                       std::string& error) {
-  data = nullptr;
-  elements = 0;
-  if (optional && (value.IsNull() || value.IsUndefined())) return true;
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    error = std::string(name) + " must be a Float32Array";
-    return false;
-  }
-  Napi::Float32Array array = value.As<Napi::Float32Array>();
-  // N-API's data pointer already includes the view's byteOffset.
-  data = array.Data();
-  elements = static_cast<int64_t>(array.ElementLength());
-  return true;
-}
-
 }  // namespace
 
-void init_property_keys(Napi::Env env) {
-  Napi::Array array = Napi::Array::New(env, static_cast<size_t>(Key::count));
-  for (int i = 0; i < static_cast<int>(Key::count); ++i) array.Set(static_cast<uint32_t>(i), kKeyNames[i]);
-  auto* keys = new PropertyKeys();
-  keys->array = Napi::Persistent(static_cast<Napi::Object>(array));
-  // Deleted by N-API when the env is torn down (main thread or worker).
-  env.SetInstanceData(keys);
-}
-
-void read_problem(const Napi::CallbackInfo& info, ReadProblem& read) {
+void read_problem(const CallArgs& args, ReadProblem& read) {
   std::string& error = read.error;
   gla::AttentionProblem& p = read.problem;
-  if (info.Length() < 6 || !info[5].IsObject()) {
-    error = "expected (q, k, v, out, lse, problem)";
+  if (args.argc < kArgGlobalIndices + 1) {
+    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices)";
     return;
   }
   float* q = nullptr;
   float* k = nullptr;
   float* v = nullptr;
-  if (!read_float_buffer(info[0], "q", false, q, p.q_elements, error) ||
-      !read_float_buffer(info[1], "k", false, k, p.k_elements, error) ||
-      !read_float_buffer(info[2], "v", false, v, p.v_elements, error) ||
-      !read_float_buffer(info[3], "out", false, p.out, p.out_elements, error) ||
-      !read_float_buffer(info[4], "lse", true, p.lse, p.lse_elements, error)) {
+  if (!read_float_buffer(args, kArgQ, false, q, p.q_elements, error) ||
+      !read_float_buffer(args, kArgK, false, k, p.k_elements, error) ||
+      !read_float_buffer(args, kArgV, false, v, p.v_elements, error) ||
+      !read_float_buffer(args, kArgOut, false, p.out, p.out_elements, error) ||
+      !read_float_buffer(args, kArgLse, true, p.lse, p.lse_elements, error)) {
     return;
   }
   p.q = q;
   p.k = k;
   p.v = v;
 
-  Napi::Object o = info[5].As<Napi::Object>();
-  const KeyTable keys(info.Env());
-  int64_t threads = 0;
-  int64_t window_left = 0;
-  int64_t window_right = 0;
-  if (!read_integer(o, keys[Key::batch], p.batch, error) || !read_integer(o, keys[Key::heads], p.heads, error) ||
-      !read_integer(o, keys[Key::kvHeads], p.kv_heads, error) || !read_integer(o, keys[Key::seqLen], p.seq_len, error) ||
-      !read_integer(o, keys[Key::kvSeqLen], p.kv_seq_len, error) || !read_integer(o, keys[Key::headDim], p.head_dim, error) ||
-      !read_strides(o, keys[Key::qStrides], keys, p.q_strides, error) || !read_strides(o, keys[Key::kStrides], keys, p.k_strides, error) ||
-      !read_strides(o, keys[Key::vStrides], keys, p.v_strides, error) || !read_strides(o, keys[Key::outStrides], keys, p.out_strides, error) ||
-      !read_integer(o, keys[Key::windowLeft], window_left, error) || !read_integer(o, keys[Key::windowRight], window_right, error) ||
-      !read_integer(o, keys[Key::threads], threads, error)) {
+  void* raw = nullptr;
+  size_t count = 0;
+  bool present = false;
+  if (!read_typed_array(args, kArgFields, napi_float64_array, false, raw, count, present, error)) return;
+  if (count < 1 || raw == nullptr) {
+    error = "problem fields must hold " + std::to_string(kProblemFieldCount) + " entries, got " + std::to_string(count);
     return;
   }
-  p.window_left = window_left;
-  p.window_right = window_right;
+  const double* fields = static_cast<const double*>(raw);
+  // The version first, so that a lib and an addon from different builds say so instead of
+  // misreading each other's fields.
+  if (fields[kFieldLayoutVersion] != kProblemLayoutVersion) {
+    char version[32];
+    std::snprintf(version, sizeof version, "%g", fields[kFieldLayoutVersion]);
+    error = std::string("problem fields are in layout version ") + version + ", this addon reads version " + std::to_string(static_cast<int>(kProblemLayoutVersion)) +
+            " (lib and native addon are from different builds; rebuild with node scripts/install.js)";
+    return;
+  }
+  if (count != static_cast<size_t>(kProblemFieldCount)) {
+    error = "problem fields must hold " + std::to_string(kProblemFieldCount) + " entries (layout version " +
+            std::to_string(static_cast<int>(kProblemLayoutVersion)) + "), got " + std::to_string(count);
+    return;
+  }
+
+  int64_t threads = 0;
+  int64_t causal = 0;
+  if (!read_integer(fields, kFieldBatch, p.batch, error) || !read_integer(fields, kFieldHeads, p.heads, error) ||
+      !read_integer(fields, kFieldKvHeads, p.kv_heads, error) || !read_integer(fields, kFieldSeqLen, p.seq_len, error) ||
+      !read_integer(fields, kFieldKvSeqLen, p.kv_seq_len, error) || !read_integer(fields, kFieldHeadDim, p.head_dim, error) ||
+      !read_integer(fields, kFieldQStrideBatch, p.q_strides.batch, error) ||
+      !read_integer(fields, kFieldQStrideHead, p.q_strides.head, error) ||
+      !read_integer(fields, kFieldQStrideSeq, p.q_strides.seq, error) ||
+      !read_integer(fields, kFieldKStrideBatch, p.k_strides.batch, error) ||
+      !read_integer(fields, kFieldKStrideHead, p.k_strides.head, error) ||
+      !read_integer(fields, kFieldKStrideSeq, p.k_strides.seq, error) ||
+      !read_integer(fields, kFieldVStrideBatch, p.v_strides.batch, error) ||
+      !read_integer(fields, kFieldVStrideHead, p.v_strides.head, error) ||
+      !read_integer(fields, kFieldVStrideSeq, p.v_strides.seq, error) ||
+      !read_integer(fields, kFieldOutStrideBatch, p.out_strides.batch, error) ||
+      !read_integer(fields, kFieldOutStrideHead, p.out_strides.head, error) ||
+      !read_integer(fields, kFieldOutStrideSeq, p.out_strides.seq, error) ||
+      !read_integer(fields, kFieldCausal, causal, error) ||
+      !read_integer(fields, kFieldWindowLeft, p.window_left, error) ||
+      !read_integer(fields, kFieldWindowRight, p.window_right, error) ||
+      !read_integer(fields, kFieldThreads, threads, error)) {
+    return;
+  }
+  if (causal != 0 && causal != 1) {
+    error = "problem.causal must be 0 or 1";
+    return;
+  }
+  p.causal = causal == 1;
   if (threads < 1 || threads > 4096) {
     error = "problem.threads must be in [1, 4096]";
     return;
   }
   p.threads = static_cast<int32_t>(threads);
-
-  Napi::Value scale = get(o, keys[Key::scale]);
-  Napi::Value causal = get(o, keys[Key::causal]);
-  if (!scale.IsNumber() || !causal.IsBoolean()) {
-    error = "problem.scale must be a number and problem.causal a boolean";
-    return;
-  }
-  p.scale = scale.As<Napi::Number>().FloatValue();
-  p.causal = causal.As<Napi::Boolean>().Value();
+  // Finiteness is gla::validate_problem's to check.
+  p.scale = static_cast<float>(fields[kFieldScale]);
 
   bool has_lengths = false;
   bool has_offsets = false;
   bool has_indices = false;
-  if (!read_int32_array(o, keys[Key::kvLengths], read.kv_lengths, has_lengths, error) ||
-      !read_int32_array(o, keys[Key::globalOffsets], read.global_offsets, has_offsets, error) ||
-      !read_int32_array(o, keys[Key::globalIndices], read.global_indices, has_indices, error)) {
+  if (!read_int32_array(args, kArgKvLengths, read.kv_lengths, has_lengths, error) ||
+      !read_int32_array(args, kArgGlobalOffsets, read.global_offsets, has_offsets, error) ||
+      !read_int32_array(args, kArgGlobalIndices, read.global_indices, has_indices, error)) {
     return;
   }
   if (has_offsets != has_indices) {

@@ -9,10 +9,11 @@ namespace core {
 namespace {
 
 // The kernels' preferred tile, with fewer rows for wide heads so that Q^T and the accumulator of a
-// group (each rows x head_dim floats) stay around 32 KiB.
+// group (each rows x head_dim floats) stay within 64 KiB (L2-resident; 128 rows at head_dim 128
+// measured faster than 64 on Zen 4, bench/NOTES.md section 5).
 int default_block_q(const cpu::CpuKernels& kernels, int dim_pad) {
   int rows = kernels.block_rows;
-  while (rows > kernels.vector_width && static_cast<int64_t>(rows) * dim_pad > 64 * 128) rows /= 2;
+  while (rows > kernels.vector_width && static_cast<int64_t>(rows) * dim_pad > 128 * 128) rows /= 2;
   return std::max(rows, 1);
 }
 
@@ -87,7 +88,6 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
   plan.chunks = 1;
   const int width = kernels.vector_width;
   plan.dim_pad = static_cast<int>(round_up(p.head_dim, width));
-  plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(kernels, plan.dim_pad);
   plan.block_k = config.block_k > 0 ? config.block_k : kernels.block_keys;
   plan.vector_width = width;
   plan.position_offset = p.kv_seq_len - p.seq_len;
@@ -96,6 +96,15 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
   const int64_t covering = p.seq_len + p.kv_seq_len;
   plan.window_left = p.window_left >= covering ? -1 : p.window_left;
   plan.window_right = p.window_right >= covering ? -1 : p.window_right;
+  plan.block_q = config.block_q > 0 ? config.block_q : default_block_q(kernels, plan.dim_pad);
+  const int64_t right = p.causal ? 0 : plan.window_right;  // causal: nothing right of the row
+  if (config.block_q <= 0 && plan.window_left >= 0 && right >= 0) {
+    // A group of n rows computes about window + n keys per row where window + 1 are visible, so
+    // with a narrow window tall groups waste more than they save: keep them at most 1/16 of it
+    // (64 rows at window [256, 256]; bench/NOTES.md section 5).
+    const int64_t window = plan.window_left + right + 1;
+    while (plan.block_q > 64 && plan.block_q * 16 > window) plan.block_q /= 2;
+  }
   plan.has_globals = p.global_offsets != nullptr && p.global_offsets[p.batch] > 0;
 
   for (int64_t b = 0; b < p.batch; ++b) {

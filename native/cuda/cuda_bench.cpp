@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // progress shows even if a case crashes
   const char* why = gla::cuda_unavailable_reason();
   if (why != nullptr) {
     std::printf("CUDA backend unavailable: %s\n", why);

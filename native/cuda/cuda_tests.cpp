@@ -366,6 +366,8 @@ std::vector<Case> emulated_cases() {
     s.globals = {{9}};
     add(s);
   }
+  add(make("no keys at all (tiles)", 2, 2, 1, 20, 0, 8));
+  add(make("no keys at all (rows)", 1, 2, 2, 2, 0, 8));
   add(make("257 full", 1, 1, 1, 257, 257, 64));
   return cs;
 }
@@ -630,7 +632,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--skip-code") == 0 && i + 1 < argc) skip_code = std::atoi(argv[++i]);
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
   }
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // progress shows even if a case crashes
   if (mode == "emulated") return run_emulated_suite();
   if (mode == "gpu") return run_gpu_suite(skip_code, quick);
   if (mode == "loader-missing") return run_loader_missing();

@@ -102,7 +102,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
   const int64_t hk = h / P.group;
   const int64_t rows = min_i64(BM, P.seq_len - i0);
   const int64_t hd = P.head_dim;
-  const float c = P.scale_log2;
+  const float sc = P.scale_log2;
 
   const RowMask m = row_mask(P, b);
   const int64_t p_first = i0 + m.position_offset;
@@ -113,8 +113,8 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
   const float* GLA_RESTRICT kb = P.k + b * P.k_s.batch + hk * P.k_s.head;
   const float* GLA_RESTRICT vb = P.v + b * P.v_s.batch + hk * P.v_s.head;
 
-  // Q, transposed (and negated for a negative scale); rows past the end and dims past head_dim are zero. The first tile's
-  // barrier publishes it.
+  // Q, transposed (negated for a negative scale); rows past the end and dims past head_dim are zero.
+  // The first tile's barrier publishes it.
   for (int e = tid; e < BM * D; e += kThreads) {
     const int r = e / D;
     const int d = e % D;
@@ -213,12 +213,12 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
       mx = fmaxf(mx, simt::shfl_xor(mx, 4));
       const float m_new = fmaxf(row_max[i], mx);
       const float ref = softmax_ref(m_new);
-      const float alpha = exp2_scaled(row_max[i], ref, c);
+      const float alpha = exp2_scaled(row_max[i], ref, sc);
       row_max[i] = m_new;
       float sum = 0.0f;
       GLA_UNROLL
       for (int j = 0; j < TN; ++j) {
-        const float pij = exp2_scaled(s[i][j], ref, c);
+        const float pij = exp2_scaled(s[i][j], ref, sc);
         s[i][j] = pij;
         sum += pij;
       }
@@ -292,7 +292,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
       const int d = owned_column(tx, k);
       if (d < hd) ob[d] = acc[i][k] * inv;
     }
-    if (tx == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(row_max[i], l, c);
+    if (tx == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(row_max[i], l, sc);
   }
 }
 
@@ -329,7 +329,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   const int64_t hk = h / P.group;
   const int64_t hd = P.head_dim;
   const int64_t hd32 = ceil_div(hd, 32) * 32;
-  const float c = P.scale_log2;
+  const float sc = P.scale_log2;
 
   const RowSchedule rs = row_schedule(P, b, qi, task.global_row != 0);
   const KeyRange range = split_range(rs.count, splits, split);
@@ -387,13 +387,13 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
     }
     const float m_new = fmaxf(wmax, mx);
     const float ref = softmax_ref(m_new);
-    const float alpha = exp2_scaled(wmax, ref, c);
+    const float alpha = exp2_scaled(wmax, ref, sc);
     wmax = m_new;
     float pw[KW];
     float sum = 0.0f;
     GLA_UNROLL
     for (int u = 0; u < KW; ++u) {
-      pw[u] = exp2_scaled(s[u], ref, c);
+      pw[u] = exp2_scaled(s[u], ref, sc);
       sum += pw[u];
     }
     wsum = wsum * alpha + sum;
@@ -429,7 +429,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   float bsum = 0.0f;
   GLA_UNROLL
   for (int w = 0; w < kRowWarps; ++w) {
-    weight[w] = exp2_scaled(red[w * (DV + 2)], ref, c);
+    weight[w] = exp2_scaled(red[w * (DV + 2)], ref, sc);
     bsum += red[w * (DV + 2) + 1] * weight[w];
   }
 
@@ -444,7 +444,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
       orow[dv0 + d] = o * inv;
     }
     if (tid == 0 && dv0 == 0 && P.lse != nullptr) {
-      P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(bmax, bsum, c);
+      P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(bmax, bsum, sc);
     }
   } else {
     const int64_t stride = 2 + static_cast<int64_t>(dv_chunks) * DV;

@@ -414,7 +414,7 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   if (err != cudaSuccess) {
     char what[160];
     std::snprintf(what, sizeof what, "%.1f MiB of device memory and %.1f MiB of pinned host memory",
-                  L.device_end / 1048576.0, L.out_end / 1048576.0);
+                  static_cast<double>(L.device_end) / 1048576.0, static_cast<double>(L.out_end) / 1048576.0);
     return cuda_failure(err, what, msg, cap);
   }
   char* const pin = ctx->pinned;

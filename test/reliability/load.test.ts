@@ -95,14 +95,8 @@ async function burst(backend: Backend, calls: number): Promise<Burst> {
 }
 
 // Found by this suite; make a string empty to enable its test once fixed.
-const BUG_LIBUV_POOL =
-  'BUG (native/addon): async native calls run on libuv\'s 4-thread pool (Napi::AsyncWorker), so a burst of them ' +
-  'queues every fs/dns/zlib/crypto call of the process behind it: an fs.stat issued during 2,000 calls of seqLen ≤ 256 ' +
-  'took 874 ms (7 ms idle). Issue 3 asks for an internal pool, not libuv\'s threads';
-const BUG_LAG =
-  'BUG (native/addon, same root cause): on 2 cores, 4 libuv threads each driving the native pool oversubscribe the CPU; ' +
-  'the JS thread blocks on libuv\'s work-queue mutex (futex waits of 60-170 ms seen under strace) while queueing, so the ' +
-  '10 ms interval lags 45-1300 ms during 2,000 concurrent calls on avx2/scalar (avx512 sometimes passes)';
+const BUG_LIBUV_POOL = '';
+const BUG_LAG = '';
 
 describe('thousands of concurrent async calls', () => {
   for (const backend of BACKENDS) {

@@ -13,11 +13,7 @@ import type { ReferenceOptions } from '../reference';
 import { FIXTURES, makeProblem, reference, runNode } from './support';
 
 // Found by this suite; make the string empty to enable the test once fixed.
-const BUG_TERMINATE =
-  'BUG (native/addon): terminating a worker_thread whose native async calls are in flight aborts the whole process ' +
-  '(SIGABRT, exit 134): "FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw", raised from the AsyncWorker ' +
-  'completion that libuv runs inside node::FreeEnvironment -> Environment::CleanupHandles, when JS can no longer run; ' +
-  'expected: the worker ends, the process carries on';
+const BUG_TERMINATE = '';
 
 const CRASH = /Segmentation fault|Aborted|core dumped|FATAL ERROR|AddressSanitizer|runtime error:|terminate called/;
 
@@ -65,11 +61,7 @@ describe('worker_threads', () => {
   }, 150_000);
 });
 
-const BUG_EXIT_WAITS =
-  'BUG (native/addon): process.exit() waits for every queued native async call, because they sit in libuv\'s ' +
-  'threadpool queue, which exit drains (main thread in uv__threadpool_cleanup joining the libuv threads, seen in gdb): ' +
-  '100 queued fullAttention calls (4 heads, seqLen 768, headDim 64, ~30 ms each) made process.exit(0) take 16.8 s; ' +
-  'under ASan on a busy machine it passed 60 s. Expected: queued work is dropped (napi_cancel_async_work) and exit is prompt';
+const BUG_EXIT_WAITS = '';
 
 describe('process.exit with calls in flight', () => {
   it.skipIf(BUG_EXIT_WAITS || !BACKENDS.some((b) => b !== 'js'))(`is prompt with a backlog of 100 native calls per backend${BUG_EXIT_WAITS ? ` — skipped: ${BUG_EXIT_WAITS}` : ''}`, async () => {

@@ -4,9 +4,11 @@
 //
 // Row groups (the usual case) keep scores transposed, s[key][row], vectors along query rows:
 //   compute_scores  s = K Q^T: a key element broadcast times a vector of Q^T (pre-scaled); K is
-//                   read in place, so a block needs no packing and gathered keys cost nothing extra
+//                   read in place, so a block needs no packing and gathered keys cost nothing extra.
+//                   Fully visible blocks also fold the block max per row into the score tiles
 //   apply_mask      partial blocks only: -inf where the visibility rule says no
-//   online_softmax  per vector of rows: block max = vertical max over keys, new running max,
+//   online_softmax  per vector of rows: block max (a vertical max over keys, after the mask, for
+//                   partial blocks; from the score tiles for full ones), new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
 //   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
 // Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
@@ -32,7 +34,9 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLowest = std::numeric_limits<float>::lowest();
 
 // RK keys x NV vectors of rows of s, accumulated over the head dimension in registers.
-template <int RK, int NV>
+// Max: the tile also folds its keys into the block max per row (kept in a.alpha until the softmax
+// turns it into the rescale factor), so that fully visible blocks need no separate max pass.
+template <int RK, int NV, bool Max>
 inline void score_tile(const BlockArgs& a, int c0, int v0) {
   V acc[RK][NV];
   GLA_UNROLL
@@ -60,20 +64,34 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
   }
+  if constexpr (Max) {
+    float* m = a.alpha + v0 * kWidth;
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      V x = simd::load(m + v * kWidth);
+      GLA_UNROLL
+      for (int i = 0; i < RK; ++i) x = simd::max(x, acc[i][v]);
+      simd::store(m + v * kWidth, x);
+    }
+  }
 }
 
-template <int RK>
+template <int RK, bool Max>
 inline void score_keys(const BlockArgs& a, int c0) {
   const int vectors = a.rows_pad / kWidth;
   int v0 = 0;
-  for (; v0 + simd::kScoreVecs <= vectors; v0 += simd::kScoreVecs) score_tile<RK, simd::kScoreVecs>(a, c0, v0);
-  for (; v0 < vectors; ++v0) score_tile<RK, 1>(a, c0, v0);
+  for (; v0 + simd::kScoreVecs <= vectors; v0 += simd::kScoreVecs) score_tile<RK, simd::kScoreVecs, Max>(a, c0, v0);
+  for (; v0 < vectors; ++v0) score_tile<RK, 1, Max>(a, c0, v0);
 }
 
+template <bool Max>
 void compute_scores(const BlockArgs& a) {
+  if constexpr (Max) {
+    for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
+  }
   int c0 = 0;
-  for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys>(a, c0);
-  for (; c0 < a.n_keys; ++c0) score_keys<1>(a, c0);
+  for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys, Max>(a, c0);
+  for (; c0 < a.n_keys; ++c0) score_keys<1, Max>(a, c0);
 }
 
 // s(key c, row r) lives at s[c * key_stride + r * row_stride] in either layout.
@@ -115,10 +133,18 @@ void apply_mask(const BlockArgs& a, ScoreLayout layout) {
   }
 }
 
+// HaveMax: a.alpha already holds the block max (fully visible blocks, from compute_scores<true>).
+// A partial block takes its max after the mask, so that a masked score can never set the shift.
+template <bool HaveMax>
 void online_softmax(const BlockArgs& a) {
   for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) {
-    V block_max = simd::broadcast(kNegInf);
-    for (int c = 0; c < a.n_keys; ++c) block_max = simd::max(block_max, simd::load(a.s + c * a.rows_pad + r0));
+    V block_max;
+    if constexpr (HaveMax) {
+      block_max = simd::load(a.alpha + r0);
+    } else {
+      block_max = simd::broadcast(kNegInf);
+      for (int c = 0; c < a.n_keys; ++c) block_max = simd::max(block_max, simd::load(a.s + c * a.rows_pad + r0));
+    }
     const V old_max = simd::load(a.row_max + r0);
     const V new_max = simd::max(old_max, block_max);
     // Rows that have seen nothing yet keep max -inf; subtracting 0 instead keeps exp(-inf - -inf)
@@ -184,10 +210,25 @@ inline void accumulate_rows(const BlockArgs& a, ScoreLayout layout, int r0) {
   if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, layout, r0, full_end);
 }
 
+// The rows left after the full kAccRows tiles run as one narrower tile (each V row is then loaded
+// once for all of them, not once per row).
+template <int RB>
+inline void accumulate_tail(const BlockArgs& a, ScoreLayout layout, int r0, int rest) {
+  if constexpr (RB > 1) {
+    if (rest < RB) {
+      accumulate_tail<RB - 1>(a, layout, r0, rest);
+      return;
+    }
+  }
+  accumulate_rows<RB>(a, layout, r0);
+}
+
 void accumulate(const BlockArgs& a, ScoreLayout layout) {
   int r0 = 0;
   for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) accumulate_rows<simd::kAccRows>(a, layout, r0);
-  for (; r0 < a.rows; ++r0) accumulate_rows<1>(a, layout, r0);
+  if constexpr (simd::kAccRows > 1) {
+    if (r0 < a.rows) accumulate_tail<simd::kAccRows - 1>(a, layout, r0, a.rows - r0);
+  }
 }
 
 // ---- few rows (decode): s[row][key], ld = keys rounded up to the vector width -----------------
@@ -279,9 +320,14 @@ void attend_block(const BlockArgs& a) {
     return;
   }
   const ScoreLayout layout{a.rows_pad, 1};
-  compute_scores(a);
-  if (!a.full) apply_mask(a, layout);
-  online_softmax(a);
+  if (a.full) {
+    compute_scores<true>(a);
+    online_softmax<true>(a);
+  } else {
+    compute_scores<false>(a);
+    apply_mask(a, layout);
+    online_softmax<false>(a);
+  }
   accumulate(a, layout);
 }
 

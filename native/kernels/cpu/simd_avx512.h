@@ -13,13 +13,16 @@ namespace simd {
 
 using V = __m512;
 constexpr int kWidth = 16;
-// 4 x 4 vectors = 16 accumulators + 4 loaded + 1 broadcast, well inside 32 registers.
+// Scores: 4 x 4 vectors = 16 accumulators + 4 loaded + 1 broadcast. P V: 6 rows x 4 vectors = 24
+// accumulators + 4 V vectors + 1 broadcast, inside 32 registers; 6 rows (not 4) load each V row
+// once per 6 query rows (bench/NOTES.md section 5).
 constexpr int kScoreKeys = 4;
 constexpr int kScoreVecs = 4;
-constexpr int kAccRows = 4;
+constexpr int kAccRows = 6;
 constexpr int kAccVecs = 4;
-// Default tiles for head_dim <= 128 (measured on Zen 4; 64 rows = 4 vectors = one kScoreVecs tile).
-constexpr int kBlockRows = 64;
+// Default tiles for head_dim <= 128 (measured on Zen 4, bench/NOTES.md section 5: 128 rows read
+// each K/V block once per 128 query rows; 4-9% over 64 rows at d 64 and d 128).
+constexpr int kBlockRows = 128;
 constexpr int kBlockKeys = 128;
 // Row-major scores win while rows * (head_dim / 16 + a reduction) < head_dim broadcasts.
 constexpr int kFewRows = 4;

@@ -1,0 +1,18 @@
+// The Promise API's engine: attention calls run on threads the addon owns, never on libuv's small
+// shared pool (which the process needs for fs, dns and zlib), and each Promise is settled on the
+// JS thread of the environment (main thread or worker_thread) that made the call.
+#pragma once
+
+#include <memory>
+
+#include "attention_call.h"
+
+namespace gla_addon {
+
+// Queues `call`, holding args' q, k, v, out and lse referenced until its Promise settles, and
+// returns that Promise. Tearing the environment down (a worker_thread terminated mid-call) waits
+// for that environment's running calls, so none writes into freed memory, and drops its queued ones.
+// The threads are never joined: process.exit() does not wait for queued work.
+napi_value queue_attention(const CallArgs& args, std::unique_ptr<AttentionCall> call);
+
+}  // namespace gla_addon

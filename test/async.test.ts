@@ -1,11 +1,10 @@
 // The async functions must leave the event loop free: a 10 ms interval keeps firing (lag < 50 ms)
 // while a call of about a second runs, on the JS backend (worker threads) and on each native one.
-import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
+import { measureLag } from './helpers/lag';
 import { randomNonZero, rng } from './helpers/random';
 import { type Backend, gla } from './helpers/package';
 
-const TICK_MS = 10;
 const MAX_LAG_MS = 50;
 const TARGET_MS = 1000;
 const MIN_MS = 400;
@@ -26,26 +25,6 @@ function prepareCall(backend: Backend, shape: Shape): () => Promise<Float32Array
   const k = randomNonZero(n, random);
   const v = randomNonZero(n, random);
   return () => gla.fullAttention(q, k, v, { ...shape, causal: true, backend });
-}
-
-async function measureLag(run: () => Promise<unknown>): Promise<{ maxLagMs: number; elapsedMs: number }> {
-  let last = performance.now();
-  let maxLagMs = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    maxLagMs = Math.max(maxLagMs, now - last - TICK_MS);
-    last = now;
-  }, TICK_MS);
-  const start = performance.now();
-  try {
-    await run();
-  } finally {
-    clearInterval(timer);
-  }
-  const end = performance.now();
-  // A call that blocked until its very end would never let the interval report the gap.
-  maxLagMs = Math.max(maxLagMs, end - last - TICK_MS);
-  return { maxLagMs, elapsedMs: end - start };
 }
 
 /**

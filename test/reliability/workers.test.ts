@@ -12,9 +12,6 @@ import { BACKENDS } from '../helpers/package';
 import type { ReferenceOptions } from '../reference';
 import { FIXTURES, makeProblem, reference, runNode } from './support';
 
-// Found by this suite; make the string empty to enable the test once fixed.
-const BUG_TERMINATE = '';
-
 const CRASH = /Segmentation fault|Aborted|core dumped|FATAL ERROR|AddressSanitizer|runtime error:|terminate called/;
 
 const CASES: Array<{ name: string; kind: Kind; options: ReferenceOptions }> = [
@@ -26,7 +23,7 @@ describe('worker_threads', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gla-workers-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it.skipIf(BUG_TERMINATE)(`a worker terminated with native async calls in flight does not take the process down${BUG_TERMINATE ? ` — skipped: ${BUG_TERMINATE}` : ''}`, async () => {
+  it(`a worker terminated with native async calls in flight does not take the process down`, async () => {
     for (let attempt = 0; attempt < 3; attempt++) {
       const r = await runNode([path.join(FIXTURES, 'workers.cjs'), 'terminate'], 60_000);
       expect(r.stderr).not.toMatch(CRASH);
@@ -61,10 +58,9 @@ describe('worker_threads', () => {
   }, 150_000);
 });
 
-const BUG_EXIT_WAITS = '';
 
 describe('process.exit with calls in flight', () => {
-  it.skipIf(BUG_EXIT_WAITS || !BACKENDS.some((b) => b !== 'js'))(`is prompt with a backlog of 100 native calls per backend${BUG_EXIT_WAITS ? ` — skipped: ${BUG_EXIT_WAITS}` : ''}`, async () => {
+  it.skipIf(!BACKENDS.some((b) => b !== 'js'))(`is prompt with a backlog of 100 native calls per backend`, async () => {
     const r = await runNode([path.join(FIXTURES, 'exit-in-flight.cjs'), '-1', '100'], 60_000);
     expect({ code: r.code, signal: r.signal }, r.stderr).toEqual({ code: 0, signal: null });
     expect(r.ms).toBeLessThan(3000);

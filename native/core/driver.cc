@@ -146,12 +146,13 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
   }
 }
 
-// Normalises one row's state into out (and lse). A row that saw nothing gets zeros and -inf.
+// Normalises one row's state into out (and lse). A row that saw nothing gets zeros and -inf; a
+// row whose sum is NaN (it saw a NaN score, or +inf: exp(inf - inf)) gets NaN throughout.
 void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc) {
   const AttentionProblem& p = c.p;
   float* out = p.out + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
   float lse = kNegInf;
-  if (sum > 0.0f) {
+  if (sum > 0.0f || sum != sum) {
     for (int64_t t = 0; t < p.head_dim; ++t) out[t] = acc[t] / sum;
     lse = max + std::log(sum);
   } else {
@@ -184,20 +185,25 @@ void merge_pair(const Call& c, const Partials& partials, const Unit& u, Scratch&
   const int64_t mr = plan.unit_rows;
   for (int r = 0; r < u.rows; ++r) sc.rows[r] = group_row(c.p, plan, g, r % g.n_rows);
   for (int r = 0; r < u.rows; ++r) {
+    // A NaN chunk max makes the merged max NaN (std::max would skip it).
     float max = kNegInf;
-    for (int64_t k = 0; k < plan.chunks; ++k) max = std::max(max, partials.at(plan, pair, k)[r]);
+    for (int64_t k = 0; k < plan.chunks; ++k) {
+      const float m = partials.at(plan, pair, k)[r];
+      if (!(m <= max)) max = m;
+    }
+    // As in the kernels: with max -inf every chunk saw only masked or -inf scores, and subtracting 0
+    // keeps exp(-inf - -inf) (NaN) out. A chunk with max -inf then weighs 0, which still carries a
+    // NaN in its sum or acc (a NaN score that its max skipped) into the row.
+    const float shift = max == kNegInf ? 0.0f : max;
     float sum = 0.0f;
     float* acc = sc.acc + static_cast<int64_t>(r) * dp;
     std::fill(acc, acc + dp, 0.0f);
-    if (max != kNegInf) {
-      for (int64_t k = 0; k < plan.chunks; ++k) {
-        const float* part = partials.at(plan, pair, k);
-        if (part[r] == kNegInf) continue;  // that chunk saw nothing for this row
-        const float w = std::exp(part[r] - max);
-        sum += part[mr + r] * w;
-        const float* part_acc = part + 2 * mr + static_cast<int64_t>(r) * dp;
-        for (int t = 0; t < dp; ++t) acc[t] += part_acc[t] * w;
-      }
+    for (int64_t k = 0; k < plan.chunks; ++k) {
+      const float* part = partials.at(plan, pair, k);
+      const float w = std::exp(part[r] - shift);
+      sum += part[mr + r] * w;
+      const float* part_acc = part + 2 * mr + static_cast<int64_t>(r) * dp;
+      for (int t = 0; t < dp; ++t) acc[t] += part_acc[t] * w;
     }
     sc.row_max[r] = max;
     sc.row_sum[r] = sum;

@@ -11,6 +11,8 @@
 //                   partial blocks; from the score tiles for full ones), new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
 //   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
+//                   (partial blocks whose V holds an inf or NaN: only each row's visible keys, so
+//                   a masked weight 0 never meets them; see accumulate_partial)
 // Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
 // head_dim (few_rows_scores), and the softmax is vectorised along keys (few_rows_softmax); the
 // mask and accumulate steps are shared, reading s through its two strides.
@@ -109,12 +111,24 @@ inline int first_key_at_least(const int64_t* keys, int lo, int hi, int64_t j) {
   return lo;
 }
 
-// Keys are ascending, so the keys inside row r's window are one index interval [in_begin, in_end):
-// only the keys outside it are touched, with no per-element test unless the batch has globals.
+// Keys are ascending, so the keys inside row r's window are one index interval [in_begin, in_end).
+struct KeyInterval {
+  int begin;
+  int end;
+};
+
+inline KeyInterval window_keys(const BlockArgs& a, int r) {
+  const int in_begin = first_key_at_least(a.keys, 0, a.n_keys, a.win_begin[r]);
+  return {in_begin, std::max(in_begin, first_key_at_least(a.keys, in_begin, a.n_keys, a.win_end[r]))};
+}
+
+// Only the keys outside the window interval are touched, with no per-element test unless the
+// batch has globals.
 void apply_mask(const BlockArgs& a, ScoreLayout layout) {
   for (int r = 0; r < a.rows; ++r) {
-    const int in_begin = first_key_at_least(a.keys, 0, a.n_keys, a.win_begin[r]);
-    const int in_end = std::max(in_begin, first_key_at_least(a.keys, in_begin, a.n_keys, a.win_end[r]));
+    const KeyInterval in = window_keys(a, r);
+    const int in_begin = in.begin;
+    const int in_end = in.end;
     float* s = a.s + r * layout.row_stride;
     const int64_t allowed_end = a.allowed_end[r];
     const uint8_t* global = a.key_is_global;
@@ -231,6 +245,65 @@ void accumulate(const BlockArgs& a, ScoreLayout layout) {
   }
 }
 
+// Whether every V element of the block is finite. x * 0 is NaN exactly when x is NaN or infinite,
+// and a NaN survives the sums; four independent chains keep the scan off the add latency. Only
+// partial blocks ask, so fully visible blocks pay nothing.
+bool values_finite(const BlockArgs& a) {
+  const int full_end = a.head_dim / kWidth * kWidth;
+  const int tail = a.head_dim - full_end;
+  const V z = simd::zero();
+  V bad[4] = {z, z, z, z};
+  auto scan = [&](V& b, int c) {
+    const float* value = a.v + a.keys[c] * a.v_row_stride;
+    for (int t = 0; t < full_end; t += kWidth) b = simd::fmadd(simd::load(value + t), z, b);
+    if (tail > 0) b = simd::fmadd(simd::load_partial(value + full_end, tail), z, b);
+  };
+  int c = 0;
+  for (; c + 4 <= a.n_keys; c += 4) {
+    GLA_UNROLL
+    for (int i = 0; i < 4; ++i) scan(bad[i], c + i);
+  }
+  for (; c < a.n_keys; ++c) scan(bad[0], c);
+  const float total = simd::reduce_add(simd::add(simd::add(bad[0], bad[1]), simd::add(bad[2], bad[3])));
+  return total == total;
+}
+
+// P V for a partial block whose V holds a NaN or an infinity: each row takes only the keys it sees,
+// so that a masked weight (exactly 0) is never multiplied into them (0 * inf and 0 * NaN are NaN,
+// which would reach rows that never see the key). Rare, so one row at a time.
+void accumulate_visible(const BlockArgs& a, ScoreLayout layout) {
+  const int full_end = a.head_dim / kWidth * kWidth;
+  const int tail = a.head_dim - full_end;
+  const uint8_t* global = a.key_is_global;
+  for (int r = 0; r < a.rows; ++r) {
+    const KeyInterval in = window_keys(a, r);
+    float* row = a.acc + static_cast<int64_t>(r) * a.dim_pad;
+    const V alpha = simd::broadcast(a.alpha[r]);
+    for (int t = 0; t < a.dim_pad; t += kWidth) simd::store(row + t, simd::mul(simd::load(row + t), alpha));
+    const float* p = a.s + r * layout.row_stride;
+    for (int c = 0; c < a.n_keys; ++c) {
+      const int64_t j = a.keys[c];
+      const bool visible = (c >= in.begin && c < in.end) || (global != nullptr && global[j] != 0 && j < a.allowed_end[r]);
+      if (!visible) continue;
+      const V pb = simd::broadcast(p[c * layout.key_stride]);
+      const float* value = a.v + j * a.v_row_stride;
+      for (int t = 0; t < full_end; t += kWidth) simd::store(row + t, simd::fmadd(pb, simd::load(value + t), simd::load(row + t)));
+      if (tail > 0) {
+        simd::store(row + full_end, simd::fmadd(pb, simd::load_partial(value + full_end, tail), simd::load(row + full_end)));
+      }
+    }
+  }
+}
+
+// Partial blocks: the register-blocked P V unless V holds non-finite values (see above).
+void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
+  if (values_finite(a)) {
+    accumulate(a, layout);
+  } else {
+    accumulate_visible(a, layout);
+  }
+}
+
 // ---- few rows (decode): s[row][key], ld = keys rounded up to the vector width -----------------
 
 // RK keys against every row: RK independent dot products along head_dim per row. q_rows is zero
@@ -296,15 +369,12 @@ void few_rows_softmax(const BlockArgs& a, int ld) {
     const float block_max = max_along(s, ld);
     const float old_max = a.row_max[r];
     const float new_max = old_max > block_max ? old_max : block_max;
-    if (new_max == kNegInf) {
-      // Nothing visible to this row yet: exp(-inf - -inf) would be NaN, so contribute nothing.
-      a.alpha[r] = 1.0f;
-      for (int c = 0; c < ld; c += kWidth) simd::store(s + c, simd::zero());
-      continue;
-    }
-    const float alpha = simd::first(simd::exp(simd::broadcast(old_max - new_max)));  // 0 if old is -inf
+    // Nothing visible to this row yet (max -inf): subtracting 0 instead keeps exp(-inf - -inf) (NaN)
+    // out, so masked and -inf scores give 0 while a NaN score (which max may skip) still gives NaN.
+    const float shift = new_max == kNegInf ? 0.0f : new_max;
+    const float alpha = simd::first(simd::exp(simd::broadcast(old_max - shift)));  // 0 if old is -inf
     a.alpha[r] = alpha;
-    a.row_sum[r] = a.row_sum[r] * alpha + exp_and_sum(s, ld, new_max);
+    a.row_sum[r] = a.row_sum[r] * alpha + exp_and_sum(s, ld, shift);
     a.row_max[r] = new_max;
   }
 }
@@ -316,19 +386,24 @@ void attend_block(const BlockArgs& a) {
     few_rows_scores(a, ld);
     if (!a.full) apply_mask(a, layout);
     few_rows_softmax(a, ld);
-    accumulate(a, layout);
+    if (a.full) {
+      accumulate(a, layout);
+    } else {
+      accumulate_partial(a, layout);
+    }
     return;
   }
   const ScoreLayout layout{a.rows_pad, 1};
   if (a.full) {
     compute_scores<true>(a);
     online_softmax<true>(a);
+    accumulate(a, layout);
   } else {
     compute_scores<false>(a);
     apply_mask(a, layout);
     online_softmax<false>(a);
+    accumulate_partial(a, layout);
   }
-  accumulate(a, layout);
 }
 
 void exp_array(const float* in, float* out, int64_t n) {

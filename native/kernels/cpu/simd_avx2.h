@@ -54,7 +54,8 @@ inline float reduce_max(V x) {
 inline float first(V x) { return _mm256_cvtss_f32(x); }
 
 inline V round_nearest(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-// y * 2^n for integer-valued n in [-126, 127], built from the exponent bits.
+// y * 2^n for integer-valued n in [-126, 127], built from the exponent bits. A NaN n (from a NaN y)
+// converts to 0x80000000, which gives the factor 1.0f: y's NaN comes through.
 inline V scale_pow2(V y, V n) {
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));

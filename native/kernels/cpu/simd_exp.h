@@ -4,6 +4,7 @@
 // a degree-6 polynomial for e^r, then scaling by 2^n. About 1 ulp in [-87.3, 88]. Below ln(FLT_MIN)
 // the result is flushed to exactly 0, so -inf (a masked score) gives 0 and never NaN; softmax only
 // ever asks for exp(x <= 0), where flushing values under 1e-38 cannot change a sum that holds 1.
+// exp(NaN) is NaN; +inf is clamped (softmax never asks for it: s - max <= 0 or NaN).
 #pragma once
 
 namespace gla {
@@ -14,7 +15,11 @@ namespace simd {
 inline V exp(V x) {
   const V lowest = broadcast(-87.33654475f);  // ln(FLT_MIN): 2^n stays a normal number
   const V highest = broadcast(88.0f);         // keeps n <= 127
-  const V xc = min(max(x, lowest), highest);
+  // Operand order matters: max/min return their second operand when either is NaN (maxps/minps,
+  // and a > b ? a : b in scalar), so x goes second and a NaN argument stays NaN through the clamp,
+  // the polynomial and the scaling: exp(NaN) = NaN, which is how a NaN score (or the NaN of
+  // +inf - +inf) reaches the row's sum and output instead of being flushed like a masked score.
+  const V xc = min(highest, max(lowest, x));
   const V n = round_nearest(mul(xc, broadcast(1.44269504088896341f)));
   V r = fmadd(n, broadcast(-0.693359375f), xc);
   r = fmadd(n, broadcast(2.12194440e-4f), r);

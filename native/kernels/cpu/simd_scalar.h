@@ -46,7 +46,8 @@ inline V round_nearest(V x) {
 }
 // y * 2^n for integer-valued n in [-126, 127], built from the exponent bits.
 inline V scale_pow2(V y, V n) {
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // n is NaN only when y is (exp of NaN): keep the conversion defined, y carries the NaN.
+  const int32_t bits = ((n == n ? static_cast<int32_t>(n) : 0) + 127) << 23;
   float pow2;
   std::memcpy(&pow2, &bits, sizeof pow2);
   return y * pow2;

@@ -294,7 +294,12 @@ class TileKernel {
         }
       }
       let tileMax = -Infinity;
-      for (let c = 0; c < keyCount; c++) if (scores[base + c] > tileMax) tileMax = scores[base + c];
+      for (let c = 0; c < keyCount; c++) {
+        const score = scores[base + c];
+        // A NaN score must reach the row (IEEE), so it wins the max once seen and keeps it.
+        if (score > tileMax || score !== score) tileMax = score;
+        if (tileMax !== tileMax) break;
+      }
       if (tileMax === -Infinity) {
         // Nothing visible here: the row's state must come out unchanged.
         scores.fill(0, base, base + paddedKeys);
@@ -422,7 +427,10 @@ class TileKernel {
     }
   }
 
-  /** Normalises rows [first, end) into out and lse; a row that saw nothing gets zeros and -Infinity. */
+  /**
+   * Normalises rows [first, end) into out and lse; a row that saw nothing (sum 0) gets zeros and
+   * -Infinity, a row whose sum is NaN (a NaN or +Infinity score) gets NaN, as IEEE arithmetic would.
+   */
   private finishRows(first: number, end: number): void {
     const { out, lse } = this.b;
     const { acc, rowSum, rowMax, rowIsGlobal, stride } = this.s;
@@ -433,9 +441,9 @@ class TileKernel {
       const outBase = this.outHeadBase + i * this.outSeq;
       const accBase = r * stride;
       const sum = rowSum[r];
-      const inverse = sum > 0 ? 1 / sum : 0;
+      const inverse = sum > 0 ? 1 / sum : sum === 0 ? 0 : NaN;
       for (let d = 0; d < dim; d++) out[outBase + d] = acc[accBase + d] * inverse;
-      if (lse !== null) lse[this.lseHeadBase + i] = sum > 0 ? rowMax[r] + Math.log(sum) : -Infinity;
+      if (lse !== null) lse[this.lseHeadBase + i] = sum > 0 ? rowMax[r] + Math.log(sum) : sum === 0 ? -Infinity : NaN;
     }
   }
 }

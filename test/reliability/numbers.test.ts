@@ -116,20 +116,8 @@ const POISONINGS: Poisoning[] = [
 
 // Found by this suite: each entry is a (poisoning, kind) whose result on some backends departs from the
 // IEEE semantics above. Kept out of the default run until fixed; delete an entry to enable its test.
-const KNOWN_BUGS: Array<{ poisoning: string; kinds: Kind[]; backends: string[]; reason: string }> = [
-  {
-    poisoning: 'a NaN in one query row', kinds: KINDS, backends: ['js'],
-    reason: 'js returns a zero row with lse -Infinity; expected a NaN row, lse NaN',
-  },
-  {
-    poisoning: 'a NaN in one key', kinds: KINDS, backends: ['js'],
-    reason: 'js gives a NaN row but lse -Infinity; expected NaN row and lse',
-  },
-  {
-    poisoning: 'a +Infinity score (key component +Infinity, every query component there positive)', kinds: KINDS, backends: ['js'],
-    reason: 'js returns a NaN row with lse -Infinity; expected NaN row, lse NaN (exp(∞ − ∞))',
-  },
-];
+// (Empty: every backend follows the rules today.)
+const KNOWN_BUGS: Array<{ poisoning: string; kinds: Kind[]; backends: string[]; reason: string }> = [];
 
 function knownBug(poisoning: string, kind: Kind, backend: Backend): string {
   return KNOWN_BUGS.find((b) => b.poisoning === poisoning && b.kinds.includes(kind) && b.backends.includes(backend))?.reason ?? '';

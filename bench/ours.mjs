@@ -37,7 +37,9 @@ export function ourImpl(api, backend) {
     why: () => null,
     async prepare(c, { q, k, v }, threads) {
       const fn = c.op === 'local' ? api.localGlobalAttentionSync : api.fullAttentionSync;
-      const opts = { ...callOptions(c), backend, threads };
+      // One output buffer for every call: `out` is the API's zero-allocation path, what a
+      // throughput-minded caller uses; a fresh 100+ MB output per call would time the allocator.
+      const opts = { ...callOptions(c), backend, threads, out: new Float32Array(q.length) };
       let last;
       return {
         // Sync, so the timing holds no promise or event-loop cost; the async API runs the

@@ -73,6 +73,20 @@ GLA_DEVICE void store_rows(float* p, const float (&o)[N]) {
 // group side by side, so a warp's float4 reads of one smem row cover 128 contiguous bytes.
 GLA_DEVICE int owned_column(int tx, int j) { return (j >> 2) * 32 + tx * 4 + (j & 3); }
 
+// V of one key tile into smem, row-major [key][dim]; keys past the tile and dims past head_dim are zero.
+template <int D, int BN>
+GLA_DEVICE void stage_values(const DeviceProblem& P, const TileSchedule& sched, const TileDesc& tile,
+                             const float* GLA_RESTRICT vb, int64_t hd, int tid, float* Vs) {
+  for (int e = tid; e < BN * D; e += kThreads) {
+    const int c = e / D;
+    const int d = e % D;
+    const int64_t j = tile_key(P, sched, tile, c);
+    float x = 0.0f;
+    if (j >= 0 && d < hd) x = vb[j * P.v_s.seq + d];
+    Vs[c * D + d] = x;
+  }
+}
+
 template <int D, int TM, int TN>
 GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem P) {
   using C = TileConfig<D, TM, TN>;
@@ -151,14 +165,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
       Kt[d * KS + c] = x;
     }
     if (!C::kAlias) {
-      for (int e = tid; e < BN * D; e += kThreads) {
-        const int c = e / D;
-        const int d = e % D;
-        const int64_t j = tile_key(P, sched, tile, c);
-        float x = 0.0f;
-        if (j >= 0 && d < hd) x = vb[j * P.v_s.seq + d];
-        Vs[c * D + d] = x;
-      }
+      stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs);
     }
     simt::sync_threads();
 
@@ -237,14 +244,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
     simt::sync_threads();  // Pt complete; with kAlias, every read of Kt is done
 
     if (C::kAlias) {
-      for (int e = tid; e < BN * D; e += kThreads) {
-        const int c = e / D;
-        const int d = e % D;
-        const int64_t j = tile_key(P, sched, tile, c);
-        float x = 0.0f;
-        if (j >= 0 && d < hd) x = vb[j * P.v_s.seq + d];
-        Vs[c * D + d] = x;
-      }
+      stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs);
       simt::sync_threads();
     }
 

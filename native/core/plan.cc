@@ -89,6 +89,11 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
   const int width = kernels.vector_width;
   plan.dim_pad = static_cast<int>(round_up(p.head_dim, width));
   plan.block_k = config.block_k > 0 ? config.block_k : kernels.block_keys;
+  if (config.block_k <= 0 && p.seq_len <= kernels.few_rows) {
+    // Decode: K and V stream from memory once, a block of K then a block of V. Longer blocks
+    // halve the switches between the two streams and the per-block softmax (bench/NOTES.md, 8).
+    plan.block_k *= 2;
+  }
   plan.vector_width = width;
   plan.position_offset = p.kv_seq_len - p.seq_len;
   // A bound that reaches past every key is the same as no bound; normalising it keeps every

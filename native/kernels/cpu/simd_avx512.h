@@ -57,6 +57,8 @@ inline float reduce_max(V x) {
   return _mm_cvtss_f32(s);
 }
 inline float first(V x) { return _mm512_cvtss_f32(x); }
+// A hint to bring the line holding p into L2 (not L1: it is read a while later).
+inline void prefetch_l2(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
 
 inline V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // vscalefps computes y * 2^n in one instruction.

@@ -37,6 +37,7 @@ inline V min(V a, V b) { return a < b ? a : b; }
 inline float reduce_add(V x) { return x; }
 inline float reduce_max(V x) { return x; }
 inline float first(V x) { return x; }
+inline void prefetch_l2(const float*) {}  // the portable build gives no cache hints
 
 // Adding and subtracting 1.5 * 2^23 rounds to nearest-even without a libm call; valid for
 // |x| < 2^22, which exp's clamped argument respects. (IEEE arithmetic forbids folding it away.)

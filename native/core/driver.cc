@@ -120,6 +120,7 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
   a.row_max = sc.row_max;
   a.row_sum = sc.row_sum;
   a.acc = sc.acc;
+  const bool few_rows = u.rows <= c.kernels.few_rows;
 
   for (int64_t block = block_begin; block < block_end; ++block) {
     if (block < g.n_range_blocks) {
@@ -133,6 +134,11 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
       a.n_keys = static_cast<int>(j1 - j0);
       for (int k = 0; k < a.n_keys; ++k) sc.keys[k] = j0 + k;
       a.full = vis == TileVisibility::full;
+      // Decode is bound by streaming K and V once: the next block's K is fetched during this
+      // block's P V, which otherwise leaves memory idle (bench/NOTES.md section 8).
+      const bool next_in_range = block + 1 < block_end && block + 1 < g.n_range_blocks;
+      a.k_ahead = few_rows && next_in_range ? a.k + j1 * a.k_row_stride : nullptr;
+      a.k_ahead_rows = a.k_ahead != nullptr ? static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1) : 0;
     } else {
       const int64_t first = (block - g.n_range_blocks) * plan.block_k;
       const int64_t total = (g.gathered_end[0] - g.gathered_begin[0]) + (g.gathered_end[1] - g.gathered_begin[1]);
@@ -141,6 +147,8 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
       // Gathered keys are below kv_length by construction; a global key is visible to a row iff it
       // is allowed, so only causality can cut the block.
       a.full = !p.causal || sc.keys[a.n_keys - 1] <= g.p_first;
+      a.k_ahead = nullptr;
+      a.k_ahead_rows = 0;
     }
     c.kernels.attend_block(a);
   }

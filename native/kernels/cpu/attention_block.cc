@@ -11,6 +11,7 @@
 //                   partial blocks; from the score tiles for full ones), new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
 //   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
+//                   (decode: while prefetching the next block's K, so memory never waits on us)
 //                   (partial blocks whose V holds an inf or NaN: only each row's visible keys, so
 //                   a masked weight 0 never meets them; see accumulate_partial)
 // Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
@@ -193,6 +194,11 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
   const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
   for (int c = 0; c < a.n_keys; ++c) {
     const float* value = a.v + a.keys[c] * a.v_row_stride + d0;
+    if (c < a.k_ahead_rows) {
+      const float* next_key = a.k_ahead + c * a.k_row_stride + d0;
+      GLA_UNROLL
+      for (int v = 0; v < NV; ++v) simd::prefetch_l2(next_key + v * kWidth);
+    }
     V values[NV];
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) {

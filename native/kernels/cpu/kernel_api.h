@@ -33,6 +33,10 @@ struct BlockArgs {
   const float* v;
   int64_t v_row_stride;
   const int64_t* keys;       // [n_keys] absolute key indices (ascending)
+  // Decode: the K rows of the next block (row c at k_ahead + c * k_row_stride, c < k_ahead_rows),
+  // to prefetch while this block accumulates; nullptr when there is none or it is not contiguous.
+  const float* k_ahead;
+  int k_ahead_rows;
 
   // Partial blocks only: row r sees key j iff
   //   win_begin[r] <= j < win_end[r]  ||  (key_is_global[j] && j < allowed_end[r]).

@@ -179,10 +179,10 @@ void online_softmax(const BlockArgs& a) {
   }
 }
 
-// RB rows x NV vectors of acc: rescaled by alpha once, then accumulated over the block's keys.
-// Tail: the last vector covers only head_dim % kWidth lanes of each V row (never read past it).
+// RB rows x NV vectors of acc: rescaled by alpha once, then accumulated over the keys these rows
+// weigh. Tail: the last vector covers only head_dim % kWidth lanes of each V row (never read past).
 template <int RB, int NV, bool Tail>
-inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int d0) {
+inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int d0, KeyInterval keys) {
   V acc[RB][NV];
   GLA_UNROLL
   for (int r = 0; r < RB; ++r) {
@@ -192,7 +192,7 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
     for (int v = 0; v < NV; ++v) acc[r][v] = simd::mul(simd::load(row + v * kWidth), alpha);
   }
   const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
-  for (int c = 0; c < a.n_keys; ++c) {
+  for (int c = keys.begin; c < keys.end; ++c) {
     const float* value = a.v + a.keys[c] * a.v_row_stride + d0;
     if (c < a.k_ahead_rows) {
       const float* next_key = a.k_ahead + c * a.k_row_stride + d0;
@@ -221,33 +221,68 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
 }
 
 template <int RB>
-inline void accumulate_rows(const BlockArgs& a, ScoreLayout layout, int r0) {
+inline void accumulate_rows(const BlockArgs& a, ScoreLayout layout, int r0, KeyInterval keys) {
   constexpr int kDims = simd::kAccVecs * kWidth;
   const int full_end = a.head_dim / kWidth * kWidth;
   int d0 = 0;
-  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, layout, r0, d0);
-  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, layout, r0, d0);
-  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, layout, r0, full_end);
+  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, layout, r0, d0, keys);
+  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, layout, r0, d0, keys);
+  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, layout, r0, full_end, keys);
 }
 
 // The rows left after the full kAccRows tiles run as one narrower tile (each V row is then loaded
 // once for all of them, not once per row).
 template <int RB>
-inline void accumulate_tail(const BlockArgs& a, ScoreLayout layout, int r0, int rest) {
+inline void accumulate_tail(const BlockArgs& a, ScoreLayout layout, int r0, int rest, KeyInterval keys) {
   if constexpr (RB > 1) {
     if (rest < RB) {
-      accumulate_tail<RB - 1>(a, layout, r0, rest);
+      accumulate_tail<RB - 1>(a, layout, r0, rest, keys);
       return;
     }
   }
-  accumulate_rows<RB>(a, layout, r0);
+  accumulate_rows<RB>(a, layout, r0, keys);
 }
 
-void accumulate(const BlockArgs& a, ScoreLayout layout) {
+// Index span of the block's global keys, empty ({n_keys, 0}) when it holds none.
+KeyInterval global_key_span(const BlockArgs& a) {
+  KeyInterval span{a.n_keys, 0};
+  if (a.key_is_global == nullptr) return span;
+  for (int c = 0; c < a.n_keys; ++c) {
+    if (a.key_is_global[a.keys[c]] != 0) {
+      span.begin = std::min(span.begin, c);
+      span.end = c + 1;
+    }
+  }
+  return span;
+}
+
+// The keys rows [r0, r0 + rows) of a partial block may weigh: the union of their window intervals
+// and of the block's global keys. Every weight outside it is exactly 0 (masked), so P V skips
+// those keys: the masked triangles at a window's edges and on the causal diagonal.
+KeyInterval weighed_keys(const BlockArgs& a, int r0, int rows, KeyInterval globals) {
+  KeyInterval span = globals;
+  for (int r = r0; r < r0 + rows; ++r) {
+    const KeyInterval in = window_keys(a, r);
+    if (in.begin < in.end) {
+      span.begin = std::min(span.begin, in.begin);
+      span.end = std::max(span.end, in.end);
+    }
+  }
+  return span;
+}
+
+// Trim: a partial block, whose row tiles take only the keys they may weigh (weighed_keys).
+void accumulate(const BlockArgs& a, ScoreLayout layout, bool trim) {
+  const KeyInterval globals = trim ? global_key_span(a) : KeyInterval{0, 0};
+  auto keys_of = [&](int r0, int rows) {
+    return trim ? weighed_keys(a, r0, rows, globals) : KeyInterval{0, a.n_keys};
+  };
   int r0 = 0;
-  for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) accumulate_rows<simd::kAccRows>(a, layout, r0);
+  for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) {
+    accumulate_rows<simd::kAccRows>(a, layout, r0, keys_of(r0, simd::kAccRows));
+  }
   if constexpr (simd::kAccRows > 1) {
-    if (r0 < a.rows) accumulate_tail<simd::kAccRows - 1>(a, layout, r0, a.rows - r0);
+    if (r0 < a.rows) accumulate_tail<simd::kAccRows - 1>(a, layout, r0, a.rows - r0, keys_of(r0, a.rows - r0));
   }
 }
 
@@ -304,7 +339,7 @@ void accumulate_visible(const BlockArgs& a, ScoreLayout layout) {
 // Partial blocks: the register-blocked P V unless V holds non-finite values (see above).
 void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
   if (values_finite(a)) {
-    accumulate(a, layout);
+    accumulate(a, layout, true);
   } else {
     accumulate_visible(a, layout);
   }
@@ -403,7 +438,7 @@ void attend_block(const BlockArgs& a) {
     if (!a.full) apply_mask(a, layout);
     few_rows_softmax(a, ld);
     if (a.full) {
-      accumulate(a, layout);
+      accumulate(a, layout, false);
     } else {
       accumulate_partial(a, layout);
     }
@@ -413,7 +448,7 @@ void attend_block(const BlockArgs& a) {
   if (a.full) {
     compute_scores<true>(a);
     online_softmax<true>(a);
-    accumulate(a, layout);
+    accumulate(a, layout, false);
   } else {
     compute_scores<false>(a);
     apply_mask(a, layout);

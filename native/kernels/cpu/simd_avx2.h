@@ -12,10 +12,13 @@ namespace simd {
 
 using V = __m256;
 constexpr int kWidth = 8;
-// 4 x 2 vectors = 8 accumulators + 2 loaded + 1 broadcast: fits the 16 registers.
+// Scores: 4 x 2 vectors = 8 accumulators + 2 loaded + 1 broadcast (6 keys measured no faster).
+// P V: 6 rows x 2 vectors = 12 accumulators + 2 V vectors + 1 broadcast = 15 of the 16 registers;
+// each V row is loaded once per 6 query rows (+9% at head_dim 128 over 4 rows on Zen 4, d64 even;
+// bench/NOTES.md section 8).
 constexpr int kScoreKeys = 4;
 constexpr int kScoreVecs = 2;
-constexpr int kAccRows = 4;
+constexpr int kAccRows = 6;
 constexpr int kAccVecs = 2;
 // Default tiles for head_dim <= 128 (measured on Zen 4: a 64 x 64 score block, 16 KiB, stays in L1).
 constexpr int kBlockRows = 64;

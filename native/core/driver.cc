@@ -117,6 +117,9 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
   a.key_is_global = c.globals_of(g.batch);
   a.s = sc.s;
   a.alpha = sc.alpha;
+  a.block_sum = sc.block_sum;
+  bool fused_softmax = true;
+  a.fused_softmax = &fused_softmax;
   a.row_max = sc.row_max;
   a.row_sum = sc.row_sum;
   a.acc = sc.acc;

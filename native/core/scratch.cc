@@ -21,7 +21,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   const size_t rp = static_cast<size_t>(shape.rows_pad);
   const size_t bk = static_cast<size_t>(shape.block_k);
   const size_t dp = static_cast<size_t>(shape.dim_pad);
-  const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp};
+  const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp};
   const size_t int_counts[] = {bk, bq, bq, bq, bq};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
@@ -53,6 +53,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   row_max = take_floats(rp);
   row_sum = take_floats(rp);
   alpha = take_floats(rp);
+  block_sum = take_floats(rp);
   keys = take_ints(bk);
   rows = take_ints(bq);
   win_begin = take_ints(bq);

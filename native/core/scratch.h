@@ -32,6 +32,7 @@ class Scratch {
   float* row_max = nullptr;  // [rows_pad]
   float* row_sum = nullptr;  // [rows_pad]
   float* alpha = nullptr;    // [rows_pad]
+  float* block_sum = nullptr;  // [rows_pad]
   int64_t* keys = nullptr;         // [block_k]
   int64_t* rows = nullptr;         // [block_q]: query row index of each group row
   int64_t* win_begin = nullptr;    // [block_q]

@@ -425,6 +425,18 @@ std::vector<Spec> grid_specs() {
     add(big2);
   }
   {
+    // Fully visible blocks after the first try the fused softmax against the running max: steep
+    // rises make them fall back (and stop trying), gentle ones commit weights above 1.
+    Spec steep = base("rising scores: fused softmax falls back", 300, 600, 32);
+    steep.scale = 1.0f;
+    steep.key_rise = 0.05f;
+    add(steep);
+    Spec gentle = base("gently rising scores: fused softmax commits", 300, 600, 32);
+    gentle.scale = 1.0f;
+    gentle.key_rise = 0.004f;
+    add(gentle);
+  }
+  {
     Spec d = base("decode", 1, 4096, 64);
     d.heads = d.kv_heads = 1;
     add(d);

@@ -112,6 +112,12 @@ void build(const Spec& s, TestProblem& tp) {
                    [&](int64_t i) { tp.q[i] = random_value(rng, s.values, true); });
   for_each_element(ks.strides, s.batch, s.kv_heads, s.kv_seq_len, s.head_dim,
                    [&](int64_t i) { tp.k[i] = random_value(rng, s.values, false); });
+  if (s.key_rise != 0.0f) {
+    for (int64_t j = 0; j < s.kv_seq_len; ++j) {
+      for_each_element(ks.strides, s.batch, s.kv_heads, 1, s.head_dim,
+                       [&](int64_t i) { tp.k[i + j * ks.strides.seq] += s.key_rise * static_cast<float>(j); });
+    }
+  }
   // Values stay uniform even for integer logits: only the scores need to be exact.
   for_each_element(vs.strides, s.batch, s.kv_heads, s.kv_seq_len, s.head_dim,
                    [&](int64_t i) { tp.v[i] = random_value(rng, Values::uniform, false); });
@@ -237,6 +243,7 @@ std::string describe(const Spec& s) {
     for (size_t b = 0; b < s.kv_lengths.size(); ++b) o << (b ? "," : "") << s.kv_lengths[b];
     o << "}";
   }
+  if (s.key_rise != 0.0f) o << " key_rise " << s.key_rise;
   o << (s.with_lse ? " lse" : "") << (s.values == Values::integers ? " int-logits" : "") << " t" << s.threads
     << " seed" << s.seed << "]";
   return o.str();

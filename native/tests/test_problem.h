@@ -27,6 +27,9 @@ struct Spec {
   bool with_lse = true;
   float scale = 0.0f;  // 0: 1 / sqrt(head_dim)
   Values values = Values::uniform;
+  // Adds key_rise * j to every element of key row j: each row's scores then climb (or fall) steadily
+  // along the keys, so that later blocks keep setting new maxima (the fused softmax's fallback).
+  float key_rise = 0.0f;
   int threads = 1;
   uint64_t seed = 1;
 };

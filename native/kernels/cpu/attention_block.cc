@@ -35,11 +35,18 @@ using simd::V;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLowest = std::numeric_limits<float>::lowest();
+constexpr float kHighest = std::numeric_limits<float>::max();
+
+// What a score tile does besides computing its scores:
+//   store  store them (partial blocks: the mask and the max come after)
+//   max    store them and fold the block max per row into a.alpha (kept there until the softmax
+//          turns it into the rescale factor): fully visible blocks need no separate max pass
+//   fused  fold the block max, but store the weights p = exp(s - running max) and add them into
+//          a.block_sum: the softmax needs no pass over s at all (see try_fused_block)
+enum class Epilogue { store, max, fused };
 
 // RK keys x NV vectors of rows of s, accumulated over the head dimension in registers.
-// Max: the tile also folds its keys into the block max per row (kept in a.alpha until the softmax
-// turns it into the rescale factor), so that fully visible blocks need no separate max pass.
-template <int RK, int NV, bool Max>
+template <int RK, int NV, Epilogue E>
 inline void score_tile(const BlockArgs& a, int c0, int v0) {
   V acc[RK][NV];
   GLA_UNROLL
@@ -61,13 +68,7 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
       for (int v = 0; v < NV; ++v) acc[i][v] = simd::fmadd(kb, q[v], acc[i][v]);
     }
   }
-  GLA_UNROLL
-  for (int i = 0; i < RK; ++i) {
-    float* s = a.s + (c0 + i) * a.rows_pad + v0 * kWidth;
-    GLA_UNROLL
-    for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
-  }
-  if constexpr (Max) {
+  if constexpr (E != Epilogue::store) {
     float* m = a.alpha + v0 * kWidth;
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) {
@@ -77,24 +78,48 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
       simd::store(m + v * kWidth, x);
     }
   }
+  if constexpr (E == Epilogue::fused) {
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const V shift = simd::load(a.row_max + v0 * kWidth + v * kWidth);
+      V sum = simd::load(a.block_sum + v0 * kWidth + v * kWidth);
+      GLA_UNROLL
+      for (int i = 0; i < RK; ++i) {
+        const V p = simd::exp(simd::sub(acc[i][v], shift));
+        simd::store(a.s + (c0 + i) * a.rows_pad + (v0 + v) * kWidth, p);
+        sum = simd::add(sum, p);
+      }
+      simd::store(a.block_sum + v0 * kWidth + v * kWidth, sum);
+    }
+    return;
+  }
+  GLA_UNROLL
+  for (int i = 0; i < RK; ++i) {
+    float* s = a.s + (c0 + i) * a.rows_pad + v0 * kWidth;
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
+  }
 }
 
-template <int RK, bool Max>
+template <int RK, Epilogue E>
 inline void score_keys(const BlockArgs& a, int c0) {
   const int vectors = a.rows_pad / kWidth;
   int v0 = 0;
-  for (; v0 + simd::kScoreVecs <= vectors; v0 += simd::kScoreVecs) score_tile<RK, simd::kScoreVecs, Max>(a, c0, v0);
-  for (; v0 < vectors; ++v0) score_tile<RK, 1, Max>(a, c0, v0);
+  for (; v0 + simd::kScoreVecs <= vectors; v0 += simd::kScoreVecs) score_tile<RK, simd::kScoreVecs, E>(a, c0, v0);
+  for (; v0 < vectors; ++v0) score_tile<RK, 1, E>(a, c0, v0);
 }
 
-template <bool Max>
+template <Epilogue E>
 void compute_scores(const BlockArgs& a) {
-  if constexpr (Max) {
+  if constexpr (E != Epilogue::store) {
     for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
   }
+  if constexpr (E == Epilogue::fused) {
+    for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.block_sum + r0, simd::zero());
+  }
   int c0 = 0;
-  for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys, Max>(a, c0);
-  for (; c0 < a.n_keys; ++c0) score_keys<1, Max>(a, c0);
+  for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys, E>(a, c0);
+  for (; c0 < a.n_keys; ++c0) score_keys<1, E>(a, c0);
 }
 
 // s(key c, row r) lives at s[c * key_stride + r * row_stride] in either layout.
@@ -148,7 +173,7 @@ void apply_mask(const BlockArgs& a, ScoreLayout layout) {
   }
 }
 
-// HaveMax: a.alpha already holds the block max (fully visible blocks, from compute_scores<true>).
+// HaveMax: a.alpha already holds the block max (fully visible blocks, from compute_scores<Epilogue::max>).
 // A partial block takes its max after the mask, so that a masked score can never set the shift.
 template <bool HaveMax>
 void online_softmax(const BlockArgs& a) {
@@ -430,6 +455,37 @@ void few_rows_softmax(const BlockArgs& a, int ld) {
   }
 }
 
+// How far above its row's running max a score may be for a fused attempt to stand: weights then
+// reach e^5.55 ~ 256, which in fp32 changes only the rounding of the sums.
+constexpr float kFusedHeadroom = 5.55f;
+
+// Fully visible blocks after a unit's first: a score far above its row's running max is rare once
+// a block or two have been seen, so the block is first computed against the running max as it
+// stands. The score tiles then store p = exp(s - max) and sum it, and no softmax pass reads s
+// (bench/NOTES.md section 8: the pass is ~9% of a call at head_dim 64). If some row's block max
+// lies more than kFusedHeadroom above its running max, or is not finite, the attempt is discarded
+// (false) and the unit stops trying: inputs whose scores keep climbing pay for one wasted score
+// pass, not one per block. This is FlashAttention-4's conditional rescaling, on a CPU.
+bool try_fused_block(const BlockArgs& a) {
+  if (a.fused_softmax == nullptr || !*a.fused_softmax) return false;
+  for (int r = 0; r < a.rows_pad; ++r) {
+    // A unit's first block, or a row that has seen only -inf or NaN: the exact path.
+    if (!(a.row_max[r] >= kLowest && a.row_max[r] <= kHighest)) return false;
+  }
+  compute_scores<Epilogue::fused>(a);
+  for (int r = 0; r < a.rows_pad; ++r) {
+    if (!(a.alpha[r] <= a.row_max[r] + kFusedHeadroom)) {
+      *a.fused_softmax = false;
+      return false;
+    }
+  }
+  for (int r = 0; r < a.rows_pad; ++r) {
+    a.row_sum[r] += a.block_sum[r];
+    a.alpha[r] = 1.0f;  // the running max stays, so the accumulator needs no rescale
+  }
+  return true;
+}
+
 void attend_block(const BlockArgs& a) {
   if (a.rows <= simd::kFewRows) {
     const int ld = (a.n_keys + kWidth - 1) / kWidth * kWidth;
@@ -446,11 +502,13 @@ void attend_block(const BlockArgs& a) {
   }
   const ScoreLayout layout{a.rows_pad, 1};
   if (a.full) {
-    compute_scores<true>(a);
-    online_softmax<true>(a);
+    if (!try_fused_block(a)) {
+      compute_scores<Epilogue::max>(a);
+      online_softmax<true>(a);
+    }
     accumulate(a, layout, false);
   } else {
-    compute_scores<false>(a);
+    compute_scores<Epilogue::store>(a);
     apply_mask(a, layout);
     online_softmax<false>(a);
     accumulate_partial(a, layout);

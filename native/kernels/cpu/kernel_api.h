@@ -48,6 +48,11 @@ struct BlockArgs {
   float* s;       // scratch: scores, then probabilities; [n_keys][rows_pad], or for few rows
                   // [rows][round_up(n_keys, vector_width)]
   float* alpha;   // scratch [rows_pad]: rescale factor of this block
+  float* block_sum;  // scratch [rows_pad]: this block's sum of weights (fused softmax attempts)
+  // In/out, one flag per unit (row group x heads): fully visible blocks may try the fused softmax
+  // (attention_block.cc, try_fused_block); the kernel clears it once a block of the unit needs the
+  // exact path after all. nullptr: never try.
+  bool* fused_softmax;
 
   // Running online-softmax state: max and sum of exp(score - max) per row, unnormalised output.
   // Lanes rows..rows_pad-1 of max/sum hold harmless values for the zero padding rows.

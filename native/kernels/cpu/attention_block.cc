@@ -5,15 +5,17 @@
 // Row groups (the usual case) keep scores transposed, s[key][row], vectors along query rows:
 //   compute_scores  s = K Q^T: a key element broadcast times a vector of Q^T (pre-scaled); K is
 //                   read in place, so a block needs no packing and gathered keys cost nothing extra.
-//                   Fully visible blocks also fold the block max per row into the score tiles
+//                   Fully visible blocks also fold the block max per row into the score tiles;
+//                   after a unit's first block they first try the fused softmax: the tiles store
+//                   exp(s - running max) directly and online_softmax is skipped (try_fused_block)
 //   apply_mask      partial blocks only: -inf where the visibility rule says no
 //   online_softmax  per vector of rows: block max (a vertical max over keys, after the mask, for
 //                   partial blocks; from the score tiles for full ones), new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
-//   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place
-//                   (decode: while prefetching the next block's K, so memory never waits on us)
-//                   (partial blocks whose V holds an inf or NaN: only each row's visible keys, so
-//                   a masked weight 0 never meets them; see accumulate_partial)
+//   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place;
+//                   partial blocks take per row tile only the keys it may weigh (weighed_keys), or
+//                   when V holds an inf or NaN only each row's visible keys, so a masked weight 0
+//                   never meets them (accumulate_partial); decode prefetches the next block's K
 // Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
 // head_dim (few_rows_scores), and the softmax is vectorised along keys (few_rows_softmax); the
 // mask and accumulate steps are shared, reading s through its two strides.

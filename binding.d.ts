@@ -34,38 +34,45 @@ export interface NativeBinding {
   isas(): NativeIsa[];
   /** Number of hardware threads the native pool may use. */
   hardwareThreads(): number;
-  /** Computes on the calling thread (plus the native pool); fills out and, when given, lse. */
+  /** Computes on the calling thread (plus the native pool); fills out (a new Float32Array shaped
+   *  like q when out is null) and, when given, lse. Returns out. */
   attentionSync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null,
+    out: Float32Array | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     isa: NativeIsa,
-  ): void;
-  /** Same work off the JS thread; q, k, v, out and lse stay referenced until it settles (fields and
-   *  the Int32Arrays are copied before it returns). */
+  ): Float32Array;
+  /**
+   * Same work off the JS thread; resolves with out. Before it returns, everything the caller could
+   * detach or shrink meanwhile is replaced by memory the call owns (native/addon/staging.h): q, k
+   * and v on non-shared ArrayBuffers are copied, out and lse on non-shared ArrayBuffers are computed
+   * aside and copied in when the call settles, or the call rejects, writing nothing, if one of them
+   * no longer has its length. SharedArrayBuffer views are used in place. Fields and the Int32Arrays
+   * are copied too.
+   */
   attentionAsync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null,
+    out: Float32Array | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     isa: NativeIsa,
-  ): Promise<void>;
+  ): Promise<Float32Array>;
   /** CUDA plugin probe: null when usable, else the reason it is not. Never throws. */
   cudaUnavailableReason(): string | null;
   /** As attentionSync / attentionAsync, on the CUDA plugin; only after cudaUnavailableReason() is null. */
   cudaAttentionSync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null,
+    out: Float32Array | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
-  ): void;
+  ): Float32Array;
   cudaAttentionAsync(
     q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array, lse: Float32Array | null,
+    out: Float32Array | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
-  ): Promise<void>;
+  ): Promise<Float32Array>;
 }
 
 declare const binding: NativeBinding;

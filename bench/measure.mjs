@@ -80,3 +80,39 @@ export async function callsFor(run, targetMs) {
     n *= 4;
   }
 }
+
+/**
+ * Times several ways of doing the same work as a paired comparison: each round calls every run
+ * once, in an order that rotates from round to round, so that a slow spell of the (shared) machine
+ * lands on all of them alike. After `warmup` rounds, at least minRounds rounds, then more until
+ * budgetMs or maxRounds. Returns { name: { median, min, max, reps } } in milliseconds, and, per
+ * name, the median over rounds of its time divided by the first run's in the same round
+ * (`ratioToFirst`), which is steadier than a ratio of medians.
+ */
+export async function timeInterleaved(runs, { warmup = 1, minRounds = 5, maxRounds = 40, budgetMs = 4000 } = {}) {
+  const names = Object.keys(runs);
+  const call = async (name) => {
+    const t0 = performance.now();
+    const r = runs[name]();
+    if (r && typeof r.then === 'function') await r;
+    return performance.now() - t0;
+  };
+  for (let i = 0; i < warmup; i++) for (const name of names) await call(name);
+  const samples = Object.fromEntries(names.map((n) => [n, []]));
+  const ratios = Object.fromEntries(names.map((n) => [n, []]));
+  const start = performance.now();
+  for (let round = 0; round < minRounds || (round < maxRounds && performance.now() - start < budgetMs); round++) {
+    const times = {};
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(round + j) % names.length];
+      times[name] = await call(name);
+    }
+    for (const name of names) {
+      samples[name].push(times[name]);
+      ratios[name].push(times[name] / times[names[0]]);
+    }
+  }
+  const result = {};
+  for (const name of names) result[name] = { ...stats(samples[name]), ratioToFirst: stats(ratios[name]).median };
+  return result;
+}

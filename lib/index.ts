@@ -19,15 +19,13 @@ export type {
 
 function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Float32Array {
   const { problem, buffers, backend } = validateCall(kind, q, k, v, options);
-  backend.runSync(problem, buffers);
-  return buffers.out;
+  return backend.runSync(problem, buffers);
 }
 
 async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<Float32Array> {
   // Inside an async function, so a validation error becomes a rejection, never a synchronous throw.
   const { problem, buffers, backend } = validateCall(kind, q, k, v, options);
-  await backend.runAsync(problem, buffers);
-  return buffers.out;
+  return backend.runAsync(problem, buffers);
 }
 
 /**

@@ -6,6 +6,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { isFloat32Array } from 'node:util/types';
 import type { AttentionBuffers, BackendImpl } from './backends/backend';
 import { BACKEND_NAMES, resolveBackend } from './backends/registry';
+import { isDetached } from './detached';
 import { argumentError, describeValue, rangeError, typeError } from './errors';
 import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
 import type { AttentionProblem, Strides } from './problem';
@@ -130,9 +131,9 @@ export function validateCall(
     // An upper bound, so asking for more than this machine has means all it has.
     threads: Math.min(threads, availableCores()),
   };
-  // Allocated only once the call is known to be valid.
-  const out = givenOut ?? new Float32Array(qLength);
-  return { problem, buffers: { q: qArray, k: kArray, v: vArray, out, lse }, backend };
+  // Without `out`, the backend allocates the output once the call is known to be valid (the addon
+  // creates it natively, so that an async call can write it in place: no JavaScript has seen it).
+  return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend };
 }
 
 function checkOptionsObject(kind: AttentionKind, options: unknown): Record<string, unknown> {
@@ -238,19 +239,6 @@ function float32Array(name: string, value: unknown): Float32Array {
     throw argumentError(TypeError, name, 'is a Float32Array whose buffer is detached (transferred or freed)', 'a usable Float32Array');
   }
   return value;
-}
-
-function isDetached(array: Float32Array): boolean {
-  const buffer = array.buffer as ArrayBuffer & { detached?: boolean };
-  if (typeof buffer.detached === 'boolean') return buffer.detached;
-  // Node 20 has no ArrayBuffer.prototype.detached; a detached buffer reads as empty and refuses views.
-  if (buffer.byteLength !== 0) return false;
-  try {
-    new Uint8Array(buffer, 0, 0);
-    return false;
-  } catch {
-    return true;
-  }
 }
 
 function checkNoOverlap(name: string, target: Float32Array, otherName: string, other: Float32Array): void {

@@ -16,7 +16,7 @@ cd "$root"
 SUITES=(
   test/parity.test.ts test/properties.test.ts test/errors.test.ts
   test/reliability/fuzz-boundary.test.ts test/reliability/numbers.test.ts
-  test/reliability/load.test.ts test/reliability/workers.test.ts
+  test/reliability/load.test.ts test/reliability/workers.test.ts test/reliability/buffer-safety.test.ts
 )
 report="$root/build-asan-addon/vitest-report.json"
 mkdir -p build-asan-addon && rm -f "$report"

@@ -1,13 +1,23 @@
 // The pure-TypeScript backend: always available, the fallback when the native addon is missing.
 import { runAttention } from '../js/kernel';
 import { runAttentionInWorkers } from '../js/parallel';
-import type { BackendImpl } from './backend';
+import type { AttentionProblem } from '../problem';
+import type { AttentionBuffers, BackendImpl, KernelBuffers } from './backend';
+
+function withOut(problem: AttentionProblem, buffers: AttentionBuffers): KernelBuffers {
+  const out = buffers.out ?? new Float32Array(problem.batch * problem.heads * problem.seqLen * problem.headDim);
+  return { ...buffers, out };
+}
 
 export function jsBackend(): BackendImpl {
   return {
     name: 'js',
     probe: () => null,
-    runSync: (problem, buffers) => runAttention(problem, buffers),
-    runAsync: (problem, buffers) => runAttentionInWorkers(problem, buffers),
+    runSync(problem, buffers) {
+      const filled = withOut(problem, buffers);
+      runAttention(problem, filled);
+      return filled.out;
+    },
+    runAsync: (problem, buffers) => runAttentionInWorkers(problem, withOut(problem, buffers)),
   };
 }

@@ -152,7 +152,7 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
     },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
+      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
@@ -180,7 +180,7 @@ export function cudaBackend(): BackendImpl {
     },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
+      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();

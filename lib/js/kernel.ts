@@ -14,7 +14,7 @@
 // Arithmetic is float64 (JS numbers) throughout, so this backend is also a second opinion on the
 // fp32 ones.
 import type { AttentionProblem } from '../problem';
-import type { AttentionBuffers } from '../backends/backend';
+import type { KernelBuffers } from '../backends/backend';
 import { type RowMask, TileVisibility, classifyTile, keyAllowed, keyVisible, windowKeyRange } from './visibility';
 
 /** Even: the micro-kernels take query rows in pairs. */
@@ -40,7 +40,7 @@ export function workUnitCount(problem: AttentionProblem): number {
 /** Computes units [firstUnit, endUnit) of the problem into buffers.out (and buffers.lse). */
 export function runAttention(
   problem: AttentionProblem,
-  buffers: AttentionBuffers,
+  buffers: KernelBuffers,
   firstUnit = 0,
   endUnit = workUnitCount(problem),
 ): void {
@@ -106,7 +106,7 @@ function scratchFor(headDim: number): Scratch {
 
 class TileKernel {
   private readonly p: AttentionProblem;
-  private readonly b: AttentionBuffers;
+  private readonly b: KernelBuffers;
   private readonly s: Scratch;
   private readonly positionOffset: number;
   private readonly dim: number;
@@ -130,7 +130,7 @@ class TileKernel {
   private outHeadBase = 0;
   private lseHeadBase = 0;
 
-  constructor(problem: AttentionProblem, buffers: AttentionBuffers, scratch: Scratch) {
+  constructor(problem: AttentionProblem, buffers: KernelBuffers, scratch: Scratch) {
     this.p = problem;
     this.b = buffers;
     this.s = scratch;

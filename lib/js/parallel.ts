@@ -1,6 +1,7 @@
 // The JS backend's async path: the work units of one call spread over the worker pool.
 import { availableParallelism } from 'node:os';
-import type { AttentionBuffers } from '../backends/backend';
+import type { KernelBuffers } from '../backends/backend';
+import { isDetached } from '../detached';
 import type { AttentionProblem } from '../problem';
 import { runAttention, workUnitCount } from './kernel';
 import { WorkerPool } from './pool';
@@ -21,12 +22,21 @@ function sharedPool(): WorkerPool {
   return pool;
 }
 
-export async function runAttentionInWorkers(problem: AttentionProblem, buffers: AttentionBuffers): Promise<void> {
+export async function runAttentionInWorkers(problem: AttentionProblem, buffers: KernelBuffers): Promise<Float32Array> {
   // An upper bound (every key visible) is enough to tell a small call from a large one.
   const multiplyAdds = 2 * problem.batch * problem.heads * problem.seqLen * problem.kvSeqLen * problem.headDim;
   if (multiplyAdds <= INLINE_MULTIPLY_ADDS) {
-    runAttention(problem, buffers);
-    return;
+    // Computed now, delivered when the promise settles, as every async call: a caller that gives up
+    // out or lse right after the call gets the same rejection from every backend.
+    const aside: KernelBuffers = {
+      ...buffers,
+      out: new Float32Array(buffers.out.length),
+      lse: buffers.lse === null ? null : new Float32Array(buffers.lse.length),
+    };
+    runAttention(problem, aside);
+    await undefined;
+    deliver(aside, buffers);
+    return buffers.out;
   }
   const workers = sharedPool();
   const units = workUnitCount(problem);
@@ -34,7 +44,8 @@ export async function runAttentionInWorkers(problem: AttentionProblem, buffers: 
   const chunks = Math.min(units, lanes * CHUNKS_PER_WORKER);
 
   // Workers can only see memory the main thread shares with them; copying the inputs also means a
-  // caller who mutates q, k or v while the promise is pending cannot corrupt this call.
+  // caller who mutates, transfers or shrinks q, k or v while the promise is pending cannot touch
+  // this call. out and lse are computed aside and copied in at the end (deliver).
   const copies = new Map<Float32Array, Float32Array>();
   const share = (array: Float32Array, copy: boolean): Float32Array => {
     if (array.buffer instanceof SharedArrayBuffer) return array;
@@ -46,7 +57,7 @@ export async function runAttentionInWorkers(problem: AttentionProblem, buffers: 
     }
     return shared;
   };
-  const shared: AttentionBuffers = {
+  const shared: KernelBuffers = {
     q: share(buffers.q, true),
     k: share(buffers.k, true),
     v: share(buffers.v, true),
@@ -71,6 +82,26 @@ export async function runAttentionInWorkers(problem: AttentionProblem, buffers: 
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed !== undefined) throw failed.reason;
 
-  if (shared.out !== buffers.out) buffers.out.set(shared.out);
-  if (buffers.lse !== null && shared.lse !== buffers.lse) buffers.lse.set(shared.lse as Float32Array);
+  deliver(shared, buffers);
+  return buffers.out;
+}
+
+/** Copies the outputs computed aside into the caller's; all or nothing, as the native backends. */
+function deliver(aside: KernelBuffers, target: KernelBuffers): void {
+  const out = aside.out !== target.out;
+  const lse = target.lse !== null && aside.lse !== target.lse;
+  if (out) checkStillWritable('options.out', target.out, aside.out.length);
+  if (lse) checkStillWritable('options.lse', target.lse as Float32Array, (aside.lse as Float32Array).length);
+  if (out) target.out.set(aside.out);
+  if (lse) (target.lse as Float32Array).set(aside.lse as Float32Array);
+}
+
+/** The caller may have transferred or resized an output while the call ran: say so, write nothing. */
+function checkStillWritable(name: string, target: Float32Array, length: number): void {
+  if (target.length === length) return;
+  throw new Error(
+    isDetached(target)
+      ? `${name} was detached (its ArrayBuffer was transferred) while the call ran; the result was discarded`
+      : `${name} has ${target.length} elements now, ${length} when the call started (its resizable ArrayBuffer was resized while the call ran); the result was discarded`,
+  );
 }

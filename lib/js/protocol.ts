@@ -1,11 +1,11 @@
 // Messages between the main thread and the JS backend's workers. Buffers are Float32Arrays over
 // SharedArrayBuffers, so every worker writes its own rows of the same out and lse.
-import type { AttentionBuffers } from '../backends/backend';
+import type { KernelBuffers } from '../backends/backend';
 import type { AttentionProblem } from '../problem';
 
 export interface WorkerRequest {
   problem: AttentionProblem;
-  buffers: AttentionBuffers;
+  buffers: KernelBuffers;
   firstUnit: number;
   endUnit: number;
 }

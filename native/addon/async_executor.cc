@@ -1,9 +1,13 @@
 #include "async_executor.h"
 
+#include "staging.h"
+
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -19,11 +23,23 @@ namespace {
 
 struct EnvState;
 
+// out or lse computed into a staging block, for the caller's non-shared array (staging.h).
+struct StagedOutput {
+  napi_ref array = nullptr;  // the caller's typed array, to copy into when the call settles
+  StagingBlock block;
+  size_t elements = 0;
+  const char* name = nullptr;  // as the caller knows it: "options.out", "options.lse"
+};
+
 struct Job {
   std::unique_ptr<AttentionCall> call;
   EnvState* env_state = nullptr;
   napi_deferred deferred = nullptr;
-  napi_ref held[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  // Views used in place (shared memory, or the addon's own output array), kept alive until the
+  // call settles. held[kArgOut] is also the value the Promise resolves with.
+  napi_ref held[kArgLse + 1] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  StagingBlock staged_inputs[3];  // copies of q, k, v taken at submit
+  StagedOutput staged_outputs[2];  // out, lse
   gla::Outcome outcome;
 };
 
@@ -122,10 +138,64 @@ std::unordered_map<napi_env, EnvState*>& env_states() {
   return *states;
 }
 
+void release_reference(napi_env env, napi_ref& ref) {
+  if (ref != nullptr) napi_delete_reference(env, ref);
+  ref = nullptr;
+}
+
 void release_references(napi_env env, Job* job) {
-  for (napi_ref& ref : job->held) {
-    if (ref != nullptr) napi_delete_reference(env, ref);
-    ref = nullptr;
+  for (napi_ref& ref : job->held) release_reference(env, ref);
+  for (StagedOutput& staged : job->staged_outputs) release_reference(env, staged.array);
+}
+
+// On the JS thread: checks that every staged output's array still has the length it had at submit
+// (a transferred buffer reads as length 0, a shrunk resizable one as its new length), then copies
+// them all, or none. Returns false with the reason in `error` if any array changed.
+bool deliver_staged_outputs(napi_env env, Job* job, std::string& error) {
+  float* targets[2] = {nullptr, nullptr};
+  for (int i = 0; i < 2; ++i) {
+    StagedOutput& staged = job->staged_outputs[i];
+    if (staged.array == nullptr) continue;
+    napi_value array = nullptr;
+    napi_typedarray_type type = napi_float32_array;
+    size_t length = 0;
+    void* data = nullptr;
+    napi_value buffer = nullptr;
+    bool detached = false;
+    if (napi_get_reference_value(env, staged.array, &array) != napi_ok || array == nullptr ||
+        napi_get_typedarray_info(env, array, &type, &length, &data, &buffer, nullptr) != napi_ok) {
+      error = std::string(staged.name) + " could not be read back when the call settled; the result was discarded";
+      return false;
+    }
+    napi_is_detached_arraybuffer(env, buffer, &detached);
+    if (detached) {
+      error = std::string(staged.name) +
+              " was detached (its ArrayBuffer was transferred) while the call ran; the result was discarded";
+      return false;
+    }
+    if (type != napi_float32_array || length != staged.elements || data == nullptr) {
+      error = std::string(staged.name) + " has " + std::to_string(length) + " elements now, " +
+              std::to_string(staged.elements) +
+              " when the call started (its resizable ArrayBuffer was resized while the call ran); the result was discarded";
+      return false;
+    }
+    targets[i] = static_cast<float*>(data);
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (targets[i] != nullptr) {
+      gla::parallel_copy(targets[i], job->staged_outputs[i].block.data(),
+                         job->staged_outputs[i].elements * sizeof(float), job->call->read.problem.threads);
+    }
+  }
+  return true;
+}
+
+void reject_with(napi_env env, napi_deferred deferred, const std::string& text) {
+  napi_value message = nullptr;
+  napi_value error = nullptr;
+  if (napi_create_string_utf8(env, text.c_str(), text.size(), &message) == napi_ok &&
+      napi_create_error(env, nullptr, message, &error) == napi_ok) {
+    napi_reject_deferred(env, deferred, error);
   }
 }
 
@@ -137,20 +207,20 @@ void settle(napi_env env, napi_value /*js_callback*/, void* /*context*/, void* d
     return;
   }
   EnvState* state = job->env_state;
-  release_references(env, job);
   if (job->outcome.status == gla::Status::ok) {
-    napi_value undefined = nullptr;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, job->deferred, undefined);
-  } else {
-    napi_value message = nullptr;
-    napi_value error = nullptr;
-    const std::string text = describe_failure(job->outcome);
-    if (napi_create_string_utf8(env, text.c_str(), text.size(), &message) == napi_ok &&
-        napi_create_error(env, nullptr, message, &error) == napi_ok) {
-      napi_reject_deferred(env, job->deferred, error);
+    std::string error;
+    napi_value result = nullptr;
+    if (!deliver_staged_outputs(env, job, error)) {
+      reject_with(env, job->deferred, error);
+    } else if (napi_get_reference_value(env, job->held[kArgOut], &result) == napi_ok && result != nullptr) {
+      napi_resolve_deferred(env, job->deferred, result);
+    } else {
+      reject_with(env, job->deferred, "internal_error: the output array was lost before the call settled");
     }
+  } else {
+    reject_with(env, job->deferred, describe_failure(job->outcome));
   }
+  release_references(env, job);
   delete job;
   // While calls are in flight the settler keeps the event loop alive, and only then.
   if (--state->in_flight == 0) napi_unref_threadsafe_function(env, state->settler);
@@ -197,7 +267,86 @@ EnvState* state_for(napi_env env) {
 
 }  // namespace
 
-napi_value queue_attention(const CallArgs& args, std::unique_ptr<AttentionCall> call) {
+namespace {
+
+void hold(napi_env env, napi_value value, napi_ref* ref) {
+  napi_valuetype type = napi_undefined;
+  if (value != nullptr && napi_typeof(env, value, &type) == napi_ok && type == napi_object) {
+    napi_create_reference(env, value, 1, ref);
+  }
+}
+
+// Gives the job memory of its own for every buffer the caller could detach or shrink (staging.h)
+// and points the problem at it. On the JS thread, before any worker can see the job. False (with a
+// pending exception) only when a staging block cannot be allocated.
+bool stage_buffers(const CallArgs& args, bool out_is_private, Job* job) {
+  napi_env env = args.env;
+  gla::AttentionProblem& p = job->call->read.problem;
+  const float** inputs[3] = {&p.q, &p.k, &p.v};
+  const int64_t input_elements[3] = {p.q_elements, p.k_elements, p.v_elements};
+  const char* const input_names[3] = {"q", "k", "v"};
+  const float* caller_inputs[3] = {p.q, p.k, p.v};
+  for (int i = 0; i < 3; ++i) {
+    const napi_value value = args.argv[kArgQ + i];
+    if (is_on_shared_memory(env, value)) {
+      hold(env, value, &job->held[kArgQ + i]);
+      continue;
+    }
+    // The same array passed twice (k === v, or q === k === v) is copied once.
+    bool shared_copy = false;
+    for (int j = 0; j < i; ++j) {
+      if (caller_inputs[j] == caller_inputs[i] && input_elements[j] == input_elements[i] &&
+          job->staged_inputs[j].data() != nullptr) {
+        *inputs[i] = job->staged_inputs[j].data();
+        shared_copy = true;
+        break;
+      }
+    }
+    if (shared_copy) continue;
+    const size_t elements = static_cast<size_t>(input_elements[i]);
+    job->staged_inputs[i] = StagingBlock::acquire(elements);
+    if (job->staged_inputs[i].data() == nullptr) {
+      const std::string text = std::string("out_of_memory: could not allocate ") + std::to_string(elements * sizeof(float)) +
+                               " bytes to copy " + input_names[i] + " for the async call";
+      napi_throw_range_error(env, nullptr, text.c_str());
+      return false;
+    }
+    gla::parallel_copy(job->staged_inputs[i].data(), caller_inputs[i], elements * sizeof(float), p.threads);
+    *inputs[i] = job->staged_inputs[i].data();
+  }
+
+  float** outputs[2] = {&p.out, &p.lse};
+  const int64_t output_elements[2] = {p.out_elements, p.lse_elements};
+  const char* const output_names[2] = {"options.out", "options.lse"};
+  for (int i = 0; i < 2; ++i) {
+    const napi_value value = args.argv[kArgOut + i];
+    if (*outputs[i] == nullptr) continue;  // no lse
+    // out is held in any case: the Promise resolves with it.
+    if (i == 0) hold(env, value, &job->held[kArgOut]);
+    if ((i == 0 && out_is_private) || is_on_shared_memory(env, value)) {
+      if (i == 1) hold(env, value, &job->held[kArgLse]);
+      continue;
+    }
+    StagedOutput& staged = job->staged_outputs[i];
+    staged.elements = static_cast<size_t>(output_elements[i]);
+    staged.name = output_names[i];
+    staged.block = StagingBlock::acquire(staged.elements);
+    if (staged.block.data() == nullptr) {
+      const std::string text = std::string("out_of_memory: could not allocate ") +
+                               std::to_string(staged.elements * sizeof(float)) + " bytes for the async call's " +
+                               output_names[i];
+      napi_throw_range_error(env, nullptr, text.c_str());
+      return false;
+    }
+    hold(env, value, &staged.array);
+    *outputs[i] = staged.block.data();
+  }
+  return true;
+}
+
+}  // namespace
+
+napi_value queue_attention(const CallArgs& args, std::unique_ptr<AttentionCall> call, bool out_is_private) {
   napi_env env = args.env;
   EnvState* state = state_for(env);
   if (state == nullptr) {
@@ -207,19 +356,17 @@ napi_value queue_attention(const CallArgs& args, std::unique_ptr<AttentionCall> 
   auto job = std::make_unique<Job>();
   job->call = std::move(call);
   job->env_state = state;
+  if (!stage_buffers(args, out_is_private, job.get())) {
+    release_references(env, job.get());
+    return nullptr;
+  }
   napi_value promise = nullptr;
   if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    release_references(env, job.get());
     napi_throw_error(env, nullptr, "internal_error: could not create a Promise");
     return nullptr;
   }
-  // The caller may drop q, k, v, out and lse the moment it has the Promise.
-  // The fields and Int32Arrays were copied by read_problem; the float buffers are used in place.
-  for (size_t i = kArgQ; i <= kArgLse; ++i) {
-    napi_valuetype type = napi_undefined;
-    if (i < args.argc && napi_typeof(env, args.argv[i], &type) == napi_ok && type == napi_object) {
-      napi_create_reference(env, args.argv[i], 1, &job->held[i - kArgQ]);
-    }
-  }
+  // The fields and Int32Arrays were copied by read_problem.
   if (state->in_flight++ == 0) napi_ref_threadsafe_function(env, state->settler);
   Executor::instance().submit(job.release());
   return promise;

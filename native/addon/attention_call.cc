@@ -91,25 +91,67 @@ bool get_args(napi_env env, napi_callback_info info, CallArgs* args) {
   return true;
 }
 
+// A null `out` asks the addon for the output array: a new Float32Array as long as q (the output is
+// shaped like q), put in args->argv[kArgOut]. Created here, it has been seen by no JavaScript, so an
+// async call may write it in place. *allocated says whether it was; false (with a pending
+// exception) only if N-API fails. When q is not a Float32Array nothing is created, and
+// read_problem reports q.
+bool provide_out(CallArgs* args, bool* allocated) {
+  *allocated = false;
+  napi_env env = args->env;
+  napi_valuetype type = napi_undefined;
+  if (args->argc <= kArgOut || napi_typeof(env, args->argv[kArgOut], &type) != napi_ok ||
+      (type != napi_null && type != napi_undefined)) {
+    return true;
+  }
+  napi_typedarray_type q_type;
+  size_t length = 0;
+  bool is_typed_array = false;
+  if (napi_is_typedarray(env, args->argv[kArgQ], &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, args->argv[kArgQ], &q_type, &length, nullptr, nullptr, nullptr) != napi_ok ||
+      q_type != napi_float32_array) {
+    return true;
+  }
+  napi_value buffer = nullptr;
+  napi_value out = nullptr;
+  if (napi_create_arraybuffer(env, length * sizeof(float), nullptr, &buffer) != napi_ok ||
+      napi_create_typedarray(env, napi_float32_array, length, buffer, 0, &out) != napi_ok) {
+    // A pending RangeError from V8 (allocation failed) is the caller's answer.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+      Napi::RangeError::New(Napi::Env(env), "out_of_memory: could not allocate the output array").ThrowAsJavaScriptException();
+    }
+    return false;
+  }
+  args->argv[kArgOut] = out;
+  *allocated = true;
+  return true;
+}
+
 }  // namespace
 
 napi_value attention_sync(napi_env env, napi_callback_info info, Device device) {
   CallArgs args;
   AttentionCall call;  // on the stack: a sync call allocates nothing in the steady state
-  if (!get_args(env, info, &args) || !prepare_call(args, device, &call)) return nullptr;
+  bool out_allocated = false;
+  if (!get_args(env, info, &args) || !provide_out(&args, &out_allocated) || !prepare_call(args, device, &call)) {
+    return nullptr;
+  }
   gla::Outcome outcome = execute_call(call);
   if (outcome.status != gla::Status::ok) {
     Napi::Error::New(env, describe_failure(outcome)).ThrowAsJavaScriptException();
+    return nullptr;
   }
-  return nullptr;  // undefined
+  return args.argv[kArgOut];
 }
 
 napi_value attention_async(napi_env env, napi_callback_info info, Device device) {
   CallArgs args;
-  if (!get_args(env, info, &args)) return nullptr;
+  bool out_allocated = false;
+  if (!get_args(env, info, &args) || !provide_out(&args, &out_allocated)) return nullptr;
   auto call = std::make_unique<AttentionCall>();
   if (!prepare_call(args, device, call.get())) return nullptr;
-  return queue_attention(args, std::move(call));
+  return queue_attention(args, std::move(call), out_allocated);
 }
 
 }  // namespace gla_addon

@@ -1,5 +1,5 @@
 // gla_tests <suite>: the CPU core checked against the double-precision reference, on every ISA
-// this machine supports. Suites: isas exp validate grid concurrency random (no argument: all).
+// this machine supports. Suites: isas exp validate grid concurrency copy random (no argument: all).
 // Registered with ctest one suite per entry; under GLA_SANITIZE the same suites run instrumented
 // (the random suite then doubles as a fuzz driver).
 #include <algorithm>
@@ -552,6 +552,32 @@ void suite_concurrency() {
 
 // ---------------------------------------------------------------------------------------------
 
+void suite_copy() {
+  // gla::parallel_copy, which stages async calls' buffers: every size class (single memcpy, chunks
+  // over the pool, streaming stores) at every alignment of source and destination, byte-exact, and
+  // not a byte written outside the destination.
+  const size_t sizes[] = {0, 1, 15, 64, 1000, (size_t{1} << 20) + 3, (size_t{3} << 20) + 17, (size_t{9} << 20) + 5};
+  for (size_t bytes : sizes) {
+    for (size_t src_shift : {0, 4, 7}) {
+      for (size_t dst_shift : {0, 4, 12}) {
+        for (int threads : {1, 2, 3}) {
+          std::vector<unsigned char> src(bytes + 16), dst(bytes + 32, 0xAB);
+          for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>((i * 131 + 7) >> 3);
+          gla::parallel_copy(dst.data() + 8 + dst_shift, src.data() + src_shift, bytes, threads);
+          bool ok = std::memcmp(dst.data() + 8 + dst_shift, src.data() + src_shift, bytes) == 0;
+          for (size_t i = 0; i < dst.size(); ++i) {
+            if ((i < 8 + dst_shift || i >= 8 + dst_shift + bytes) && dst[i] != 0xAB) ok = false;
+          }
+          expect(ok, "parallel_copy " + std::to_string(bytes) + " bytes, src +" + std::to_string(src_shift) + ", dst +" +
+                         std::to_string(dst_shift) + ", " + std::to_string(threads) + " threads");
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
 void suite_random(int count) {
   std::mt19937_64 rng(20240611);
   auto pick = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(rng)); };
@@ -654,9 +680,10 @@ int main(int argc, char** argv) {
   run("validate", suite_validate);
   run("grid", suite_grid);
   run("concurrency", suite_concurrency);
+  run("copy", suite_copy);
   run("random", [&] { suite_random(random_count); });
   if (!known) {
-    std::printf("unknown suite '%s' (isas exp validate grid concurrency random)\n", suite.c_str());
+    std::printf("unknown suite '%s' (isas exp validate grid concurrency copy random)\n", suite.c_str());
     return 2;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

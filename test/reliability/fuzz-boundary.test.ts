@@ -1,7 +1,8 @@
 // The public boundary under fire: fast-check draws a small valid problem, then bends one thing
 // about it (a length off by one, a dimension that is NaN or overflows 32 or 53 bits, a window below
-// -1, a global token out of range, a detached or aliased buffer…) or dresses it in an unusual but
-// valid form (a subarray at an odd byteOffset, SharedArrayBuffer memory, duplicated global tokens,
+// -1, a global token out of range, a detached or aliased buffer, a buffer transferred or shrunk
+// while an async call runs…) or dresses it in an unusual but valid form (a subarray at an odd
+// byteOffset, SharedArrayBuffer memory, growable or resizable buffers, duplicated global tokens,
 // k and v the same array). Every call must then either compute the reference answer or throw a
 // TypeError/RangeError whose message starts with the argument's name — never crash, hang, or write
 // a byte of q, k, v (or of the memory around out and lse). Sync and async, every backend.
@@ -17,8 +18,9 @@ import { type Guard, HEAVY, changedOutside, guard, makeProblem, withTimeout } fr
 type Target = 'q' | 'k' | 'v' | 'out' | 'lse';
 const ARG_NAME: Record<Target, string> = { q: 'q', k: 'k', v: 'v', out: 'options.out', lse: 'options.lse' };
 
-/** Where a Float32Array's memory lives: its own buffer, inside a larger one, or shared memory. */
-type Placement = 'plain' | 'offset' | 'shared' | 'sharedOffset';
+/** Where a Float32Array's memory lives: its own buffer, inside a larger one, shared memory, a
+ *  growable SharedArrayBuffer, or (as a length-tracking view) a resizable ArrayBuffer. */
+type Placement = 'plain' | 'offset' | 'shared' | 'sharedOffset' | 'growable' | 'resizable';
 
 interface Base {
   kind: Kind;
@@ -40,18 +42,36 @@ interface Scenario {
   k: unknown;
   v: unknown;
   options: Record<string, unknown>;
+  /** For async calls; sync ones get `during.syncExpect` (nothing can interrupt them). */
   expect: Expectation;
+  /** Done by the caller right after an async call is submitted, to a buffer it thereby gives up. */
+  during?: { act: () => void; givenUp: Target; syncExpect: Expectation; inputs: { q: Float32Array; k: Float32Array; v: Float32Array } };
 }
 
 const SENTINEL = -7.25;
 
+// ES2024 constructor options that TypeScript's ES2022 lib does not declare.
+type Resizable = ArrayBuffer & { resize(byteLength: number): void };
+const resizableBuffer = (bytes: number, max: number): Resizable =>
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(bytes, { maxByteLength: max });
+const growableShared = (bytes: number, max: number): SharedArrayBuffer =>
+  new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(bytes, { maxByteLength: max });
+
 /** A Float32Array of `length` at `pad` elements into a buffer with `pad` sentinels on each side. */
 function place(values: Float32Array, placement: Placement, pad: number): Float32Array {
-  const offset = placement === 'offset' || placement === 'sharedOffset' ? pad : 0;
+  if (placement === 'resizable') {
+    // A length-tracking view (no length given) of a resizable buffer that could grow 4x.
+    const view = new Float32Array(resizableBuffer(values.length * 4, values.length * 16));
+    view.set(values);
+    return view;
+  }
+  const offset = placement === 'offset' || placement === 'sharedOffset' || placement === 'growable' ? pad : 0;
   const total = values.length + 2 * offset;
   const buffer = placement === 'shared' || placement === 'sharedOffset'
     ? new SharedArrayBuffer(total * 4)
-    : new ArrayBuffer(total * 4);
+    : placement === 'growable'
+      ? growableShared(total * 4, total * 16)
+      : new ArrayBuffer(total * 4);
   const whole = new Float32Array(buffer);
   whole.fill(SENTINEL);
   const view = new Float32Array(buffer, offset * 4, values.length);
@@ -65,7 +85,7 @@ function detached(length: number): Float32Array {
   return array;
 }
 
-const placement = fc.constantFrom<Placement>('plain', 'offset', 'shared', 'sharedOffset');
+const placement = fc.constantFrom<Placement>('plain', 'offset', 'shared', 'sharedOffset', 'growable', 'resizable');
 const targets = ['q', 'k', 'v', 'out', 'lse'] as const;
 
 const base: fc.Arbitrary<Base> = fc
@@ -183,6 +203,35 @@ const MUTATIONS: Record<string, Mutation> = {
   'kvLengths as a typed array, 0 and kvSeqLen': (b, built) => {
     const kvLengths = Float64Array.from({ length: b.options.batch }, (_, i) => (i % 2 === 0 ? b.options.kvSeqLen : 0));
     return valid('kvLengths', built, { ...b.options, kvLengths }, { options: { ...built.options, kvLengths } });
+  },
+
+  'a buffer transferred or shrunk while an async call runs': (b, built, pick) => {
+    const target = targets[pick(5)];
+    const shrink = pick(2) === 0;
+    const inputs = { q: built.q.slice(), k: built.k.slice(), v: built.v.slice() };
+    const current = target === 'q' || target === 'k' || target === 'v' ? built[target] : built.options[target];
+    // A buffer the caller can give up: plain memory (shared memory can be neither transferred nor
+    // shrunk), resizable when it is to shrink; out and lse are added when the draw had none.
+    const given = shrink
+      ? new Float32Array(resizableBuffer(built.lengths[target] * 4, built.lengths[target] * 4))
+      : new Float32Array(built.lengths[target]);
+    if (current instanceof Float32Array) given.set(current);
+    else given.fill(NaN);
+    const act = (): void => {
+      if (shrink) (given.buffer as Resizable).resize(0);
+      else structuredClone(given, { transfer: [given.buffer] });
+    };
+    const reference: Expectation = { ok: true, reference: b.options };
+    const isInput = target === 'q' || target === 'k' || target === 'v';
+    return {
+      label: `${target} ${shrink ? 'shrunk' : 'transferred'} mid-call`,
+      ...built,
+      ...withArray(built, target, given),
+      // Inputs were copied at submit: the right answer. An output that can no longer take the
+      // result: a rejection naming it, with nothing written.
+      expect: isInput ? reference : { ok: false, error: Error as typeof TypeError, names: [ARG_NAME[target]] },
+      during: { act, givenUp: target, syncExpect: reference, inputs },
+    } as Scenario;
   },
 
   // --- invalid buffers ---
@@ -337,6 +386,7 @@ const CALL_TIMEOUT_MS = 20_000;
 async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGuard: { g: Guard; from: number; to: number }[]): Promise<void> {
   let result: Float32Array | undefined;
   let thrown: unknown;
+  const expected = mode === 'sync' && s.during !== undefined ? s.during.syncExpect : s.expect;
   if (mode === 'sync') {
     try {
       result = await attention(kind, 'sync', s.q, s.k, s.v, s.options);
@@ -349,6 +399,7 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
     expect(() => {
       promise = attention(kind, 'async', s.q, s.k, s.v, s.options);
     }).not.toThrow();
+    s.during?.act();
     try {
       result = await withTimeout(promise as Promise<Float32Array>, CALL_TIMEOUT_MS, `${s.label} (async)`);
     } catch (error) {
@@ -361,12 +412,13 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
     if (changed !== null) expect.fail(`${s.label}: ${changed} (an input was written)`);
   }
 
-  if (s.expect.ok) {
+  if (expected.ok) {
     if (thrown !== undefined) expect.fail(`${s.label}: a valid call threw ${String(thrown)}`);
     const out = result as Float32Array;
     const lse = (s.options.lse as Float32Array | undefined) ?? null;
     if (s.options.out !== undefined) expect(out).toBe(s.options.out);
-    expectMatchesReference(s.expect.reference, referenceAttention(s.q as Float32Array, s.k as Float32Array, s.v as Float32Array, s.expect.reference), out, lse);
+    const inputs = s.during?.inputs ?? (s as { q: Float32Array; k: Float32Array; v: Float32Array });
+    expectMatchesReference(expected.reference, referenceAttention(inputs.q, inputs.k, inputs.v, expected.reference), out, lse);
     for (const { g, from, to } of outGuard) {
       const changed = changedOutside(g, from, to);
       if (changed !== null) expect.fail(`${s.label}: ${changed}, outside the view the call may write`);
@@ -374,15 +426,18 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
     return;
   }
 
-  if (thrown === undefined) expect.fail(`${s.label}: an invalid call returned instead of throwing ${s.expect.error.name}`);
+  if (thrown === undefined) expect.fail(`${s.label}: an invalid call returned instead of throwing ${expected.error.name}`);
   const error = thrown as Error;
-  const pattern = new RegExp(`^(?:${s.expect.names.map(escape).join('|')})[ \\[]`);
-  if (!(error instanceof s.expect.error) || !pattern.test(error.message)) {
-    expect.fail(`${s.label}: expected a ${s.expect.error.name} naming ${s.expect.names.join(' or ')}, got ${error?.constructor?.name}: ${error?.message}`);
+  const pattern = new RegExp(`^(?:${expected.names.map(escape).join('|')})[ \\[]`);
+  if (!(error instanceof expected.error) || !pattern.test(error.message)) {
+    expect.fail(`${s.label}: expected a ${expected.error.name} naming ${expected.names.join(' or ')}, got ${error?.constructor?.name}: ${error?.message}`);
   }
   // Validation happens before any backend runs, so a rejected call leaves out and lse alone too.
-  for (const { g } of outGuard) {
-    const changed = changedOutside(g);
+  // A call rejected at settlement (an output given up mid-call) delivers nothing to a non-shared
+  // output; one on shared memory is written in place as the call runs, but only inside its view.
+  for (const { g, from, to } of outGuard) {
+    const inPlace = s.during !== undefined && g.bytes.buffer instanceof SharedArrayBuffer;
+    const changed = inPlace ? changedOutside(g, from, to) : changedOutside(g);
     if (changed !== null) expect.fail(`${s.label}: ${changed} although the call was rejected`);
   }
 }
@@ -393,15 +448,17 @@ function guardsFor(s: Scenario): { guards: Guard[]; outGuard: { g: Guard; from: 
   const usable = (x: unknown): x is Float32Array => ArrayBuffer.isView(x) && x.buffer.byteLength > 0;
   const writable = new Set<unknown>();
   const opts = typeof s.options === 'object' && s.options !== null ? s.options : {};
+  // Memory the caller gives up mid-call is no longer its to guard.
+  const givenUp = s.during?.givenUp;
   for (const name of ['out', 'lse'] as const) {
     const view = (opts as Record<string, unknown>)[name];
-    if (!usable(view)) continue;
+    if (!usable(view) || name === givenUp) continue;
     writable.add(view.buffer);
     outGuard.push({ g: guard(`options.${name}`, view), from: view.byteOffset, to: view.byteOffset + view.byteLength });
   }
   for (const [name, view] of [['q', s.q], ['k', s.k], ['v', s.v]] as const) {
     // An input sharing memory with out is an invalid call: the whole buffer is then checked by outGuard.
-    if (usable(view) && !writable.has(view.buffer)) guards.push(guard(name, view));
+    if (usable(view) && !writable.has(view.buffer) && name !== givenUp) guards.push(guard(name, view));
   }
   return { guards, outGuard };
 }

@@ -1,6 +1,7 @@
 // Shared by the reliability suites: deterministic problems with their float64 reference, guards that
 // prove no input was written, a timeout that turns a hang into a failure, and an IEEE-aware compare.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { type Kind, inputLengths } from '../helpers/cases';
 import { ROOT } from '../helpers/package';
@@ -126,6 +127,16 @@ export function runNode(args: string[], timeoutMs: number, env: NodeJS.ProcessEn
     });
   });
 }
+
+/**
+ * The CUDA plugin's kernels compiled for the CPU (ctest's cuda_emulated target, built by `npm test`
+ * into build-tests/), which lets the cuda backend run here through its real loader and plugin ABI;
+ * null where it is not built. Point GLA_CUDA_PLUGIN at it to get 'cuda' in backends().
+ */
+export const EMULATED_CUDA_PLUGIN: string | null = (() => {
+  const file = path.join(ROOT, 'build-tests', process.platform === 'darwin' ? 'libgla_cuda_emulated.dylib' : 'libgla_cuda_emulated.so');
+  return fs.existsSync(file) ? file : null;
+})();
 
 /** The root of the package under test: the fixtures load `${PACKAGE_ROOT}/dist/index.js`. */
 export const PACKAGE_ROOT = ROOT;

@@ -2,6 +2,7 @@
 // Nothing here throws; every failure comes back as an Outcome.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -34,6 +35,10 @@ int hardware_threads();
 // scale, windows >= -1, kv_lengths in [0, kv_seq_len], globals as CSR with sorted unique indices in
 // [0, kv_seq_len), threads >= 1.
 Outcome validate_problem(const AttentionProblem& problem);
+
+// Copies `bytes` from src to dst (which must not overlap) on the calling thread plus up to
+// threads - 1 pool workers that are idle; returns when every byte is copied.
+void parallel_copy(void* dst, const void* src, size_t bytes, int threads);
 
 // Validates, then computes out (and lse when given) on the calling thread plus up to
 // problem.threads - 1 pool workers. Returns Status::unavailable when `isa` is not in

@@ -96,7 +96,8 @@ export const allCases = [
   { group: 'tiny', op: 'full', batch: 1, heads: 1, headDim: 64, seqLen: 1, measure: 'overhead', quick: true },
 ].map((c) => ({ ...c, id: caseId(c) }));
 
-export const groups = ['full', 'causal', 'local', 'decode', 'tiny'];
+// 'async' has no entries here: its paired sync/async timings are bench/async-cost.mjs's.
+export const groups = ['full', 'causal', 'local', 'decode', 'tiny', 'async'];
 
 /** The cases a run will execute. */
 export function selectCases({ quick, groups: wanted }) {

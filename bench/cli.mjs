@@ -6,13 +6,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { groups as allGroups, selectCases } from './cases.mjs';
+import { measureAsyncCost } from './async-cost.mjs';
 import { machineInfo, measurePeak, startLoadMonitor } from './machine.mjs';
 import { callsFor, randomTensor, relL2, timeIt, TOLERANCE } from './measure.mjs';
 import { loadPackage, ourImpl } from './ours.mjs';
 import { loadPeers } from './peers/index.mjs';
 import { naiveAttention, naiveRows, pickRows, sampleRows } from './peers/naive.mjs';
 import { ortVersion } from './peers/ort.mjs';
-import { fmtTime, markdown, targetsText, textTable, writeOutputs } from './report.mjs';
+import { asyncCostText, fmtTime, markdown, targetsText, textTable, writeOutputs } from './report.mjs';
 import { chartsFor } from './svg.mjs';
 import { evaluateTargets, primaryBackend } from './targets.mjs';
 import { countVisiblePairs } from './visibility.mjs';
@@ -257,11 +258,18 @@ async function main() {
     }
   }
 
+  const primaryNative = primaryBackend(available.filter((b) => wanted.includes(b)));
+  let asyncCost = [];
+  if ((!opts.groups || opts.groups.includes('async')) && primaryNative !== null && primaryNative !== 'js') {
+    log(`async calls against sync, by where the buffers live (${primaryNative})`);
+    asyncCost = await measureAsyncCost(pkg.api, primaryNative, threads, { quick: opts.quick, log });
+  }
+
   machine.load = stopMonitor();
   if (machine.load && machine.load.otherCores > 0.25)
     log(`note: other processes used ${machine.load.otherCores.toFixed(2)} cores on average during the run; figures are low by about that share`);
-  const primary = primaryBackend(available.filter((b) => wanted.includes(b)));
-  const targets = evaluateTargets(results, primary);
+  const primary = primaryNative;
+  const targets = evaluateTargets(results, primary, asyncCost);
   const implNames = impls.map((i) => i.name);
   const svgs = chartsFor(results, cases, implNames, peak);
   const command = `node bench/cli.mjs ${process.argv.slice(2).join(' ')}`.trim();
@@ -275,6 +283,7 @@ async function main() {
     primaryBackend: primary,
     cases,
     results,
+    asyncCost,
     targets,
     seconds: (performance.now() - started) / 1000,
   };
@@ -283,6 +292,7 @@ async function main() {
     machine,
     peak,
     results,
+    asyncCost,
     targets,
     primary,
     options: { command },
@@ -294,6 +304,7 @@ async function main() {
   const loadText = machine.load ? `; other load ${machine.load.otherCores.toFixed(2)} cores` : '';
   process.stdout.write(
     `${machine.cpu}, ${threads} thread${threads === 1 ? '' : 's'}, ${peakText}${loadText}\n\n${textTable(results)}\n\n` +
+      (asyncCost.length ? `${asyncCostText(asyncCost)}\n\n` : '') +
       `Issue 5 targets (${primary ?? 'no native backend'}):\n${targetsText(targets)}\n`,
   );
   const rel = path.relative(process.cwd(), opts.out);

@@ -121,7 +121,34 @@ function machineMd(m, peak) {
   return lines.join('\n');
 }
 
-export function markdown({ machine, peak, results, targets, options, charts, primary }) {
+/** The paired sync / async timings of bench/async-cost.mjs, one line per case. */
+export function asyncCostText(rows) {
+  const lines = rows.map((r) => {
+    const parts = Object.entries(r.times).map(([name, t]) => `${name} ${fmtTime(t.median)}${name === 'sync' ? '' : ` (${t.ratioToFirst.toFixed(3)}x)`}`);
+    return `  ${r.case} [${r.backend}]: ${parts.join(', ')}`;
+  });
+  return `Async calls against sync (paired, ratio = median of per-round ratios):\n${lines.join('\n')}`;
+}
+
+function asyncCostMd(rows) {
+  if (!rows?.length) return '';
+  const names = Object.keys(rows[0].times);
+  const head = `| case | ${names.join(' | ')} |\n|---|${names.map(() => '--:').join('|')}|`;
+  const body = rows.map((r) => `| \`${r.case}\` | ${names.map((n) => `${fmtTime(r.times[n].median)}${n === 'sync' ? '' : ` (${r.times[n].ratioToFirst.toFixed(3)}x)`}`).join(' | ')} |`);
+  return `## Async calls against sync
+
+Timed as paired comparisons (each round calls all three, rotating the order); the ratio is the
+median over rounds of the async call's time over the sync call's in the same round. An async call
+copies q, k and v on plain ArrayBuffers at submit and delivers out when it settles (memory the
+caller could transfer or shrink meanwhile); SharedArrayBuffer-backed arrays are used in place.
+
+${head}
+${body.join('\n')}
+
+`;
+}
+
+export function markdown({ machine, peak, results, asyncCost, targets, options, charts, primary }) {
   return `# global-local-attention benchmark
 
 Command: \`${options.command}\`
@@ -145,7 +172,7 @@ V read once.
 
 ${mdTable(results)}
 
-## Charts
+${asyncCostMd(asyncCost)}## Charts
 
 ![time against seqLen](${charts.time})
 

@@ -6,7 +6,7 @@ export function primaryBackend(backends) {
   return backends.find((b) => b === 'avx512' || b === 'avx2' || b === 'scalar') ?? backends.find((b) => b === 'js') ?? null;
 }
 
-export function evaluateTargets(results, primary) {
+export function evaluateTargets(results, primary, asyncCost = []) {
   const ok = (caseId, impl) => results.find((r) => r.case === caseId && r.impl === impl && r.status === 'ok');
   const targets = [];
   const add = (id, text, compute) => {
@@ -78,5 +78,18 @@ export function evaluateTargets(results, primary) {
     const ratio = need('full-h8-d64-s1024', 'js').gflops / need('full-h8-d64-s1024', 'naive-js').gflops;
     return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 3 };
   });
+  // An async call's safety copies (bench/async-cost.mjs) against the sync call, paired.
+  for (const row of asyncCost.filter((r) => r.computeBound)) {
+    add(`async copy ${row.case}`, `${row.backend} async call on plain arrays (inputs copied) <= 1.02x the sync call on ${row.case}`, () => {
+      const ratio = row.times['async, plain arrays (copied)'].ratioToFirst;
+      return { value: `${ratio.toFixed(3)}x`, pass: ratio <= 1.02 };
+    });
+  }
+  for (const row of asyncCost) {
+    add(`async shared ${row.case}`, `${row.backend} async call on SharedArrayBuffers (in place) <= 1.02x the sync call on ${row.case}`, () => {
+      const ratio = row.times['async, SharedArrayBuffer (in place)'].ratioToFirst;
+      return { value: `${ratio.toFixed(3)}x`, pass: ratio <= 1.02 };
+    });
+  }
   return targets;
 }

@@ -63,8 +63,11 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   const RowMask mask = row_mask(p, c.plan, g.batch, g.global_rows);
   const int rows_pad = u.rows_pad;
   const bool few = u.rows <= c.kernels.few_rows;
-  // Padding lanes stay 0: their scores are 0, finite, and never written out.
-  std::fill(sc.qt, sc.qt + p.head_dim * rows_pad, 0.0f);
+  // Padding lanes stay 0: their scores are 0, finite, and never written out. The other lanes are
+  // all written below, so only the padding is cleared (a whole-tile fill was 7% of a short call).
+  if (u.rows < rows_pad) {
+    for (int64_t t = 0; t < p.head_dim; ++t) std::fill(sc.qt + t * rows_pad + u.rows, sc.qt + (t + 1) * rows_pad, 0.0f);
+  }
   std::fill(sc.row_max, sc.row_max + rows_pad, kNegInf);
   std::fill(sc.row_sum, sc.row_sum + rows_pad, 0.0f);
   for (int r = 0; r < u.rows; ++r) {
@@ -90,14 +93,26 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * c.plan.dim_pad, 0.0f);
 }
 
+// Where the units of one (batch, kv head) read its K and V rows: in place, or a packed copy.
+struct HeadKV {
+  const float* k;
+  int64_t k_row_stride;
+  const float* v;
+  int64_t v_row_stride;
+};
+
+HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
+  return HeadKV{p.k + b * p.k_strides.batch + kh * p.k_strides.head, p.k_strides.seq,
+                p.v + b * p.v_strides.batch + kh * p.v_strides.head, p.v_strides.seq};
+}
+
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
-void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block_end, Scratch& sc) {
+void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_begin, int64_t block_end, Scratch& sc) {
   if (block_begin >= block_end) return;  // also keeps k/v (null when kv_seq_len is 0) untouched
   const AttentionProblem& p = c.p;
   const Plan& plan = c.plan;
   const RowGroup& g = u.g;
   const RowMask mask = row_mask(p, plan, g.batch, g.global_rows);
-  const int64_t kh = u.h0 / c.group_size;
 
   cpu::BlockArgs a{};
   a.rows = u.rows;
@@ -106,10 +121,10 @@ void run_blocks(const Call& c, const Unit& u, int64_t block_begin, int64_t block
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
   a.q_rows = sc.q_rows;
-  a.k = p.k + g.batch * p.k_strides.batch + kh * p.k_strides.head;
-  a.k_row_stride = p.k_strides.seq;
-  a.v = p.v + g.batch * p.v_strides.batch + kh * p.v_strides.head;
-  a.v_row_stride = p.v_strides.seq;
+  a.k = kv.k;
+  a.k_row_stride = kv.k_row_stride;
+  a.v = kv.v;
+  a.v_row_stride = kv.v_row_stride;
   a.keys = sc.keys;
   a.win_begin = sc.win_begin;
   a.win_end = sc.win_end;
@@ -230,6 +245,9 @@ struct CallerBuffers {
   Plan plan;
   std::vector<uint8_t> global_map;
   std::vector<float> partials;
+  std::vector<float> packed_kv;  // KvAccess::packed_up_front: [batch][kv_heads][K, V][kv_seq_len][head_dim]
+  std::vector<std::vector<float>> head_kv;  // KvAccess::packed_per_head: one head's K and V per slot
+  std::vector<int64_t> batch_groups;        // first group of each batch item, and the end
   std::vector<Scratch> scratch;  // one per parallel_for slot
 };
 
@@ -238,13 +256,92 @@ CallerBuffers& caller_buffers() {
   return buffers;
 }
 
+// How the units read K and V. In a layout where one head's rows are not adjacent (bshd: rows are
+// heads·head_dim floats apart, 3 KiB at h12 d64, 16 KiB at h32 d128) the rows of a key block map to
+// a few L1 sets and many pages, and the kernel re-reads each K row once per vector group of query
+// rows and each V row once per row tile: those re-reads then miss L1. A contiguous copy of the head
+// costs one read and one write of each row, far less than the re-reads save, except in decode
+// (a few rows, one pass over the cache), which reads in place. bench/NOTES.md section 10.
+enum class KvAccess {
+  in_place,
+  // One task per (batch, kv head) packs that head into its thread's buffer, where it stays in L2,
+  // then runs all of the head's units: when there are enough heads to keep every thread busy.
+  packed_per_head,
+  // Too few heads for that (batch 1 with MQA, many threads), or split-K: one parallel pass packs
+  // every head into a call-wide buffer first, then the units run as usual.
+  packed_up_front,
+};
+
+KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels) {
+  if (p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim) return KvAccess::in_place;
+  if (plan.max_rows <= kernels.few_rows) return KvAccess::in_place;
+  if (plan.chunks == 1 && p.batch * p.kv_heads >= 2 * static_cast<int64_t>(plan.threads)) return KvAccess::packed_per_head;
+  return KvAccess::packed_up_front;
+}
+
+// Rows [0, kv length) of one head's K and V into dst (K rows, then V rows, head_dim apart).
+HeadKV pack_head_kv(const AttentionProblem& p, int64_t b, int64_t kh, float* dst) {
+  const HeadKV src = head_kv_in_place(p, b, kh);
+  const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+  float* k = dst;
+  float* v = dst + p.kv_seq_len * p.head_dim;
+  for (int64_t j = 0; j < rows; ++j) {
+    std::copy(src.k + j * src.k_row_stride, src.k + j * src.k_row_stride + p.head_dim, k + j * p.head_dim);
+  }
+  for (int64_t j = 0; j < rows; ++j) {
+    std::copy(src.v + j * src.v_row_stride, src.v + j * src.v_row_stride + p.head_dim, v + j * p.head_dim);
+  }
+  return HeadKV{k, p.head_dim, v, p.head_dim};
+}
+
+// Every head packed into packed[batch][kv_head] (K then V per head), in parallel; returns the
+// problem that reads them there. Each task takes a slice of one batch item's rows of K or V and
+// walks them in memory order, every head of a row at once: the caller's tensor is read
+// sequentially, which is what DRAM and the prefetchers want, and written as kv_heads streams.
+AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector<float>& packed) {
+  const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
+  packed.resize(static_cast<size_t>(p.batch * p.kv_heads * head_floats));
+  float* const base = packed.data();
+  constexpr int64_t kRowsPerTask = 64;
+  const int64_t slices = ceil_div(p.kv_seq_len, kRowsPerTask);
+  auto pack = [&](int64_t item, int /*slot*/) {
+    const int64_t slice = item % slices;
+    const int64_t tensor = (item / slices) % 2;
+    const int64_t b = item / slices / 2;
+    const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+    const int64_t j_end = std::min(rows, (slice + 1) * kRowsPerTask);
+    const float* src = tensor == 0 ? p.k + b * p.k_strides.batch : p.v + b * p.v_strides.batch;
+    const Strides& st = tensor == 0 ? p.k_strides : p.v_strides;
+    float* dst = base + b * p.kv_heads * head_floats + tensor * p.kv_seq_len * p.head_dim;
+    for (int64_t j = slice * kRowsPerTask; j < j_end; ++j) {
+      for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
+        const float* row = src + j * st.seq + kh * st.head;
+        std::copy(row, row + p.head_dim, dst + kh * head_floats + j * p.head_dim);
+      }
+    }
+  };
+  parallel_for(p.batch * 2 * slices, threads, TaskRef(pack));
+  AttentionProblem packed_problem = p;
+  const Strides strides{p.kv_heads * head_floats, head_floats, p.head_dim};
+  packed_problem.k = base;
+  packed_problem.v = base + p.kv_seq_len * p.head_dim;
+  packed_problem.k_strides = strides;
+  packed_problem.v_strides = strides;
+  packed_problem.k_elements = p.batch * p.kv_heads * head_floats;
+  packed_problem.v_elements = packed_problem.k_elements - p.kv_seq_len * p.head_dim;
+  return packed_problem;
+}
+
 }  // namespace
 
-void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, const DriverConfig& config) {
+void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kernels, const DriverConfig& config) {
   CallerBuffers& buffers = caller_buffers();
   Plan& plan = buffers.plan;
-  make_plan(p, kernels, pool_concurrency(), config, &plan);
+  make_plan(original, kernels, pool_concurrency(), config, &plan);
   if (plan.groups.empty()) return;
+  const KvAccess kv_access = choose_kv_access(original, plan, kernels);
+  const AttentionProblem p =
+      kv_access == KvAccess::packed_up_front ? pack_all_kv(original, plan.threads, buffers.packed_kv) : original;
 
   if (plan.has_globals) {
     buffers.global_map.assign(static_cast<size_t>(p.batch * p.kv_seq_len), 0);
@@ -278,17 +375,11 @@ void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, co
     partials.data = buffers.partials.data();
   }
 
-  // Later groups of a batch are the causal-heavy tiles and the global rows: start those first so
-  // the long units do not end up last on one thread.
-  auto unit = [&](int64_t item, int slot) {
-    Scratch& sc = scratch[slot];
-    const int64_t chunk = item % plan.chunks;
-    const int64_t pair_in_order = item / plan.chunks;
-    const Unit u = unit_of(call, n_groups - 1 - pair_in_order / call.head_slots, pair_in_order % call.head_slots);
+  auto run_unit = [&](const Unit& u, int64_t chunk, const HeadKV& kv, Scratch& sc) {
     load_rows(call, u, sc);
     const int64_t begin = u.g.n_blocks * chunk / plan.chunks;
     const int64_t end = u.g.n_blocks * (chunk + 1) / plan.chunks;
-    run_blocks(call, u, begin, end, sc);
+    run_blocks(call, u, kv, begin, end, sc);
     if (plan.chunks == 1) {
       write_rows(call, u, sc.row_max, sc.row_sum, sc.acc, sc.rows);
       return;
@@ -298,6 +389,37 @@ void run_validated(const AttentionProblem& p, const cpu::CpuKernels& kernels, co
     std::copy(sc.row_max, sc.row_max + u.rows, part);
     std::copy(sc.row_sum, sc.row_sum + u.rows, part + mr);
     std::copy(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * plan.dim_pad, part + 2 * mr);
+  };
+
+  if (kv_access == KvAccess::packed_per_head) {
+    std::vector<int64_t>& batch_groups = buffers.batch_groups;
+    batch_groups.assign(static_cast<size_t>(p.batch + 1), n_groups);
+    for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+    if (buffers.head_kv.size() < static_cast<size_t>(plan.threads)) buffers.head_kv.resize(static_cast<size_t>(plan.threads));
+    for (int t = 0; t < plan.threads; ++t) buffers.head_kv[static_cast<size_t>(t)].resize(static_cast<size_t>(2 * p.kv_seq_len * p.head_dim));
+    const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
+    auto head_task = [&](int64_t item, int slot) {
+      const int64_t b = item / p.kv_heads;
+      const int64_t kh = item % p.kv_heads;
+      const HeadKV kv = pack_head_kv(p, b, kh, buffers.head_kv[static_cast<size_t>(slot)].data());
+      // The batch's later groups first, as below (causal-heavy tiles, then global rows).
+      for (int64_t gi = batch_groups[static_cast<size_t>(b + 1)] - 1; gi >= batch_groups[static_cast<size_t>(b)]; --gi) {
+        for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
+          run_unit(unit_of(call, gi, hs), 0, kv, scratch[slot]);
+        }
+      }
+    };
+    parallel_for(p.batch * p.kv_heads, plan.threads, TaskRef(head_task));
+    return;
+  }
+
+  // Later groups of a batch are the causal-heavy tiles and the global rows: start those first so
+  // the long units do not end up last on one thread.
+  auto unit = [&](int64_t item, int slot) {
+    const int64_t chunk = item % plan.chunks;
+    const int64_t pair_in_order = item / plan.chunks;
+    const Unit u = unit_of(call, n_groups - 1 - pair_in_order / call.head_slots, pair_in_order % call.head_slots);
+    run_unit(u, chunk, head_kv_in_place(p, u.g.batch, u.h0 / call.group_size), scratch[slot]);
   };
   parallel_for(pairs * plan.chunks, plan.threads, TaskRef(unit));
 

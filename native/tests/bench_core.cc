@@ -1,5 +1,6 @@
 // gla_bench_core: a quick throughput check of the CPU core per ISA and thread count.
 //   gla_bench_core [--batch B] [--heads H] [--seq S] [--kv KV] [--dim D] [--causal] [--window L R]
+//                  [--layout bhsd|bshd] [--q-layout L] [--kv-layout L] [--out-layout L]
 //                  [--reps N] [--threads T,T,...] [--bq N] [--bk N] [--isa NAME] [--peak]
 // --peak first prints one thread's AVX-512 FMA peak in CPU time, the yardstick for the lines below.
 // GFLOP/s counts 4 * b * h * s * kv * d (QK^T and PV, multiply + add) for full attention, and the
@@ -88,6 +89,18 @@ int main(int argc, char** argv) {
     else if (a == "--kv") s.kv_seq_len = next();
     else if (a == "--dim") s.head_dim = next();
     else if (a == "--causal") s.causal = true;
+    else if ((a == "--layout" || a == "--q-layout" || a == "--kv-layout" || a == "--out-layout") && i + 1 < argc) {
+      // bshd: [batch, seq, heads, dim], as a projection writes it; --layout sets all three tensors.
+      const std::string name = argv[++i];
+      if (name != "bhsd" && name != "bshd") {
+        std::fprintf(stderr, "unknown layout %s (bhsd or bshd)\n", name.c_str());
+        return 2;
+      }
+      const gla_test::Layout layout = name == "bshd" ? gla_test::Layout::bshd : gla_test::Layout::bhsd;
+      if (a == "--layout" || a == "--q-layout") s.q_layout = layout;
+      if (a == "--layout" || a == "--kv-layout") s.kv_layout = layout;
+      if (a == "--layout" || a == "--out-layout") s.out_layout = layout;
+    }
 #if defined(__GNUC__) && defined(__x86_64__)
     else if (a == "--peak") {
       __builtin_cpu_init();

@@ -356,7 +356,8 @@ napi_value queue_attention(const CallArgs& args, std::unique_ptr<AttentionCall> 
   auto job = std::make_unique<Job>();
   job->call = std::move(call);
   job->env_state = state;
-  if (!stage_buffers(args, out_is_private, job.get())) {
+  // Staged first, then validated once: the validation then speaks for the memory the call uses.
+  if (!stage_buffers(args, out_is_private, job.get()) || !seal_call(job->call.get(), env)) {
     release_references(env, job.get());
     return nullptr;
   }

@@ -9,9 +9,10 @@
 
 namespace gla_addon {
 
-// Queues `call` and returns its Promise, which resolves with the out array. Before it returns, every
-// buffer the caller could detach or shrink meanwhile is replaced by memory the call owns
-// (staging.h); the rest stay referenced until the Promise settles. `out_is_private`: out is an
+// Queues `call` (read, not yet validated) and returns its Promise, which resolves with the out
+// array. Before it returns, every buffer the caller could detach or shrink meanwhile is replaced by
+// memory the call owns (staging.h), the rest stay referenced until the Promise settles, and the
+// call is validated once (seal_call), throwing a RangeError if it is not valid. `out_is_private`: out is an
 // array the addon allocated for this call, which no JavaScript has seen. Tearing the environment down (a worker_thread terminated mid-call) waits
 // for that environment's running calls, so none writes into freed memory, and drops its queued ones.
 // The threads are never joined: process.exit() does not wait for queued work.

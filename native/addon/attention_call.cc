@@ -46,7 +46,7 @@ bool read_isa(const Napi::Value& value, gla::Isa* isa, std::string& error) {
 
 }  // namespace
 
-bool prepare_call(const CallArgs& args, Device device, AttentionCall* call) {
+bool read_call(const CallArgs& args, Device device, AttentionCall* call) {
   Napi::Env env(args.env);
   call->device = device;
   read_problem(args, call->read);
@@ -61,19 +61,21 @@ bool prepare_call(const CallArgs& args, Device device, AttentionCall* call) {
     Napi::TypeError::New(env, "invalid_argument: " + call->read.error).ThrowAsJavaScriptException();
     return false;
   }
-  // Checked here too, on the JS thread, so that a bad problem throws synchronously even for the
-  // async entry point instead of surfacing later as a rejected Promise from another thread.
-  gla::Outcome checked = gla::validate_problem(call->read.problem);
+  return true;
+}
+
+bool seal_call(AttentionCall* call, napi_env env) {
+  const gla::Outcome checked = gla::validate_problem(call->read.problem, &call->validated);
   if (checked.status != gla::Status::ok) {
-    Napi::RangeError::New(env, describe_failure(checked)).ThrowAsJavaScriptException();
+    Napi::RangeError::New(Napi::Env(env), describe_failure(checked)).ThrowAsJavaScriptException();
     return false;
   }
   return true;
 }
 
 gla::Outcome execute_call(const AttentionCall& call) {
-  if (call.device == Device::cuda) return gla::run_attention_cuda(call.read.problem);
-  return gla::run_attention(call.read.problem, call.isa);
+  if (call.device == Device::cuda) return gla::run_attention_cuda(call.validated);
+  return gla::run_attention(call.validated, call.isa);
 }
 
 namespace {
@@ -134,7 +136,8 @@ napi_value attention_sync(napi_env env, napi_callback_info info, Device device) 
   CallArgs args;
   AttentionCall call;  // on the stack: a sync call allocates nothing in the steady state
   bool out_allocated = false;
-  if (!get_args(env, info, &args) || !provide_out(&args, &out_allocated) || !prepare_call(args, device, &call)) {
+  if (!get_args(env, info, &args) || !provide_out(&args, &out_allocated) || !read_call(args, device, &call) ||
+      !seal_call(&call, env)) {
     return nullptr;
   }
   gla::Outcome outcome = execute_call(call);
@@ -150,7 +153,8 @@ napi_value attention_async(napi_env env, napi_callback_info info, Device device)
   bool out_allocated = false;
   if (!get_args(env, info, &args) || !provide_out(&args, &out_allocated)) return nullptr;
   auto call = std::make_unique<AttentionCall>();
-  if (!prepare_call(args, device, call.get())) return nullptr;
+  if (!read_call(args, device, call.get())) return nullptr;
+  // queue_attention stages the buffers, then seals (validates) the call.
   return queue_attention(args, std::move(call), out_allocated);
 }
 

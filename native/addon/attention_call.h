@@ -11,17 +11,24 @@ namespace gla_addon {
 enum class Device { cpu, cuda };
 
 struct AttentionCall {
-  ReadProblem read;
+  ReadProblem read;         // the arguments as read; async calls then point it at staged memory
+  gla::ValidatedProblem validated;  // read.problem, validated once (seal_call)
   Device device = Device::cpu;
   gla::Isa isa = gla::Isa::scalar;
 };
 
-// Reads and checks the arguments (q, k, v, out, lse, fields, kvLengths, globalOffsets,
-// globalIndices[, isa]) into *call (which must not move afterwards: its problem points into it).
-// On failure throws a JS exception and returns false.
-bool prepare_call(const CallArgs& args, Device device, AttentionCall* call);
+// Reads the arguments (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices[, isa])
+// into *call (which must not move afterwards: its problem points into it). On failure throws a JS
+// TypeError and returns false.
+bool read_call(const CallArgs& args, Device device, AttentionCall* call);
 
-// Runs the computation; safe off the JS thread (touches no N-API value).
+// Validates call->read.problem into call->validated: the call's only validation, after the async
+// path has replaced the caller's buffers with its own. On failure throws a JS RangeError (on the
+// JS thread, so that a bad problem throws synchronously even for the async entry point) and
+// returns false.
+bool seal_call(AttentionCall* call, napi_env env);
+
+// Runs the validated computation; safe off the JS thread (touches no N-API value).
 gla::Outcome execute_call(const AttentionCall& call);
 
 // "invalid_argument: <message>", the form lib/backends/native.ts parses.

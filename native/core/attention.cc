@@ -29,10 +29,9 @@ Outcome unavailable(Isa isa) {
 
 }  // namespace
 
-Outcome run_attention_configured(const AttentionProblem& problem, Isa isa, const DriverConfig& config) {
+// Runs a validated problem; every exception becomes an Outcome.
+Outcome run_checked(const AttentionProblem& problem, Isa isa, const DriverConfig& config) {
   try {
-    Outcome checked = validate_problem(problem);
-    if (checked.status != Status::ok) return checked;
     const cpu::CpuKernels* kernels = dispatch::kernels_for(isa);
     if (kernels == nullptr) return unavailable(isa);
     run_validated(problem, *kernels, config);
@@ -48,6 +47,12 @@ Outcome run_attention_configured(const AttentionProblem& problem, Isa isa, const
   }
 }
 
+Outcome run_attention_configured(const AttentionProblem& problem, Isa isa, const DriverConfig& config) {
+  Outcome checked = validate_problem(problem);
+  if (checked.status != Status::ok) return checked;
+  return run_checked(problem, isa, config);
+}
+
 bool kernel_exp(Isa isa, const float* in, float* out, int64_t n) {
   const cpu::CpuKernels* kernels = dispatch::kernels_for(isa);
   if (kernels == nullptr) return false;
@@ -59,6 +64,11 @@ bool kernel_exp(Isa isa, const float* in, float* out, int64_t n) {
 
 Outcome run_attention(const AttentionProblem& problem, Isa isa) {
   return core::run_attention_configured(problem, isa, core::DriverConfig{});
+}
+
+Outcome run_attention(const ValidatedProblem& problem, Isa isa) {
+  if (!problem.valid()) return core::make_outcome(Status::invalid_argument, "the problem was not validated");
+  return core::run_checked(problem.problem(), isa, core::DriverConfig{});
 }
 
 }  // namespace gla

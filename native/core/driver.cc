@@ -55,32 +55,38 @@ Unit unit_of(const Call& c, int64_t group_index, int64_t slot) {
               static_cast<int>(round_up(rows, c.plan.vector_width))};
 }
 
-// Packs the unit's query rows transposed (times scale), their per-row key bounds, and a fresh
-// softmax state. Once per unit, so its cost is spread over every key block of the unit.
+// Packs the unit's query rows (times scale), their per-row key bounds, and a fresh softmax state.
+// Once per unit, so its cost is spread over every key block of the unit. Row groups get Q
+// transposed (qt, vectors along rows); groups of at most few_rows rows (decode) get their rows
+// row-major instead (q_rows, dot products along head_dim): each kernel path reads only its own.
 void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   const AttentionProblem& p = c.p;
   const RowGroup& g = u.g;
   const RowMask mask = row_mask(p, c.plan, g.batch, g.global_rows);
   const int rows_pad = u.rows_pad;
+  const int dim_pad = c.plan.dim_pad;
   const bool few = u.rows <= c.kernels.few_rows;
-  // Padding lanes stay 0: their scores are 0, finite, and never written out. The other lanes are
-  // all written below, so only the padding is cleared (a whole-tile fill was 7% of a short call).
-  if (u.rows < rows_pad) {
+  // Padding lanes and padding dims stay 0: their scores are 0, finite, and never written out.
+  // Only the padding is cleared (clearing whole tiles was 7% of a short call, most of a tiny one).
+  if (!few && u.rows < rows_pad) {
     for (int64_t t = 0; t < p.head_dim; ++t) std::fill(sc.qt + t * rows_pad + u.rows, sc.qt + (t + 1) * rows_pad, 0.0f);
   }
-  std::fill(sc.row_max, sc.row_max + rows_pad, kNegInf);
-  std::fill(sc.row_sum, sc.row_sum + rows_pad, 0.0f);
+  for (int r = 0; r < rows_pad; ++r) {
+    sc.row_max[r] = kNegInf;
+    sc.row_sum[r] = 0.0f;
+  }
   for (int r = 0; r < u.rows; ++r) {
     const int64_t h = u.h0 + r / g.n_rows;
     const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
     const int64_t position = i + c.plan.position_offset;
     sc.rows[r] = i;
     const float* q = p.q + g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
-    for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
     if (few) {
-      float* row = sc.q_rows + static_cast<int64_t>(r) * c.plan.dim_pad;
+      float* row = sc.q_rows + static_cast<int64_t>(r) * dim_pad;
       for (int64_t t = 0; t < p.head_dim; ++t) row[t] = q[t] * p.scale;
-      std::fill(row + p.head_dim, row + c.plan.dim_pad, 0.0f);
+      for (int64_t t = p.head_dim; t < dim_pad; ++t) row[t] = 0.0f;
+    } else {
+      for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
     }
     // The window part of the rule for this single row, and its kv-length/causal bound for globals.
     const KeyRange own = window_key_range(mask, position, position);
@@ -90,7 +96,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
     if (p.causal) allowed_end = std::min(allowed_end, position + 1);
     sc.allowed_end[r] = std::max<int64_t>(allowed_end, 0);
   }
-  std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * c.plan.dim_pad, 0.0f);
+  std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * dim_pad, 0.0f);
 }
 
 // Where the units of one (batch, kv head) read its K and V rows: in place, or a packed copy.

@@ -202,4 +202,14 @@ Outcome validate_problem(const AttentionProblem& p) {
   return Outcome{};
 }
 
+Outcome validate_problem(const AttentionProblem& problem, ValidatedProblem* validated) {
+  validated->valid_ = false;
+  Outcome outcome = validate_problem(problem);
+  if (outcome.status == Status::ok) {
+    validated->problem_ = problem;
+    validated->valid_ = true;
+  }
+  return outcome;
+}
+
 }  // namespace gla

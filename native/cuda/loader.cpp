@@ -211,6 +211,13 @@ const char* cuda_device_name() {
 }
 
 Outcome run_attention_cuda(const AttentionProblem& problem, CudaTiming* timing) {
+  ValidatedProblem validated;
+  const Outcome outcome = validate_problem(problem, &validated);
+  if (outcome.status != Status::ok) return outcome;
+  return run_attention_cuda(validated, timing);
+}
+
+Outcome run_attention_cuda(const ValidatedProblem& validated, CudaTiming* timing) {
   Outcome outcome;
   const Plugin& p = plugin();
   if (!p.reason.empty()) {
@@ -218,8 +225,12 @@ Outcome run_attention_cuda(const AttentionProblem& problem, CudaTiming* timing) 
     std::snprintf(outcome.message, sizeof outcome.message, "%s", p.reason.c_str());
     return outcome;
   }
-  outcome = validate_problem(problem);
-  if (outcome.status != Status::ok) return outcome;
+  if (!validated.valid()) {
+    outcome.status = Status::invalid_argument;
+    std::snprintf(outcome.message, sizeof outcome.message, "the problem was not validated");
+    return outcome;
+  }
+  const AttentionProblem& problem = validated.problem();
 
   char msg[sizeof outcome.message] = {0};
   const int32_t status = p.attention(&problem, timing, msg, sizeof msg);

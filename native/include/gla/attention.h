@@ -36,6 +36,10 @@ int hardware_threads();
 // [0, kv_seq_len), threads >= 1.
 Outcome validate_problem(const AttentionProblem& problem);
 
+// The same, and on success a copy of the problem sealed as validated (problem.h); *validated is
+// left empty on failure. The problem's pointers are copied, not what they point to.
+Outcome validate_problem(const AttentionProblem& problem, ValidatedProblem* validated);
+
 // Copies `bytes` from src to dst (which must not overlap) on the calling thread plus up to
 // threads - 1 pool workers that are idle; returns when every byte is copied.
 void parallel_copy(void* dst, const void* src, size_t bytes, int threads);
@@ -45,5 +49,8 @@ void parallel_copy(void* dst, const void* src, size_t bytes, int threads);
 // supported_isas(). Writes nothing unless the problem is valid; never writes an input. Safe to call
 // from several threads at once.
 Outcome run_attention(const AttentionProblem& problem, Isa isa);
+
+// run_attention of a problem validated already: no second validation (an empty one is refused).
+Outcome run_attention(const ValidatedProblem& problem, Isa isa);
 
 }  // namespace gla

@@ -31,4 +31,7 @@ const char* cuda_device_name();
 // is unavailable. Safe to call from several threads at once; each call uses its own stream.
 Outcome run_attention_cuda(const AttentionProblem& problem, CudaTiming* timing = nullptr);
 
+// The same for a problem validated already (no second validation; an empty one is refused).
+Outcome run_attention_cuda(const ValidatedProblem& problem, CudaTiming* timing = nullptr);
+
 }  // namespace gla

@@ -83,4 +83,22 @@ struct Outcome {
   char message[256] = {0};
 };
 
+class ValidatedProblem;
+Outcome validate_problem(const AttentionProblem& problem, ValidatedProblem* validated);
+
+// A problem that validate_problem accepted. Only validate_problem fills one, so an entry point that
+// takes a ValidatedProblem knows every invariant holds and checks nothing again: one validation per
+// call. A default-constructed one is empty, and the entry points refuse it.
+class ValidatedProblem {
+ public:
+  ValidatedProblem() = default;
+  bool valid() const { return valid_; }
+  const AttentionProblem& problem() const { return problem_; }
+
+ private:
+  friend Outcome validate_problem(const AttentionProblem& problem, ValidatedProblem* validated);
+  AttentionProblem problem_{};
+  bool valid_ = false;
+};
+
 }  // namespace gla

@@ -5,31 +5,26 @@
 
 /**
  * The numeric fields of struct gla::AttentionProblem (native/include/gla/problem.h), minus buffers
- * and the optional Int32Arrays, packed into one Float64Array in exactly this order: one
- * napi_get_typedarray_info reads them all, where ~30 named-property lookups of a plain object
- * were most of a tiny call's native time. Index 0 is the layout version
- * (NATIVE_PROBLEM_LAYOUT_VERSION in lib/backends/native.ts, kProblemLayoutVersion in
- * native/addon/problem_reader.h); the addon rejects any other version with an invalid_argument
- * error. Every entry but scale must hold a safe integer; causal is 0 or 1; windowLeft and
- * windowRight are -1 when unbounded. Changing the order or meaning of any field means bumping the
- * version on both sides.
+ * and the optional Int32Arrays, packed into one Float64Array: one napi_get_typedarray_info reads
+ * them all, where ~30 named-property lookups of a plain object were most of a tiny call's native
+ * time. Entry 0 is the layout version, then the fields in the order of the addon's field table
+ * (GLA_PROBLEM_FIELDS in native/addon/problem_reader.h), which problemFields() returns and
+ * lib/backends/native.ts (NATIVE_PROBLEM_FIELDS) checks at load. The addon rejects any other
+ * version or length with an invalid_argument error.
  */
-export type NativeProblemFieldNames = readonly [
-  'layoutVersion',
-  'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
-  'qStrides.batch', 'qStrides.head', 'qStrides.seq',
-  'kStrides.batch', 'kStrides.head', 'kStrides.seq',
-  'vStrides.batch', 'vStrides.head', 'vStrides.seq',
-  'outStrides.batch', 'outStrides.head', 'outStrides.seq',
-  'scale', 'causal', 'windowLeft', 'windowRight', 'threads',
-];
-
-/** NativeProblemFieldNames.length (24) entries; the addon reads it during the call only. */
 export type NativeProblemFields = Float64Array;
+
+/** The layout the addon reads: its version and the JS name of every entry, "layoutVersion" first. */
+export interface NativeProblemLayout {
+  version: number;
+  names: string[];
+}
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
 
 export interface NativeBinding {
+  /** The problem-fields layout this build of the addon reads. */
+  problemFields(): NativeProblemLayout;
   /** The ISAs this CPU and OS support, best first (always ends with 'scalar'). */
   isas(): NativeIsa[];
   /** Number of hardware threads the native pool may use. */

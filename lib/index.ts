@@ -1,6 +1,7 @@
 // The public API of global-local-attention. Every function validates with lib/options.ts, then runs
 // on one backend from lib/backends/registry.ts.
 import { availableBackends, backendStatuses } from './backends/registry';
+import { multiplyAddBound, runInline } from './inline-async';
 import { type AttentionKind, validateCall } from './options';
 import type { Backend } from './problem';
 import type { BackendStatus, FullAttentionOptions, LocalGlobalAttentionOptions } from './types';
@@ -25,6 +26,7 @@ function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, option
 async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<Float32Array> {
   // Inside an async function, so a validation error becomes a rejection, never a synchronous throw.
   const { problem, buffers, backend } = validateCall(kind, q, k, v, options);
+  if (multiplyAddBound(problem) <= backend.inlineMultiplyAdds) return runInline(backend, problem, buffers);
   return backend.runAsync(problem, buffers);
 }
 

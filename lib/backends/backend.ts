@@ -18,6 +18,8 @@ export interface KernelBuffers extends AttentionBuffers {
 
 export interface BackendImpl {
   readonly name: Backend;
+  /** Async calls of at most this many multiply-adds run inline (lib/inline-async.ts); 0: never. */
+  readonly inlineMultiplyAdds: number;
   /** null when this backend can run here, else why not. May be slow (loads the addon); cached by the registry. */
   probe(): string | null;
   /** Blocks until out (and lse) are filled; returns out. Only called after probe() returned null. */

@@ -2,7 +2,7 @@
 // costs nothing until a call needs it and then becomes a reason instead of an exception.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NativeBinding, NativeIsa, NativeProblemFieldNames, NativeProblemFields } from '../../binding';
+import type { NativeBinding, NativeIsa, NativeProblemFields } from '../../binding';
 import type { AttentionProblem } from '../problem';
 import type { AttentionBuffers, BackendImpl } from './backend';
 
@@ -26,7 +26,9 @@ function loadAddon(): LoadResult {
     try {
       const bindings = require('bindings') as BindingsLoader;
       const binding = bindings({ bindings: ADDON_NAME, module_root: PACKAGE_ROOT }) as NativeBinding;
-      loaded = { binding, failure: null };
+      // A stale build (no problemFields at all) reads as a mismatch too.
+      const mismatch = problemLayoutMismatch(typeof binding.problemFields === 'function' ? binding.problemFields() : null);
+      loaded = mismatch === null ? { binding, failure: null } : { binding: null, failure: mismatch };
     } catch (error) {
       loaded = { binding: null, failure: describeLoadFailure(error) };
     }
@@ -73,59 +75,52 @@ function requireBinding(): NativeBinding {
 }
 
 /**
- * The problem crosses into the addon as one Float64Array in this order (binding.d.ts,
- * NativeProblemFieldNames; native/addon/problem_reader.h, ProblemField), plus the three optional
- * Int32Arrays as separate arguments. Entry 0 is the layout version, which the addon checks: bump it
- * here and in problem_reader.h (kProblemLayoutVersion) whenever the order or meaning changes.
+ * The problem crosses into the addon as one Float64Array: the layout version, then these fields of
+ * the AttentionProblem (a dotted name is a nested one; booleans travel as 0 or 1), plus the three
+ * optional Int32Arrays as separate arguments. This list is the JS half of the one field table; the
+ * C++ half is GLA_PROBLEM_FIELDS in native/addon/problem_reader.h, and the addon's problemFields()
+ * must name exactly these in this order, which loadAddon checks. Adding a field is one name here
+ * and one row there; bump the version on both sides when a field changes meaning.
  */
-export const NATIVE_PROBLEM_LAYOUT_VERSION = 1;
-export const NATIVE_PROBLEM_FIELDS: NativeProblemFieldNames = [
-  'layoutVersion',
+export const NATIVE_PROBLEM_LAYOUT_VERSION = 2;
+export const NATIVE_PROBLEM_FIELDS = [
   'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
   'qStrides.batch', 'qStrides.head', 'qStrides.seq',
   'kStrides.batch', 'kStrides.head', 'kStrides.seq',
   'vStrides.batch', 'vStrides.head', 'vStrides.seq',
   'outStrides.batch', 'outStrides.head', 'outStrides.seq',
   'scale', 'causal', 'windowLeft', 'windowRight', 'threads',
-];
+] as const;
+
+/** What the addon must report from problemFields(): the version, then every name above. */
+export const NATIVE_PROBLEM_LAYOUT = { version: NATIVE_PROBLEM_LAYOUT_VERSION, names: ['layoutVersion', ...NATIVE_PROBLEM_FIELDS] };
 
 // One per module instance (so one per worker thread). Reusing it is safe: the addon copies every
 // field out before attentionSync / attentionAsync returns, and no JS runs between filling it and
 // the call. A fresh Float64Array per call would cost an allocation on the tiny-call path.
-const fieldsScratch: NativeProblemFields = new Float64Array(NATIVE_PROBLEM_FIELDS.length);
+const fieldsScratch: NativeProblemFields = new Float64Array(NATIVE_PROBLEM_LAYOUT.names.length);
 
-/** Packs `p` into the shared fields array, in NATIVE_PROBLEM_FIELDS order (index by index). */
-export function encodeNativeProblem(p: AttentionProblem): NativeProblemFields {
-  const f = fieldsScratch;
-  f[0] = NATIVE_PROBLEM_LAYOUT_VERSION;
-  f[1] = p.batch;
-  f[2] = p.heads;
-  f[3] = p.kvHeads;
-  f[4] = p.seqLen;
-  f[5] = p.kvSeqLen;
-  f[6] = p.headDim;
-  const qs = p.qStrides;
-  f[7] = qs.batch;
-  f[8] = qs.head;
-  f[9] = qs.seq;
-  const ks = p.kStrides;
-  f[10] = ks.batch;
-  f[11] = ks.head;
-  f[12] = ks.seq;
-  const vs = p.vStrides;
-  f[13] = vs.batch;
-  f[14] = vs.head;
-  f[15] = vs.seq;
-  const os = p.outStrides;
-  f[16] = os.batch;
-  f[17] = os.head;
-  f[18] = os.seq;
-  f[19] = p.scale;
-  f[20] = p.causal ? 1 : 0;
-  f[21] = p.windowLeft;
-  f[22] = p.windowRight;
-  f[23] = p.threads;
-  return f;
+/**
+ * Packs `p` into the shared fields array in NATIVE_PROBLEM_FIELDS order. Compiled once from the
+ * list into straight-line assignments (`f[1] = +p.batch; ...`), which is as fast as writing them by
+ * hand, and cannot drift from the list.
+ */
+export const encodeNativeProblem = new Function(
+  'f',
+  `return function encodeNativeProblem(p) {\n  f[0] = ${NATIVE_PROBLEM_LAYOUT_VERSION};\n${NATIVE_PROBLEM_FIELDS.map((name, i) => `  f[${i + 1}] = +p.${name};`).join('\n')}\n  return f;\n};`,
+)(fieldsScratch) as (p: AttentionProblem) => NativeProblemFields;
+
+/** Why this addon's field table is not the one this lib writes, or null when they agree. */
+export function problemLayoutMismatch(reported: unknown): string | null {
+  const expected = NATIVE_PROBLEM_LAYOUT;
+  const r = reported as { version?: unknown; names?: unknown } | null;
+  const names = Array.isArray(r?.names) ? (r.names as unknown[]) : null;
+  if (r?.version === expected.version && names !== null && names.length === expected.names.length &&
+      names.every((name, i) => name === expected.names[i])) {
+    return null;
+  }
+  return `the native addon reads problem fields ${JSON.stringify(r)} but this lib writes ${JSON.stringify(expected)} ` +
+    '(lib and native addon are from different builds; rebuild with node scripts/install.js)';
 }
 
 const ISA_FEATURES: Record<NativeIsa, string> = {
@@ -138,6 +133,8 @@ const ISA_FEATURES: Record<NativeIsa, string> = {
 export function cpuBackend(isa: NativeIsa): BackendImpl {
   return {
     name: isa,
+    // About 5 µs of kernel on one core: less than the hand-off to a dispatcher thread and back.
+    inlineMultiplyAdds: 2 ** 18,
     probe() {
       const { binding, failure } = loadAddon();
       if (binding === null) return failure;
@@ -165,6 +162,8 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
 export function cudaBackend(): BackendImpl {
   return {
     name: 'cuda',
+    // Never: a sync GPU call would hold the JS thread for a launch and two copies.
+    inlineMultiplyAdds: 0,
     probe() {
       const { binding, failure } = loadAddon();
       if (binding === null) return failure;

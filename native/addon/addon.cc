@@ -15,6 +15,17 @@ Napi::Value isas(const Napi::CallbackInfo& info) {
   return names;
 }
 
+// The problem-fields layout this addon reads: lib/backends/native.ts checks it at load.
+Napi::Value problem_fields(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array names = Napi::Array::New(env, kProblemFieldCount);
+  for (int i = 0; i < kProblemFieldCount; ++i) names.Set(static_cast<uint32_t>(i), kProblemFieldNames[i]);
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("version", Napi::Number::New(env, kProblemLayoutVersion));
+  layout.Set("names", names);
+  return layout;
+}
+
 Napi::Value hardware_threads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), gla::hardware_threads());
 }
@@ -46,6 +57,7 @@ Napi::Function raw_function(Napi::Env env, napi_callback callback, const char* n
 static Napi::Object init_addon(Napi::Env env, Napi::Object exports) {
   using namespace gla_addon;
   exports.Set("isas", Napi::Function::New(env, isas, "isas"));
+  exports.Set("problemFields", Napi::Function::New(env, problem_fields, "problemFields"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
   exports.Set("attentionSync", raw_function(env, cpu_sync, "attentionSync"));
   exports.Set("attentionAsync", raw_function(env, cpu_async, "attentionAsync"));

@@ -4,16 +4,12 @@
 #include <cstdio>
 
 namespace gla_addon {
-namespace {
 
-// The JS names of the fields, for error messages (index = ProblemField).
-const char* const kFieldNames[kProblemFieldCount] = {
-    "layoutVersion",  "batch",          "heads",          "kvHeads",        "seqLen",
-    "kvSeqLen",       "headDim",        "qStrides.batch", "qStrides.head",  "qStrides.seq",
-    "kStrides.batch", "kStrides.head",  "kStrides.seq",   "vStrides.batch", "vStrides.head",
-    "vStrides.seq",   "outStrides.batch", "outStrides.head", "outStrides.seq", "scale",
-    "causal",         "windowLeft",     "windowRight",    "threads",
-};
+#define GLA_FIELD_NAME(member, name, kind) name,
+const char* const kProblemFieldNames[kProblemFieldCount] = {"layoutVersion", GLA_PROBLEM_FIELDS(GLA_FIELD_NAME)};
+#undef GLA_FIELD_NAME
+
+namespace {
 
 const char* const kArgNames[kMaxArgs] = {
     "q", "k", "v", "out", "lse", "problem fields", "problem.kvLengths", "problem.globalOffsets",
@@ -87,14 +83,35 @@ bool read_int32_array(const CallArgs& args, size_t index, std::vector<int32_t>& 
   return true;
 }
 
-bool read_integer(const double* fields, int field, int64_t& value, std::string& error) {
-  const double number = fields[field];
-  // 2^53 bounds every exactly representable integer; beyond it the value was not validated.
+// The readers of GLA_PROBLEM_FIELDS' kinds: false (with the reason in `error`) when the double is
+// not what the kind promises.
+bool field_error(const char* name, const char* expected, std::string& error) {
+  error = std::string("problem.") + name + " must be " + expected;
+  return false;
+}
+
+bool read_integer(double number, const char* name, int64_t* value, std::string& error) {
   if (!std::isfinite(number) || std::trunc(number) != number || std::fabs(number) > 9007199254740991.0) {
-    error = std::string("problem.") + kFieldNames[field] + " must be a safe integer";
-    return false;
+    return field_error(name, "a safe integer", error);
   }
-  value = static_cast<int64_t>(number);
+  *value = static_cast<int64_t>(number);
+  return true;
+}
+
+bool read_real(double number, const char* /*name*/, float* value, std::string& /*error*/) {
+  *value = static_cast<float>(number);
+  return true;
+}
+
+bool read_flag(double number, const char* name, bool* value, std::string& error) {
+  if (number != 0 && number != 1) return field_error(name, "0 or 1", error);
+  *value = number == 1;
+  return true;
+}
+
+bool read_count(double number, const char* name, int32_t* value, std::string& error) {
+  if (!(number >= 1 && number <= 4096) || std::trunc(number) != number) return field_error(name, "in [1, 4096]", error);
+  *value = static_cast<int32_t>(number);
   return true;
 }
 
@@ -132,9 +149,9 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   const double* fields = static_cast<const double*>(raw);
   // The version first, so that a lib and an addon from different builds say so instead of
   // misreading each other's fields.
-  if (fields[kFieldLayoutVersion] != kProblemLayoutVersion) {
+  if (fields[0] != kProblemLayoutVersion) {
     char version[32];
-    std::snprintf(version, sizeof version, "%g", fields[kFieldLayoutVersion]);
+    std::snprintf(version, sizeof version, "%g", fields[0]);
     error = std::string("problem fields are in layout version ") + version + ", this addon reads version " + std::to_string(static_cast<int>(kProblemLayoutVersion)) +
             " (lib and native addon are from different builds; rebuild with node scripts/install.js)";
     return;
@@ -145,41 +162,11 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
     return;
   }
 
-  int64_t threads = 0;
-  int64_t causal = 0;
-  if (!read_integer(fields, kFieldBatch, p.batch, error) || !read_integer(fields, kFieldHeads, p.heads, error) ||
-      !read_integer(fields, kFieldKvHeads, p.kv_heads, error) || !read_integer(fields, kFieldSeqLen, p.seq_len, error) ||
-      !read_integer(fields, kFieldKvSeqLen, p.kv_seq_len, error) || !read_integer(fields, kFieldHeadDim, p.head_dim, error) ||
-      !read_integer(fields, kFieldQStrideBatch, p.q_strides.batch, error) ||
-      !read_integer(fields, kFieldQStrideHead, p.q_strides.head, error) ||
-      !read_integer(fields, kFieldQStrideSeq, p.q_strides.seq, error) ||
-      !read_integer(fields, kFieldKStrideBatch, p.k_strides.batch, error) ||
-      !read_integer(fields, kFieldKStrideHead, p.k_strides.head, error) ||
-      !read_integer(fields, kFieldKStrideSeq, p.k_strides.seq, error) ||
-      !read_integer(fields, kFieldVStrideBatch, p.v_strides.batch, error) ||
-      !read_integer(fields, kFieldVStrideHead, p.v_strides.head, error) ||
-      !read_integer(fields, kFieldVStrideSeq, p.v_strides.seq, error) ||
-      !read_integer(fields, kFieldOutStrideBatch, p.out_strides.batch, error) ||
-      !read_integer(fields, kFieldOutStrideHead, p.out_strides.head, error) ||
-      !read_integer(fields, kFieldOutStrideSeq, p.out_strides.seq, error) ||
-      !read_integer(fields, kFieldCausal, causal, error) ||
-      !read_integer(fields, kFieldWindowLeft, p.window_left, error) ||
-      !read_integer(fields, kFieldWindowRight, p.window_right, error) ||
-      !read_integer(fields, kFieldThreads, threads, error)) {
-    return;
-  }
-  if (causal != 0 && causal != 1) {
-    error = "problem.causal must be 0 or 1";
-    return;
-  }
-  p.causal = causal == 1;
-  if (threads < 1 || threads > 4096) {
-    error = "problem.threads must be in [1, 4096]";
-    return;
-  }
-  p.threads = static_cast<int32_t>(threads);
-  // Finiteness is gla::validate_problem's to check.
-  p.scale = static_cast<float>(fields[kFieldScale]);
+  int index = 1;
+#define GLA_READ_FIELD(member, name, kind) \
+  if (!read_##kind(fields[index++], name, &p.member, error)) return;
+  GLA_PROBLEM_FIELDS(GLA_READ_FIELD)
+#undef GLA_READ_FIELD
 
   bool has_lengths = false;
   bool has_offsets = false;

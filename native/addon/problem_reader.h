@@ -17,38 +17,52 @@
 
 namespace gla_addon {
 
-// The layout of the problem-fields Float64Array. Must match NATIVE_PROBLEM_FIELDS and
-// NATIVE_PROBLEM_LAYOUT_VERSION in lib/backends/native.ts and NativeProblemFieldNames in
-// binding.d.ts; bump the version whenever the order or meaning of any field changes.
-constexpr double kProblemLayoutVersion = 1;
+// The problem-fields Float64Array: entry 0 is kProblemLayoutVersion, then one entry per row of
+// GLA_PROBLEM_FIELDS, in order. This table is the C++ half of the one field list; the JS half is
+// NATIVE_PROBLEM_FIELDS in lib/backends/native.ts, which checks at load that the addon's
+// problemFields() names the same fields in the same order, so a lib and an addon from different
+// builds fail with a reason instead of misreading each other. Adding a field is one row here and
+// one name there; bump the version when a field changes meaning.
+//
+// X(member of gla::AttentionProblem, JS name, how the double is read):
+//   integer  a safe integer (2^53 bounds every exactly representable one); ranges are
+//            gla::validate_problem's to check
+//   real     any double, narrowed to float (finiteness is validate_problem's)
+//   flag     0 or 1
+//   count    an integer in [1, 4096]
+#define GLA_PROBLEM_FIELDS(X)                             \
+  X(batch, "batch", integer)                              \
+  X(heads, "heads", integer)                              \
+  X(kv_heads, "kvHeads", integer)                         \
+  X(seq_len, "seqLen", integer)                           \
+  X(kv_seq_len, "kvSeqLen", integer)                      \
+  X(head_dim, "headDim", integer)                         \
+  X(q_strides.batch, "qStrides.batch", integer)           \
+  X(q_strides.head, "qStrides.head", integer)             \
+  X(q_strides.seq, "qStrides.seq", integer)               \
+  X(k_strides.batch, "kStrides.batch", integer)           \
+  X(k_strides.head, "kStrides.head", integer)             \
+  X(k_strides.seq, "kStrides.seq", integer)               \
+  X(v_strides.batch, "vStrides.batch", integer)           \
+  X(v_strides.head, "vStrides.head", integer)             \
+  X(v_strides.seq, "vStrides.seq", integer)               \
+  X(out_strides.batch, "outStrides.batch", integer)       \
+  X(out_strides.head, "outStrides.head", integer)         \
+  X(out_strides.seq, "outStrides.seq", integer)           \
+  X(scale, "scale", real)                                 \
+  X(causal, "causal", flag)                               \
+  X(window_left, "windowLeft", integer)                   \
+  X(window_right, "windowRight", integer)                 \
+  X(threads, "threads", count)
 
-enum ProblemField : int {
-  kFieldLayoutVersion = 0,
-  kFieldBatch,
-  kFieldHeads,
-  kFieldKvHeads,
-  kFieldSeqLen,
-  kFieldKvSeqLen,
-  kFieldHeadDim,
-  kFieldQStrideBatch,
-  kFieldQStrideHead,
-  kFieldQStrideSeq,
-  kFieldKStrideBatch,
-  kFieldKStrideHead,
-  kFieldKStrideSeq,
-  kFieldVStrideBatch,
-  kFieldVStrideHead,
-  kFieldVStrideSeq,
-  kFieldOutStrideBatch,
-  kFieldOutStrideHead,
-  kFieldOutStrideSeq,
-  kFieldScale,
-  kFieldCausal,       // 0 or 1
-  kFieldWindowLeft,   // -1 = unbounded
-  kFieldWindowRight,  // -1 = unbounded
-  kFieldThreads,
-  kProblemFieldCount  // 24
-};
+constexpr double kProblemLayoutVersion = 2;
+
+#define GLA_COUNT_FIELD(member, name, kind) +1
+constexpr int kProblemFieldCount = 1 GLA_PROBLEM_FIELDS(GLA_COUNT_FIELD);  // with the version
+#undef GLA_COUNT_FIELD
+
+// The JS names, index = position in the Float64Array ("layoutVersion" first).
+extern const char* const kProblemFieldNames[kProblemFieldCount];
 
 // Argument positions shared by every attention entry point:
 // (q, k, v, out, lse|null, fields, kvLengths|null, globalOffsets|null, globalIndices|null[, isa]).

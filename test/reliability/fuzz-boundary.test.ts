@@ -145,6 +145,19 @@ function build(b: Base, backend: Backend): Built {
   };
 }
 
+/**
+ * The same draw at a size past every CPU backend's inline limit for async calls (2^18
+ * multiply-adds, lib/inline-async.ts), so that an async call really leaves the JS thread: the
+ * native addon then stages its buffers and settles from a dispatcher thread.
+ */
+function bulky(b: Base): Base {
+  return { ...b, options: { ...b.options, seqLen: 96, kvSeqLen: 96, headDim: 32 } };
+}
+
+function backendOf(built: Built): Backend {
+  return built.options.backend as Backend;
+}
+
 const valid = (label: string, built: Built, reference: ReferenceOptions, patch: Partial<Scenario> = {}): Scenario => ({
   label, q: built.q, k: built.k, v: built.v, options: built.options, expect: { ok: true, reference }, ...patch,
 });
@@ -170,6 +183,10 @@ type Mutation = (b: Base, built: Built, pick: (n: number) => number) => Scenario
 const MUTATIONS: Record<string, Mutation> = {
   // --- valid calls in unusual clothes ---
   'as drawn (subarrays at odd offsets, SharedArrayBuffers)': (b, built) => valid('as drawn', built, b.options),
+  'as drawn, big enough to leave the JS thread': (b, built) => {
+    const big = bulky(b);
+    return valid('as drawn, bulky', build(big, backendOf(built)), big.options);
+  },
   'k and v are the same array (and q too when shapes allow)': (b, built) => {
     const same = b.options.heads === b.options.kvHeads && b.options.seqLen === b.options.kvSeqLen;
     return valid('k = v', built, b.options, { v: built.k, q: same ? built.k : built.q });
@@ -205,7 +222,10 @@ const MUTATIONS: Record<string, Mutation> = {
     return valid('kvLengths', built, { ...b.options, kvLengths }, { options: { ...built.options, kvLengths } });
   },
 
-  'a buffer transferred or shrunk while an async call runs': (b, built, pick) => {
+  'a buffer transferred or shrunk while an async call runs': (drawnBase, drawnBuilt, pick) => {
+    // Half the draws at a size that leaves the JS thread, half small enough to run inline.
+    const b = pick(2) === 0 ? bulky(drawnBase) : drawnBase;
+    const built = b === drawnBase ? drawnBuilt : build(b, backendOf(drawnBuilt));
     const target = targets[pick(5)];
     const shrink = pick(2) === 0;
     const inputs = { q: built.q.slice(), k: built.k.slice(), v: built.v.slice() };

@@ -1,0 +1,50 @@
+// Async calls too small to be worth a thread hop. Handing a call to another thread and settling it
+// back costs some 10 µs of the JS thread's time (native dispatcher: a wake-up and a completion
+// signal; JS workers: 50-150 µs of messaging), far more than a tiny problem computes in. Below its
+// backend's inlineMultiplyAdds such a call computes at once, on this thread, into memory of its
+// own, and delivers the result when the Promise settles, exactly as a call that ran elsewhere:
+// a caller that gives up out or lse right after the call gets the same rejection either way.
+import type { AttentionBuffers, BackendImpl, KernelBuffers } from './backends/backend';
+import { isDetached } from './detached';
+import type { AttentionProblem } from './problem';
+
+/** Multiply-adds of QK^T and P·V with every key visible: an upper bound, enough to tell small from large. */
+export function multiplyAddBound(problem: AttentionProblem): number {
+  return 2 * problem.batch * problem.heads * problem.seqLen * problem.kvSeqLen * problem.headDim;
+}
+
+export async function runInline(backend: BackendImpl, problem: AttentionProblem, buffers: AttentionBuffers): Promise<Float32Array> {
+  const aside: AttentionBuffers = {
+    ...buffers,
+    out: buffers.out === null ? null : new Float32Array(buffers.out.length),
+    lse: buffers.lse === null ? null : new Float32Array(buffers.lse.length),
+  };
+  const out = backend.runSync(problem, aside);
+  await undefined;
+  if (buffers.out === null) {
+    if (buffers.lse !== null) deliver({ ...aside, out }, { ...buffers, out });
+    return out;
+  }
+  deliver({ ...aside, out }, buffers as KernelBuffers);
+  return buffers.out;
+}
+
+/** Copies the outputs computed aside into the caller's; all or nothing, as the native backends. */
+export function deliver(aside: KernelBuffers, target: KernelBuffers): void {
+  const out = aside.out !== target.out;
+  const lse = target.lse !== null && aside.lse !== target.lse;
+  if (out) checkStillWritable('options.out', target.out, aside.out.length);
+  if (lse) checkStillWritable('options.lse', target.lse as Float32Array, (aside.lse as Float32Array).length);
+  if (out) target.out.set(aside.out);
+  if (lse) (target.lse as Float32Array).set(aside.lse as Float32Array);
+}
+
+/** The caller may have transferred or resized an output while the call ran: say so, write nothing. */
+function checkStillWritable(name: string, target: Float32Array, length: number): void {
+  if (target.length === length) return;
+  throw new Error(
+    isDetached(target)
+      ? `${name} was detached (its ArrayBuffer was transferred) while the call ran; the result was discarded`
+      : `${name} has ${target.length} elements now, ${length} when the call started (its resizable ArrayBuffer was resized while the call ran); the result was discarded`,
+  );
+}

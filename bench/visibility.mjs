@@ -5,14 +5,21 @@
 //   j < kvLen && (!causal || j <= p) && ((p - left <= j <= p + right) || j global || p global)
 // with left/right = -1 meaning unbounded.
 
+/**
+ * A window option as [left, right], read exactly as the library reads it (lib/mask-options.ts):
+ * [left, right] as given, a number W as [⌊W/2⌋, ⌊W/2⌋] (Longformer's attention_window), none as
+ * unbounded. Anything else is a bench bug, and throws.
+ */
+export function windowBounds(window) {
+  if (window === undefined) return [-1, -1];
+  if (Array.isArray(window) && window.length === 2 && window.every(Number.isInteger)) return [window[0], window[1]];
+  if (Number.isInteger(window) && window >= 0) return [Math.floor(window / 2), Math.floor(window / 2)];
+  throw new RangeError(`bench case window ${JSON.stringify(window)}: expected [left, right] or a non-negative integer`);
+}
+
 /** Normalises bench case options into the plain numbers the rule needs. */
 export function maskOf(o) {
-  let left = -1;
-  let right = -1;
-  if (o.window !== undefined) {
-    if (Array.isArray(o.window)) [left, right] = o.window;
-    else left = right = o.window;
-  }
+  const [left, right] = windowBounds(o.window);
   const kvSeqLen = o.kvSeqLen ?? o.seqLen;
   const globals = (b) => {
     const g = o.globalTokens;

@@ -1,10 +1,9 @@
 // The public API of global-local-attention. Every function validates with lib/options.ts, then runs
 // on one backend from lib/backends/registry.ts.
-import { availableBackends, backendStatuses } from './backends/registry';
+import { availableBackends, backendStatuses, resolveBackend } from './backends/registry';
 import { multiplyAddBound, runInline } from './inline-async';
 import { type AttentionKind, validateCall } from './options';
-import type { Backend } from './problem';
-import type { BackendStatus, FullAttentionOptions, LocalGlobalAttentionOptions } from './types';
+import type { Backend, BackendStatus, FullAttentionOptions, LocalGlobalAttentionOptions } from './types';
 
 export type {
   AttentionOptions,
@@ -19,13 +18,14 @@ export type {
 } from './types';
 
 function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Float32Array {
-  const { problem, buffers, backend } = validateCall(kind, q, k, v, options);
-  return backend.runSync(problem, buffers);
+  const { problem, buffers, backend: choice } = validateCall(kind, q, k, v, options);
+  return resolveBackend(choice).runSync(problem, buffers);
 }
 
 async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<Float32Array> {
   // Inside an async function, so a validation error becomes a rejection, never a synchronous throw.
-  const { problem, buffers, backend } = validateCall(kind, q, k, v, options);
+  const { problem, buffers, backend: choice } = validateCall(kind, q, k, v, options);
+  const backend = resolveBackend(choice);
   if (multiplyAddBound(problem) <= backend.inlineMultiplyAdds) return runInline(backend, problem, buffers);
   return backend.runAsync(problem, buffers);
 }

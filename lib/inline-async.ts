@@ -4,9 +4,9 @@
 // backend's inlineMultiplyAdds such a call computes at once, on this thread, into memory of its
 // own, and delivers the result when the Promise settles, exactly as a call that ran elsewhere:
 // a caller that gives up out or lse right after the call gets the same rejection either way.
-import type { AttentionBuffers, BackendImpl, KernelBuffers } from './backends/backend';
+import type { BackendImpl } from './backends/backend';
 import { isDetached } from './detached';
-import type { AttentionProblem } from './problem';
+import type { AttentionBuffers, AttentionProblem, KernelBuffers } from './problem';
 
 /** Multiply-adds of QK^T and P·V with every key visible: an upper bound, enough to tell small from large. */
 export function multiplyAddBound(problem: AttentionProblem): number {

@@ -4,20 +4,19 @@
 import { availableParallelism } from 'node:os';
 import { constants as bufferConstants } from 'node:buffer';
 import { isFloat32Array } from 'node:util/types';
-import type { AttentionBuffers, BackendImpl } from './backends/backend';
-import { BACKEND_NAMES, resolveBackend } from './backends/registry';
 import { isDetached } from './detached';
 import { argumentError, describeValue, rangeError, typeError } from './errors';
 import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
-import type { AttentionProblem, Strides } from './problem';
-import type { BackendChoice, Layout } from './types';
+import type { AttentionBuffers, AttentionProblem, Strides } from './problem';
+import { BACKEND_NAMES, type BackendChoice, type Layout } from './types';
 
 export type AttentionKind = 'fullAttention' | 'localGlobalAttention';
 
 export interface ValidatedCall {
   problem: AttentionProblem;
   buffers: AttentionBuffers;
-  backend: BackendImpl;
+  /** Which backend the caller asked for; index.ts resolves it (lib/backends/registry.ts). */
+  backend: BackendChoice;
 }
 
 export const BACKEND_ENV = 'GLOBAL_LOCAL_ATTENTION_BACKEND';
@@ -118,8 +117,9 @@ export function validateCall(
   }
 
   const threads = o.threads === undefined ? availableCores() : positiveInteger('options.threads', o.threads);
-  // Resolved last: an invalid call is a TypeError/RangeError whichever backends this machine has.
-  const backend = resolveBackend(backendChoice(o.backend));
+  // Only named here: resolving it is index.ts's, after every check, so that an invalid call is a
+  // TypeError/RangeError whichever backends this machine has.
+  const backend = backendChoice(o.backend);
 
   const qStrides = layoutStrides(layout, heads, seqLen, headDim);
   const kvStrides = layoutStrides(layout, kvHeads, kvSeqLen, headDim);

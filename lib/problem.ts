@@ -1,8 +1,6 @@
 // The one normalised description of an attention call, produced by options.ts and consumed by
 // every backend. It mirrors native/include/gla/problem.h field for field (in camelCase), minus the
-// buffers, which travel beside it.
-
-export type Backend = 'cuda' | 'avx512' | 'avx2' | 'scalar' | 'js';
+// buffers, which travel beside it (AttentionBuffers, below).
 
 /** Element strides of a [batch, head, seq, dim] tensor; the dim stride is always 1. */
 export interface Strides {
@@ -35,4 +33,19 @@ export interface AttentionProblem {
   globalIndices: Int32Array | null;
   /** Upper bound on CPU threads for this call, >= 1. */
   threads: number;
+}
+
+/** The buffers of one call, beside its problem. out and lse are written; q, k, v never are. */
+export interface AttentionBuffers {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  /** The caller's `out`, or null: the backend then allocates the output (shaped like q). */
+  out: Float32Array | null;
+  lse: Float32Array | null;
+}
+
+/** The buffers a kernel writes: out resolved (the caller's, or one the backend allocated). */
+export interface KernelBuffers extends AttentionBuffers {
+  out: Float32Array;
 }

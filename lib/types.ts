@@ -1,7 +1,9 @@
 // The public option types. They are documented here because this is what editors show on hover.
-import type { Backend } from './problem';
+/** Every backend, best first: the order in which `'auto'` tries them. */
+export const BACKEND_NAMES = ['cuda', 'avx512', 'avx2', 'scalar', 'js'] as const;
 
-export type { Backend };
+/** A backend name (see {@link BACKEND_NAMES}, and `backends()` for the ones available here). */
+export type Backend = (typeof BACKEND_NAMES)[number];
 
 /**
  * Memory layout of q, k, v and the output.

@@ -8,6 +8,7 @@
 //              the sliding window (local_window_size), decode mode with a shared KV buffer.
 import os from 'node:os';
 import { DataType, model, node, tensor, valueInfo } from './onnx-proto.mjs';
+import { windowBounds } from '../visibility.mjs';
 
 let ortModule;
 let ortError;
@@ -210,7 +211,7 @@ export const ortPeers = [
     why(c) {
       if (!c.causal && c.seqLen !== 1) return 'GroupQueryAttention is causal only';
       if (c.globalTokens?.length) return 'GroupQueryAttention has no global tokens';
-      const [left, right] = Array.isArray(c.window) ? c.window : [c.window ?? -1, c.window ?? -1];
+      const [, right] = windowBounds(c.window);
       if (c.window !== undefined && !(right === 0 || right === -1)) return 'GroupQueryAttention windows are left-only';
       const L = c.kvSeqLen ?? c.seqLen;
       if (c.seqLen !== L && c.seqLen !== 1) return 'GroupQueryAttention prompt needs seqLen == kvSeqLen';
@@ -226,7 +227,7 @@ export const ortPeers = [
       // onnxruntime 1.30's CPU GroupQueryAttention keeps the last local_window_size keys
       // (HF sliding_window), so the package's window [W, 0] is local_window_size W + 1. Older
       // releases kept W + 1 keys for W; the output check before timing catches such a drift.
-      const left = c.window === undefined ? -1 : Array.isArray(c.window) ? c.window[0] : c.window;
+      const [left] = windowBounds(c.window);
       const localWindow = left >= 0 ? left + 1 : undefined;
       const decode = S === 1 && L > 1;
       const session = await createSession(ort, gqaGraph(c, { decode, localWindow }), threads);

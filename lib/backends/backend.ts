@@ -1,20 +1,6 @@
 // What the registry needs from a backend: whether it can run here, and how to run one validated call.
-import type { AttentionProblem, Backend } from '../problem';
-
-/** The buffers of one call, beside its problem. out and lse are written; q, k, v never are. */
-export interface AttentionBuffers {
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  /** The caller's `out`, or null: the backend then allocates the output (shaped like q). */
-  out: Float32Array | null;
-  lse: Float32Array | null;
-}
-
-/** The buffers a kernel writes: out resolved (the caller's, or one the backend allocated). */
-export interface KernelBuffers extends AttentionBuffers {
-  out: Float32Array;
-}
+import type { AttentionBuffers, AttentionProblem } from '../problem';
+import type { Backend } from '../types';
 
 export interface BackendImpl {
   readonly name: Backend;

@@ -1,8 +1,8 @@
 // The pure-TypeScript backend: always available, the fallback when the native addon is missing.
 import { runAttention } from '../js/kernel';
 import { runAttentionInWorkers } from '../js/parallel';
-import type { AttentionProblem } from '../problem';
-import type { AttentionBuffers, BackendImpl, KernelBuffers } from './backend';
+import type { AttentionBuffers, AttentionProblem, KernelBuffers } from '../problem';
+import type { BackendImpl } from './backend';
 
 function withOut(problem: AttentionProblem, buffers: AttentionBuffers): KernelBuffers {
   const out = buffers.out ?? new Float32Array(problem.batch * problem.heads * problem.seqLen * problem.headDim);

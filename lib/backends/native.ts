@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeBinding, NativeIsa, NativeProblemFields } from '../../binding';
-import type { AttentionProblem } from '../problem';
-import type { AttentionBuffers, BackendImpl } from './backend';
+import type { AttentionBuffers, AttentionProblem } from '../problem';
+import type { BackendImpl } from './backend';
 
 type BindingsLoader = (options: { bindings: string; module_root: string }) => unknown;
 

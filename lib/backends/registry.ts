@@ -1,7 +1,6 @@
 // Backend selection as data: a priority list, probed lazily (only as far down as a call needs),
 // every probe's verdict remembered with its reason so that users can see why a backend was skipped.
-import type { Backend } from '../problem';
-import type { BackendStatus } from '../types';
+import { BACKEND_NAMES, type Backend, type BackendStatus } from '../types';
 import type { BackendImpl } from './backend';
 import { jsBackend } from './js';
 import { cpuBackend, cudaBackend, nativeLoadFailure } from './native';
@@ -15,7 +14,10 @@ const PRIORITY: readonly BackendImpl[] = [
   jsBackend(),
 ];
 
-export const BACKEND_NAMES: readonly Backend[] = PRIORITY.map((b) => b.name);
+// The registry and the public list of names agree by construction or fail at load.
+if (PRIORITY.some((impl, i) => impl.name !== BACKEND_NAMES[i]) || PRIORITY.length !== BACKEND_NAMES.length) {
+  throw new Error('lib/backends/registry.ts: PRIORITY must list BACKEND_NAMES in order');
+}
 
 const verdicts = new Map<Backend, string | null>();
 

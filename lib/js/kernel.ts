@@ -13,8 +13,7 @@
 // registers and loads each packed element once per 8 multiply-adds instead of twice per one.
 // Arithmetic is float64 (JS numbers) throughout, so this backend is also a second opinion on the
 // fp32 ones.
-import type { AttentionProblem } from '../problem';
-import type { KernelBuffers } from '../backends/backend';
+import type { AttentionProblem, KernelBuffers } from '../problem';
 import { type RowMask, TileVisibility, classifyTile, keyAllowed, keyVisible, windowKeyRange } from './visibility';
 
 /** Even: the micro-kernels take query rows in pairs. */

@@ -1,8 +1,7 @@
 // The JS backend's async path: the work units of one call spread over the worker pool.
 import { availableParallelism } from 'node:os';
-import type { KernelBuffers } from '../backends/backend';
 import { deliver } from '../inline-async';
-import type { AttentionProblem } from '../problem';
+import type { AttentionProblem, KernelBuffers } from '../problem';
 import { workUnitCount } from './kernel';
 import { WorkerPool } from './pool';
 

@@ -1,7 +1,6 @@
 // Messages between the main thread and the JS backend's workers. Buffers are Float32Arrays over
 // SharedArrayBuffers, so every worker writes its own rows of the same out and lse.
-import type { KernelBuffers } from '../backends/backend';
-import type { AttentionProblem } from '../problem';
+import type { AttentionProblem, KernelBuffers } from '../problem';
 
 export interface WorkerRequest {
   problem: AttentionProblem;

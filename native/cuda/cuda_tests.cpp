@@ -206,7 +206,7 @@ void run_schedule_tests() {
   std::printf("schedule: %d random problems checked pair by pair\n", problems);
 }
 
-void run_plan_tests() {
+void run_launch_schedule_tests() {
   Spec s;
   s.batch = 2;
   s.heads = 4;
@@ -217,32 +217,32 @@ void run_plan_tests() {
   s.globals = {{0, 3, 69}, {}};
   TestProblem tp;
   gla_test::build(s, tp);
-  gc::PlanLimits lim;
+  gc::ScheduleLimits lim;
   lim.sm_count = 132;
   lim.smem_per_block = 227 * 1024;
-  gc::LaunchPlan plan;
-  expect(gc::make_plan(tp.p, lim, &plan) == nullptr, "plan: a plain problem plans");
-  expect(plan.tile_dim == 64 && !plan.all_rows && plan.tasks == 3, "plan: tile pass plus 3 global rows");
-  std::vector<gc::RowTask> tasks(static_cast<size_t>(plan.tasks));
-  gc::fill_tasks(tp.p, plan, tasks.data());
+  gc::LaunchSchedule schedule;
+  expect(gc::make_schedule(tp.p, lim, &schedule) == nullptr, "schedule: a plain problem schedules");
+  expect(schedule.tile_dim == 64 && !schedule.all_rows && schedule.tasks == 3, "schedule: tile pass plus 3 global rows");
+  std::vector<gc::RowTask> tasks(static_cast<size_t>(schedule.tasks));
+  gc::fill_tasks(tp.p, schedule, tasks.data());
   expect(tasks[0].batch == 0 && tasks[0].query == 0 && tasks[2].query == 69 && tasks[2].global_row == 1,
-         "plan: global row tasks");
+         "schedule: global row tasks");
 
   tp.p.seq_len = 1;  // decode: every row through the row pass, keys split to fill the GPU
   tp.p.kv_seq_len = 70;
-  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.all_rows && plan.tasks == 2, "plan: decode rows");
+  expect(gc::make_schedule(tp.p, lim, &schedule) == nullptr && schedule.all_rows && schedule.tasks == 2, "schedule: decode rows");
   tp.p.head_dim = 1000;
-  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.row_dv == 256 && plan.dv_chunks == 4,
-         "plan: head_dim 1000 in 4 chunks");
+  expect(gc::make_schedule(tp.p, lim, &schedule) == nullptr && schedule.row_dv == 256 && schedule.dv_chunks == 4,
+         "schedule: head_dim 1000 in 4 chunks");
   lim.smem_per_block = 48 * 1024;
   tp.p.head_dim = 100000;
-  expect(gc::make_plan(tp.p, lim, &plan) != nullptr, "plan: head_dim beyond shared memory is refused");
+  expect(gc::make_schedule(tp.p, lim, &schedule) != nullptr, "schedule: head_dim beyond shared memory is refused");
   tp.p.head_dim = 256;
   tp.p.seq_len = 70;
   tp.p.kv_seq_len = 70;
   lim.smem_per_block = 64 * 1024;  // a device smaller than any we build for: rows instead of tiles
-  expect(gc::make_plan(tp.p, lim, &plan) == nullptr && plan.all_rows, "plan: tiles that do not fit fall back to rows");
-  std::printf("plan: checked\n");
+  expect(gc::make_schedule(tp.p, lim, &schedule) == nullptr && schedule.all_rows, "schedule: tiles that do not fit fall back to rows");
+  std::printf("schedule: checked\n");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -445,27 +445,27 @@ struct EmuLauncher {
   }
 };
 
-// What the plugin does, minus the copies: plan, tasks, flags, scratch, launches.
+// What the plugin does, minus the copies: schedule, tasks, flags, scratch, launches.
 std::string run_emulated(TestProblem& tp, const Case& c) {
   const AttentionProblem& p = tp.p;
-  gc::PlanLimits lim;
+  gc::ScheduleLimits lim;
   lim.sm_count = 8;
   lim.smem_per_block = 227 * 1024;
   lim.force_splits = c.force_splits;
   lim.force_rows = c.force_rows;
-  gc::LaunchPlan plan;
-  if (const char* why = gc::make_plan(p, lim, &plan)) return why;
-  std::vector<gc::RowTask> tasks(static_cast<size_t>(plan.tasks));
-  gc::fill_tasks(p, plan, tasks.data());
+  gc::LaunchSchedule schedule;
+  if (const char* why = gc::make_schedule(p, lim, &schedule)) return why;
+  std::vector<gc::RowTask> tasks(static_cast<size_t>(schedule.tasks));
+  gc::fill_tasks(p, schedule, tasks.data());
   const std::vector<uint8_t> flags = global_flags(p);
-  std::vector<float> partial(static_cast<size_t>(plan.partial_floats), std::nanf(""));
+  std::vector<float> partial(static_cast<size_t>(schedule.partial_floats), std::nanf(""));
   const gc::DeviceProblem P = host_problem(p, &flags);
   EmuLauncher L;
-  if (plan.tile_dim != 0 && plan.tasks > 0) {
+  if (schedule.tile_dim != 0 && schedule.tasks > 0) {
     // The tile pass alone must leave the global query rows to the row pass: untouched (still NaN).
-    gc::LaunchPlan tiles_only = plan;
+    gc::LaunchSchedule tiles_only = schedule;
     tiles_only.tasks = 0;
-    gc::launch_plan(L, tiles_only, P, tasks.data(), partial.data());
+    gc::launch_schedule(L, tiles_only, P, tasks.data(), partial.data());
     for (const gc::RowTask& t : tasks) {
       const float* o = p.out + t.batch * p.out_strides.batch + t.query * p.out_strides.seq;
       for (int64_t h = 0; h < p.heads; ++h) {
@@ -476,7 +476,7 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
       }
     }
   }
-  gc::launch_plan(L, plan, P, tasks.data(), partial.data());
+  gc::launch_schedule(L, schedule, P, tasks.data(), partial.data());
   return "";
 }
 
@@ -509,8 +509,8 @@ bool run_case(const Case& c, bool gpu, double* worst) {
 }
 
 int run_emulated_suite() {
-  run_plan_tests();
   run_schedule_tests();
+  run_launch_schedule_tests();
   double worst = 0.0;
   int n = 0;
   for (const Case& c : emulated_cases()) {
@@ -534,7 +534,7 @@ int run_gpu_suite(int skip_code, bool quick) {
   double worst = 0.0;
   int n = 0;
   for (const Case& c : quick ? emulated_cases() : gpu_cases()) {
-    if (c.force_rows || c.force_splits) continue;  // the plugin plans for itself
+    if (c.force_rows || c.force_splits) continue;  // the plugin schedules for itself
     run_case(c, true, &worst);
     ++n;
   }

@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "simt.h"
-#include "plan.h"
+#include "schedule.h"
 
 namespace gla {
 namespace cuda {

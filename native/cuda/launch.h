@@ -1,6 +1,6 @@
 // Host side of one attention call, shared by the CUDA plugin and the CPU emulation in the tests:
-// which passes run with which kernel configuration (make_plan), the row pass's task list
-// (fill_tasks), and the launches themselves (launch_plan, generic over who runs them).
+// which passes run with which kernel configuration (make_schedule), the row pass's task list
+// (fill_tasks), and the launches themselves (launch_schedule, generic over who runs them).
 #pragma once
 
 #include <cmath>
@@ -19,14 +19,14 @@ constexpr int64_t kDecodeRows = 8;
 constexpr int kMaxSplits = 64;
 constexpr int64_t kMinKeysPerSplit = 256;
 
-struct PlanLimits {
+struct ScheduleLimits {
   int sm_count = 1;
   size_t smem_per_block = 48 * 1024;  // the device's opt-in maximum of dynamic shared memory
   int force_splits = 0;               // tests: exact number of key splits for the row pass
   bool force_rows = false;            // tests: every row through the row pass
 };
 
-struct LaunchPlan {
+struct LaunchSchedule {
   int tile_dim = 0;  // padded head_dim of the tile pass; 0: no tile pass
   int64_t tile_blocks = 0;
   size_t tile_smem = 0;
@@ -75,59 +75,59 @@ inline int64_t global_row_count(const AttentionProblem& p) {
 }
 
 // Returns nullptr, or why the problem cannot run on this device.
-inline const char* make_plan(const AttentionProblem& p, const PlanLimits& lim, LaunchPlan* plan) {
-  *plan = LaunchPlan{};
+inline const char* make_schedule(const AttentionProblem& p, const ScheduleLimits& lim, LaunchSchedule* schedule) {
+  *schedule = LaunchSchedule{};
   const int tile_dim = padded_dim(p.head_dim);
   const bool tiles = !lim.force_rows && p.seq_len > kDecodeRows && tile_dim != 0 &&
                      tile_smem_bytes(tile_dim) <= lim.smem_per_block;
   if (tiles) {
-    plan->tile_dim = tile_dim;
-    plan->tile_blocks = p.batch * p.heads * ceil_div(p.seq_len, tile_rows(tile_dim));
-    plan->tile_smem = tile_smem_bytes(tile_dim);
-    if (plan->tile_blocks > INT32_MAX) return "too many query tiles for one CUDA grid";
-    plan->tasks = global_row_count(p);
+    schedule->tile_dim = tile_dim;
+    schedule->tile_blocks = p.batch * p.heads * ceil_div(p.seq_len, tile_rows(tile_dim));
+    schedule->tile_smem = tile_smem_bytes(tile_dim);
+    if (schedule->tile_blocks > INT32_MAX) return "too many query tiles for one CUDA grid";
+    schedule->tasks = global_row_count(p);
   } else {
-    plan->all_rows = true;
-    plan->tasks = p.batch * p.seq_len;
+    schedule->all_rows = true;
+    schedule->tasks = p.batch * p.seq_len;
   }
-  if (plan->tasks == 0) return nullptr;
+  if (schedule->tasks == 0) return nullptr;
 
-  plan->row_dv = tile_dim != 0 ? tile_dim : 256;
-  plan->dv_chunks = static_cast<int>(ceil_div(p.head_dim, plan->row_dv));
-  plan->row_smem = row_smem_bytes(p.head_dim, plan->row_dv);
-  if (plan->row_smem > lim.smem_per_block) return "head_dim is too large for the CUDA backend's shared memory";
-  if (plan->tasks * p.heads > INT32_MAX) return "too many query rows for one CUDA grid";
+  schedule->row_dv = tile_dim != 0 ? tile_dim : 256;
+  schedule->dv_chunks = static_cast<int>(ceil_div(p.head_dim, schedule->row_dv));
+  schedule->row_smem = row_smem_bytes(p.head_dim, schedule->row_dv);
+  if (schedule->row_smem > lim.smem_per_block) return "head_dim is too large for the CUDA backend's shared memory";
+  if (schedule->tasks * p.heads > INT32_MAX) return "too many query rows for one CUDA grid";
 
   if (lim.force_splits > 0) {
-    plan->splits = lim.force_splits;
+    schedule->splits = lim.force_splits;
   } else {
     int64_t key_bound = p.kv_seq_len;
     if (p.global_offsets == nullptr && p.window_left >= 0 && p.window_right >= 0) {
       key_bound = min_i64(key_bound, p.window_left + p.window_right + 1);
     }
-    const int64_t blocks = plan->tasks * p.heads * plan->dv_chunks;
+    const int64_t blocks = schedule->tasks * p.heads * schedule->dv_chunks;
     // About 8 blocks per SM: each walks its keys with dependent loads, so it takes many to hide latency.
     const int64_t want = ceil_div(8 * static_cast<int64_t>(lim.sm_count), blocks);
     const int64_t cap = max_i64(1, key_bound / kMinKeysPerSplit);
-    plan->splits = static_cast<int>(max_i64(1, min_i64(min_i64(want, cap), kMaxSplits)));
+    schedule->splits = static_cast<int>(max_i64(1, min_i64(min_i64(want, cap), kMaxSplits)));
   }
-  if (static_cast<int64_t>(plan->splits) * plan->dv_chunks > 65535) return "too many key splits for one CUDA grid";
-  if (plan->splits > 1) {
-    plan->partial_floats =
-        plan->tasks * p.heads * plan->splits * (2 + static_cast<int64_t>(plan->dv_chunks) * plan->row_dv);
-    plan->merge_smem = sizeof(float) * static_cast<size_t>(plan->splits);
+  if (static_cast<int64_t>(schedule->splits) * schedule->dv_chunks > 65535) return "too many key splits for one CUDA grid";
+  if (schedule->splits > 1) {
+    schedule->partial_floats =
+        schedule->tasks * p.heads * schedule->splits * (2 + static_cast<int64_t>(schedule->dv_chunks) * schedule->row_dv);
+    schedule->merge_smem = sizeof(float) * static_cast<size_t>(schedule->splits);
   }
   return nullptr;
 }
 
-// Writes plan.tasks entries: every row (all_rows), else the global query rows.
-inline void fill_tasks(const AttentionProblem& p, const LaunchPlan& plan, RowTask* out) {
+// Writes schedule.tasks entries: every row (all_rows), else the global query rows.
+inline void fill_tasks(const AttentionProblem& p, const LaunchSchedule& schedule, RowTask* out) {
   const int64_t off = p.kv_seq_len - p.seq_len;
   int64_t n = 0;
   for (int64_t b = 0; b < p.batch; ++b) {
     const int64_t g_begin = p.global_offsets != nullptr ? p.global_offsets[b] : 0;
     const int64_t g_end = p.global_offsets != nullptr ? p.global_offsets[b + 1] : 0;
-    if (plan.all_rows) {
+    if (schedule.all_rows) {
       int64_t g = g_begin;  // globals are sorted: walk them alongside the rows
       for (int64_t i = 0; i < p.seq_len; ++i) {
         while (g < g_end && p.global_indices[g] < i + off) ++g;
@@ -188,29 +188,29 @@ inline DeviceProblem make_device_problem(const AttentionProblem& p, const Device
 
 // Launcher: launch(kernel, grid_x, grid_y, smem_bytes, args...) runs 128-thread blocks in order.
 template <class Launcher>
-void launch_plan(Launcher& L, const LaunchPlan& plan, const DeviceProblem& P, const RowTask* tasks, float* partial) {
-  switch (plan.tile_dim) {
-    case 32: L.launch(&tile_attention_kernel<32, 4, 8>, plan.tile_blocks, 1, plan.tile_smem, P); break;
-    case 64: L.launch(&tile_attention_kernel<64, 4, 8>, plan.tile_blocks, 1, plan.tile_smem, P); break;
-    case 128: L.launch(&tile_attention_kernel<128, 4, 4>, plan.tile_blocks, 1, plan.tile_smem, P); break;
-    case 256: L.launch(&tile_attention_kernel<256, 2, 4>, plan.tile_blocks, 1, plan.tile_smem, P); break;
+void launch_schedule(Launcher& L, const LaunchSchedule& schedule, const DeviceProblem& P, const RowTask* tasks, float* partial) {
+  switch (schedule.tile_dim) {
+    case 32: L.launch(&tile_attention_kernel<32, 4, 8>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 64: L.launch(&tile_attention_kernel<64, 4, 8>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 128: L.launch(&tile_attention_kernel<128, 4, 4>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 256: L.launch(&tile_attention_kernel<256, 2, 4>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
     default: break;
   }
-  if (plan.tasks == 0) return;
-  const int64_t gx = plan.tasks * P.heads;
-  const int64_t gy = static_cast<int64_t>(plan.splits) * plan.dv_chunks;
-  float* part = plan.splits > 1 ? partial : nullptr;
-  const int32_t splits = plan.splits;
-  const int32_t chunks = plan.dv_chunks;
-  switch (plan.row_dv) {
-    case 32: L.launch(&row_attention_kernel<32>, gx, gy, plan.row_smem, P, tasks, splits, chunks, part); break;
-    case 64: L.launch(&row_attention_kernel<64>, gx, gy, plan.row_smem, P, tasks, splits, chunks, part); break;
-    case 128: L.launch(&row_attention_kernel<128>, gx, gy, plan.row_smem, P, tasks, splits, chunks, part); break;
-    default: L.launch(&row_attention_kernel<256>, gx, gy, plan.row_smem, P, tasks, splits, chunks, part); break;
+  if (schedule.tasks == 0) return;
+  const int64_t gx = schedule.tasks * P.heads;
+  const int64_t gy = static_cast<int64_t>(schedule.splits) * schedule.dv_chunks;
+  float* part = schedule.splits > 1 ? partial : nullptr;
+  const int32_t splits = schedule.splits;
+  const int32_t chunks = schedule.dv_chunks;
+  switch (schedule.row_dv) {
+    case 32: L.launch(&row_attention_kernel<32>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    case 64: L.launch(&row_attention_kernel<64>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    case 128: L.launch(&row_attention_kernel<128>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    default: L.launch(&row_attention_kernel<256>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
   }
-  if (plan.splits > 1) {
-    const int32_t padded = plan.dv_chunks * plan.row_dv;
-    L.launch(&merge_rows_kernel, gx, 1, plan.merge_smem, P, tasks, splits, padded, static_cast<const float*>(partial));
+  if (schedule.splits > 1) {
+    const int32_t padded = schedule.dv_chunks * schedule.row_dv;
+    L.launch(&merge_rows_kernel, gx, 1, schedule.merge_smem, P, tasks, splits, padded, static_cast<const float*>(partial));
   }
 }
 

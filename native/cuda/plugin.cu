@@ -1,7 +1,7 @@
 // The CUDA plugin: the ABI of plugin_abi.h over the kernels of kernels.cuh.
 //
 // One call: stage q/k/v (their strided extents only) into pinned memory and copy them to the device
-// in chunks, so the CPU copy of chunk n+1 overlaps the DMA of chunk n; run the passes of make_plan;
+// in chunks, so the CPU copy of chunk n+1 overlaps the DMA of chunk n; run the passes of make_schedule;
 // copy out and lse back the same way. Each call borrows a Context (stream, events, grow-only pinned
 // and device buffers) from a pool, so concurrent callers neither share buffers nor serialise.
 #if defined(GLA_CUDA_EMULATED)
@@ -362,11 +362,11 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   }
   if (p.batch == 0 || p.heads == 0 || p.seq_len == 0) return 0;  // nothing to write
 
-  PlanLimits limits;
+  ScheduleLimits limits;
   limits.sm_count = pr.sm_count;
   limits.smem_per_block = pr.smem_per_block;
-  LaunchPlan plan;
-  if (const char* why = make_plan(p, limits, &plan)) return fail(Status::unavailable, msg, cap, "%s", why);
+  LaunchSchedule schedule;
+  if (const char* why = make_schedule(p, limits, &schedule)) return fail(Status::unavailable, msg, cap, "%s", why);
 
   Layout L;
   L.q_n = strided_extent(p.batch, p.heads, p.seq_len, p.head_dim, p.q_strides);
@@ -397,12 +397,12 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   L.goff = take(p.global_offsets != nullptr ? sizeof(int32_t) * (p.batch + 1) : 0);
   L.gidx = take(sizeof(int32_t) * L.gidx_n);
   L.flags = take(static_cast<size_t>(L.flags_n));
-  L.tasks = take(sizeof(RowTask) * plan.tasks);
+  L.tasks = take(sizeof(RowTask) * schedule.tasks);
   L.in_end = at;
   L.out = take(sizeof(float) * L.out_n);
   L.lse = take(sizeof(float) * L.lse_n);
   L.out_end = at;
-  L.partial = take(sizeof(float) * plan.partial_floats);
+  L.partial = take(sizeof(float) * schedule.partial_floats);
   L.device_end = at;
 
   cudaError_t err = cudaSetDevice(pr.device);
@@ -433,7 +433,7 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
       }
     }
   }
-  fill_tasks(p, plan, reinterpret_cast<RowTask*>(pin + L.tasks));
+  fill_tasks(p, schedule, reinterpret_cast<RowTask*>(pin + L.tasks));
 
   Copier copier{ctx->stream, ctx->chunk_done};
   const double host_setup_ms = ms_since(t0);
@@ -460,7 +460,7 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   const DeviceProblem P = make_device_problem(p, d);
 
   CudaLauncher launcher(ctx->stream);
-  launch_plan(launcher, plan, P, reinterpret_cast<const RowTask*>(dev + L.tasks),
+  launch_schedule(launcher, schedule, P, reinterpret_cast<const RowTask*>(dev + L.tasks),
               reinterpret_cast<float*>(dev + L.partial));
   if (launcher.error() != cudaSuccess) return cuda_failure(launcher.error(), "a kernel launch", msg, cap);
   err = cudaEventRecord(ctx->marks[2], ctx->stream);

@@ -46,3 +46,28 @@ export async function measureAsyncCost(api, backend, threads, { quick = false, l
   }
   return rows;
 }
+
+/**
+ * Main-thread cost of submitting async calls: `calls` tiny calls (seqLen 1, headDim 64, options
+ * built per call) issued in one synchronous loop, the loop's time per call; median of `loops`
+ * loops, each awaited before the next.
+ */
+export async function measureSubmission(api, backend, { calls = 2000, loops = 7 } = {}) {
+  const d = 64;
+  const q = randomTensor(d, 21);
+  const k = randomTensor(d, 22);
+  const v = randomTensor(d, 23);
+  const base = { batch: 1, heads: 1, seqLen: 1, headDim: d, backend };
+  const loopMs = [];
+  for (let loop = 0; loop < loops + 1; loop++) {
+    const pending = [];
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) pending.push(api.fullAttention(q, k, v, { ...base, out: new Float32Array(d) }));
+    const ms = performance.now() - t0;
+    await Promise.all(pending);
+    if (loop > 0) loopMs.push(ms); // the first loop warms the JIT
+  }
+  loopMs.sort((a, b) => a - b);
+  const median = loopMs[loopMs.length >> 1];
+  return { backend, calls, loopMs: median, perCallUs: (median * 1000) / calls, allLoopsMs: loopMs };
+}

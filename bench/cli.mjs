@@ -6,9 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { groups as allGroups, selectCases } from './cases.mjs';
-import { measureAsyncCost } from './async-cost.mjs';
+import { measureAsyncCost, measureSubmission } from './async-cost.mjs';
 import { machineInfo, measurePeak, startLoadMonitor } from './machine.mjs';
-import { callsFor, randomTensor, relL2, timeIt, TOLERANCE } from './measure.mjs';
+import { callsFor, randomTensor, relL2, timeInterleaved, TOLERANCE } from './measure.mjs';
 import { loadPackage, ourImpl } from './ours.mjs';
 import { loadPeers } from './peers/index.mjs';
 import { naiveAttention, naiveRows, pickRows, sampleRows } from './peers/naive.mjs';
@@ -127,22 +127,55 @@ function reference(c, inputs, quick) {
   return { against: `naive-js (${rows.length} sampled rows)`, expected, pick: (out) => pickRows(out, rows, c.headDim) };
 }
 
-async function benchOne(c, impl, ctx) {
-  const base = { case: c.id, group: c.group, op: c.op, measure: c.measure, impl: impl.name, ours: !!impl.ours };
-  if (impl.unavailable) return { ...base, status: 'skipped', reason: impl.unavailable };
+// Cases this large are timed one implementation at a time: holding every implementation's
+// buffers and sessions at once (onnxruntime's CPU graphs allocate every score) could exhaust memory.
+const INTERLEAVE_MAX_SEQ = 8192;
+
+/**
+ * Every implementation on one case: each is prepared and its first call checked against the
+ * reference, then all that passed are timed together as a paired comparison (timeInterleaved:
+ * every round calls each once, rotating the order), so that a slow spell of the shared machine
+ * lands on all of them alike. Returns one result per implementation.
+ */
+async function benchCase(c, impls, ctx) {
+  const results = [];
+  const ready = [];
+  for (const impl of impls) {
+    const r = await prepareAndCheck(c, impl, ctx);
+    if (r.prepared) ready.push(r);
+    else results.push(r.result);
+  }
+  try {
+    if ((c.kvSeqLen ?? c.seqLen) <= INTERLEAVE_MAX_SEQ && c.seqLen <= INTERLEAVE_MAX_SEQ) {
+      await timeTogether(c, ready, ctx);
+    } else {
+      for (const r of ready) await timeTogether(c, [r], ctx);
+    }
+  } finally {
+    for (const r of ready) await r.p.dispose();
+  }
+  for (const r of ready) results.push(r.result);
+  // Back in the implementations' order.
+  return impls.map((impl) => results.find((r) => r.impl === impl.name));
+}
+
+async function prepareAndCheck(c, impl, ctx) {
+  const base = { case: c.id, group: c.group, op: c.op, measure: c.measure, layout: c.layout ?? 'bhsd', impl: impl.name, ours: !!impl.ours };
+  const done = (result) => ({ prepared: false, result });
+  if (impl.unavailable) return done({ ...base, status: 'skipped', reason: impl.unavailable });
   const why = impl.why(c);
-  if (why) return { ...base, status: 'skipped', reason: why };
+  if (why) return done({ ...base, status: 'skipped', reason: why });
   const lim = limits(ctx.quick, impl);
   const work = impl.work ? impl.work(c) : ctx.flops;
   const est = work / (rateOf(impl.name) * 1e9);
   if (c.measure !== 'overhead' && est > lim.maxCallS)
-    return { ...base, status: 'skipped', reason: `too slow, est. ${est.toFixed(1)}s per call`, estSeconds: est };
+    return done({ ...base, status: 'skipped', reason: `too slow, est. ${est.toFixed(1)}s per call`, estSeconds: est });
 
   let p;
   try {
     p = await impl.prepare(c, ctx.inputs, ctx.threads);
   } catch (e) {
-    return { ...base, status: impl.ours ? 'error' : 'skipped', reason: `failed to build: ${firstLine(e)}` };
+    return done({ ...base, status: impl.ours ? 'error' : 'skipped', reason: `failed to build: ${firstLine(e)}` });
   }
   const label = p.label;
   try {
@@ -159,38 +192,63 @@ async function benchOne(c, impl, ctx) {
       ? { against: ctx.ref.against, reference: true, pass: true }
       : { against: ctx.ref.against, relL2: relL2(ctx.ref.pick(out), ctx.ref.expected) };
     if (!isRef) check.pass = check.relL2 <= TOLERANCE;
-    if (!check.pass) return { ...base, label, status: 'failed', check };
-
+    if (!check.pass) {
+      await p.dispose();
+      return done({ ...base, label, status: 'failed', check });
+    }
     let callsPerRep = 1;
     if (c.measure === 'overhead') callsPerRep = await callsFor(p.run, ctx.quick ? 10 : 25);
-    const ms = await timeIt(p.run, {
+    return { prepared: true, impl, p, lim, work, firstMs, callsPerRep, result: { ...base, label, status: 'pending', check, callsPerRep } };
+  } catch (e) {
+    await p.dispose();
+    return done({ ...base, label, status: impl.ours ? 'error' : 'skipped', reason: `call failed: ${firstLine(e)}` });
+  }
+}
+
+async function timeTogether(c, ready, ctx) {
+  if (ready.length === 0) return;
+  const runs = {};
+  for (const r of ready) {
+    runs[r.impl.name] = r.callsPerRep === 1
+      ? r.p.run
+      : async () => {
+          for (let i = 0; i < r.callsPerRep; i++) {
+            const x = r.p.run();
+            if (x && typeof x.then === 'function') await x;
+          }
+        };
+  }
+  const budgetMs = Math.max(...ready.map((r) => r.lim.budgetMs)) * ready.length;
+  const maxRounds = Math.min(...ready.map((r) => r.lim.maxReps));
+  let times;
+  try {
+    times = await timeInterleaved(runs, {
       // The checked call already warmed caches and the JIT; a long one needs no second warm-up.
-      warmup: firstMs < 200 ? 1 : 0,
-      minReps: ctx.reps ?? (c.measure === 'overhead' ? 5 : 3),
-      maxReps: ctx.reps ?? lim.maxReps,
-      budgetMs: lim.budgetMs,
-      callsPerRep,
+      warmup: ready.every((r) => r.firstMs < 200) ? 1 : 0,
+      minRounds: ctx.reps ?? (c.measure === 'overhead' ? 5 : 3),
+      maxRounds: ctx.reps ?? maxRounds,
+      budgetMs,
     });
-    if (c.measure !== 'overhead') learnedRate.set(impl.name, work / (ms.median * 1e6));
+  } catch (e) {
+    for (const r of ready) Object.assign(r.result, { status: r.impl.ours ? 'error' : 'skipped', reason: `call failed: ${firstLine(e)}` });
+    return;
+  }
+  for (const r of ready) {
+    const t = times[r.impl.name];
+    const ms = { median: t.median / r.callsPerRep, min: t.min / r.callsPerRep, max: t.max / r.callsPerRep, reps: t.reps };
+    if (c.measure !== 'overhead') learnedRate.set(r.impl.name, r.work / (ms.median * 1e6));
     const gflops = ctx.flops / (ms.median * 1e6);
     // Bandwidth is the figure of merit only where K and V dominate the traffic (decode).
     const gbs = c.measure === 'bytes' ? ctx.bytes / (ms.median * 1e6) : null;
-    return {
-      ...base,
-      label,
+    Object.assign(r.result, {
       status: 'ok',
-      check,
       ms,
-      callsPerRep,
+      interleavedWith: ready.length > 1 ? ready.map((x) => x.impl.name).filter((n) => n !== r.impl.name) : [],
       gflops,
       peakFraction: ctx.peak.gflops ? gflops / ctx.peak.gflops : null,
       gbs,
       bwFraction: gbs !== null && ctx.peak.gbs ? gbs / ctx.peak.gbs : null,
-    };
-  } catch (e) {
-    return { ...base, label, status: impl.ours ? 'error' : 'skipped', reason: `call failed: ${firstLine(e)}` };
-  } finally {
-    await p.dispose();
+    });
   }
 }
 
@@ -227,7 +285,10 @@ async function main() {
     for (const n of opts.peerNames) if (!peers.some((p) => p.name === n)) fail(`unknown peer ${n}`);
     peers = peers.filter((p) => opts.peerNames.includes(p.name));
   }
-  const impls = [...ours, ...peers];
+  // The primary backend again in bhsd, timed beside its bshd run on every bshd case.
+  const primaryForLayouts = primaryBackend(available.filter((b) => wanted.includes(b)));
+  const layoutTwin = primaryForLayouts && !pkg.error ? [ourImpl(pkg.api, primaryForLayouts, { layout: 'bhsd' })] : [];
+  const impls = [...ours, ...layoutTwin, ...peers];
 
   const machine = machineInfo({ threads, isa: available, ortVersion: ortVersion() });
   machine.backendsSkipped = (pkg.report ?? []).filter((r) => !r.available).map(({ name, reason }) => ({ name, reason }));
@@ -249,13 +310,12 @@ async function main() {
     const flops = usefulFlops(c);
     const ref = reference(c, inputs, opts.quick);
     const ctx = { quick: opts.quick, threads, reps: opts.reps, inputs, flops, bytes: kvBytes(c), ref, peak };
-    for (const impl of impls) {
-      const r = await benchOne(c, impl, ctx);
+    for (const r of await benchCase(c, impls, ctx)) {
       Object.assign(r, { flops, bytes: ctx.bytes, visiblePairs: flops / (4 * c.headDim) });
       results.push(r);
       log(`    ${(r.label ?? r.impl).padEnd(18)} ${describe(r)}`);
-      globalThis.gc?.();
     }
+    globalThis.gc?.();
   }
 
   const primaryNative = primaryBackend(available.filter((b) => wanted.includes(b)));
@@ -264,12 +324,17 @@ async function main() {
     log(`async calls against sync, by where the buffers live (${primaryNative})`);
     asyncCost = await measureAsyncCost(pkg.api, primaryNative, threads, { quick: opts.quick, log });
   }
+  let asyncSubmission = null;
+  if ((!opts.groups || opts.groups.includes('async') || opts.groups.includes('tiny')) && primaryNative !== null) {
+    asyncSubmission = await measureSubmission(pkg.api, primaryNative);
+    log(`async submission (${primaryNative}): ${asyncSubmission.calls} tiny calls in ${asyncSubmission.loopMs.toFixed(2)} ms (${asyncSubmission.perCallUs.toFixed(2)} µs each)`);
+  }
 
   machine.load = stopMonitor();
   if (machine.load && machine.load.otherCores > 0.25)
     log(`note: other processes used ${machine.load.otherCores.toFixed(2)} cores on average during the run; figures are low by about that share`);
   const primary = primaryNative;
-  const targets = evaluateTargets(results, primary, asyncCost);
+  const targets = evaluateTargets(results, primary, asyncCost, asyncSubmission);
   const implNames = impls.map((i) => i.name);
   const svgs = chartsFor(results, cases, implNames, peak);
   const command = `node bench/cli.mjs ${process.argv.slice(2).join(' ')}`.trim();
@@ -284,6 +349,7 @@ async function main() {
     cases,
     results,
     asyncCost,
+    asyncSubmission,
     targets,
     seconds: (performance.now() - started) / 1000,
   };
@@ -305,7 +371,7 @@ async function main() {
   process.stdout.write(
     `${machine.cpu}, ${threads} thread${threads === 1 ? '' : 's'}, ${peakText}${loadText}\n\n${textTable(results)}\n\n` +
       (asyncCost.length ? `${asyncCostText(asyncCost)}\n\n` : '') +
-      `Issue 5 targets (${primary ?? 'no native backend'}):\n${targetsText(targets)}\n`,
+      `Speed targets (${primary ?? 'no native backend'}):\n${targetsText(targets)}\n`,
   );
   const rel = path.relative(process.cwd(), opts.out);
   log(`\nwrote ${rel.startsWith('..') ? opts.out : rel || '.'}/{results.json,report.md,time-vs-seqlen.svg,throughput.svg} in ${json.seconds.toFixed(1)} s`);

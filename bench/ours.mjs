@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { callOptions } from './cases.mjs';
+import { bhsdToBsnh, bsnhToBhsd } from './peers/ort.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.join(here, '..', 'dist', 'index.js');
@@ -29,25 +30,45 @@ export async function loadPackage() {
   }
 }
 
-/** A bench implementation for one backend, in the shape the peers use. */
-export function ourImpl(api, backend) {
+/**
+ * A bench implementation for one backend, in the shape the peers use. With `layout`, it runs every
+ * case in that layout instead of the case's own, as `<backend> <layout>`: on a bshd case, the
+ * primary backend also runs in bhsd, interleaved, for the bshd-against-bhsd ratio.
+ */
+export function ourImpl(api, backend, { layout } = {}) {
   return {
-    name: backend,
+    name: layout ? `${backend} ${layout}` : backend,
+    backend,
     ours: true,
-    why: () => null,
+    why: (c) => (layout && c.layout !== 'bshd' ? 'runs only beside a bshd case' : null),
     async prepare(c, { q, k, v }, threads) {
       const fn = c.op === 'local' ? api.localGlobalAttentionSync : api.fullAttentionSync;
+      // The bench's inputs are bhsd; a bshd case hands us what a projection writes instead
+      // (converted once, outside the timing) and reads the output back the same way.
+      const bshd = (layout ?? c.layout) === 'bshd';
+      const kvHeads = c.kvHeads ?? c.heads;
+      const kvSeqLen = c.kvSeqLen ?? c.seqLen;
+      const inputs = bshd
+        ? {
+            q: bhsdToBsnh(q, c.batch, c.heads, c.seqLen, c.headDim),
+            k: bhsdToBsnh(k, c.batch, kvHeads, kvSeqLen, c.headDim),
+            v: bhsdToBsnh(v, c.batch, kvHeads, kvSeqLen, c.headDim),
+          }
+        : { q, k, v };
       // One output buffer for every call: `out` is the API's zero-allocation path, what a
       // throughput-minded caller uses; a fresh 100+ MB output per call would time the allocator.
-      const opts = { ...callOptions(c), backend, threads, out: new Float32Array(q.length) };
+      // The options object is built per call, as users build it ({ ...base, out }): V8 gives each
+      // such object a fresh hidden class, which a reused object would hide.
+      const base = { ...callOptions(c), layout: bshd ? 'bshd' : 'bhsd', backend, threads };
+      const out = new Float32Array(q.length);
       let last;
       return {
         // Sync, so the timing holds no promise or event-loop cost; the async API runs the
-        // same kernel on a worker thread.
+        // same kernel on a worker thread (bench/async-cost.mjs times the difference).
         run: () => {
-          last = fn(q, k, v, opts);
+          last = fn(inputs.q, inputs.k, inputs.v, { ...base, out });
         },
-        output: () => last,
+        output: () => (bshd ? bsnhToBhsd(last, c.batch, c.heads, c.seqLen, c.headDim) : last),
         dispose: () => {},
       };
     },

@@ -157,7 +157,7 @@ Command: \`${options.command}\`
 
 ${machineMd(machine, peak)}
 
-## Issue 5 targets (${primary ?? 'no native backend'}, this run)
+## Speed targets (${primary ?? 'no native backend'}, this run)
 
 ${targets.map((t) => `- ${t.pass === true ? '**PASS**' : t.pass === false ? '**FAIL**' : 'n/a'} ${t.text}: ${t.missing ? `needs ${t.missing} (not in this run)` : t.value}`).join('\n')}
 

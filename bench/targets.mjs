@@ -1,12 +1,15 @@
-// Issue 5's speed targets, evaluated on one run's results. Each is computed only from cases that
-// ran and passed their check; anything missing reads "n/a" with what was missing, never a guess.
+// The speed targets, evaluated on one run's results. Each is computed only from cases that ran and
+// passed their check; anything missing reads "n/a" with what was missing, never a guess. A target
+// is named by what it measures. Ratios between implementations come from one case, where they were
+// timed interleaved (bench/cli.mjs); ratios between cases (causal against full, t(65536)/t(8192))
+// are between medians of the same run.
 
 /** The backend the targets speak for: the first native CPU backend, else js. */
 export function primaryBackend(backends) {
   return backends.find((b) => b === 'avx512' || b === 'avx2' || b === 'scalar') ?? backends.find((b) => b === 'js') ?? null;
 }
 
-export function evaluateTargets(results, primary, asyncCost = []) {
+export function evaluateTargets(results, primary, asyncCost = [], asyncSubmission = null) {
   const ok = (caseId, impl) => results.find((r) => r.case === caseId && r.impl === impl && r.status === 'ok');
   const targets = [];
   const add = (id, text, compute) => {
@@ -23,58 +26,84 @@ export function evaluateTargets(results, primary, asyncCost = []) {
     if (!r) throw new Error(`${impl} on ${caseId}`);
     return r;
   };
+  const peakOf = (caseId) => {
+    const f = need(caseId, P).peakFraction;
+    if (f == null) throw new Error('FMA peak (unknown)');
+    return f;
+  };
   const P = primary ?? 'native backend';
+  const pct = (f) => `${(f * 100).toFixed(0)}%`;
 
-  for (const c of ['full-h8-d64-s2048', 'full-h8-d64-s4096', 'full-h32-d128-s2048']) {
-    add(`1 ${c} vs ort-mha`, `${P} >= 1.25x ort-mha throughput on ${c}`, () => {
+  for (const c of ['full-h8-d64-s2048-bshd', 'full-h8-d64-s4096-bshd', 'full-h32-d128-s2048-bshd']) {
+    add(`full vs ort-mha ${c}`, `${P} >= 1.10x onnxruntime MultiHeadAttention throughput on ${c}`, () => {
       const ratio = need(c, P).gflops / need(c, 'ort-mha').gflops;
-      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.25 };
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.1 };
     });
-    add(`1 ${c} peak`, `${P} >= 65% of FMA peak on ${c}`, () => {
-      const f = need(c, P).peakFraction;
-      if (f == null) throw new Error('FMA peak (unknown)');
-      return { value: `${(f * 100).toFixed(0)}%`, pass: f >= 0.65 };
+    add(`full peak ${c}`, `${P} >= 85% of the FMA peak on ${c}`, () => {
+      const f = peakOf(c);
+      return { value: pct(f), pass: f >= 0.85 };
     });
   }
-  add('2 causal time', `${P} causal s4096 <= 0.55x non-causal time`, () => {
-    const ratio = need('causal-h8-d64-s4096', P).ms.median / need('full-h8-d64-s4096', P).ms.median;
+  // Every bshd case, against the same backend reading bhsd in the same rounds.
+  for (const r of results.filter((x) => x.impl === P && x.layout === 'bshd' && x.status === 'ok' && x.group !== 'batch')) {
+    add(`bshd vs bhsd ${r.case}`, `${P} bshd within 5% of bhsd on ${r.case}`, () => {
+      const ratio = r.ms.median / need(r.case, `${P} bhsd`).ms.median;
+      return { value: `${ratio.toFixed(3)}x`, pass: ratio <= 1.05 };
+    });
+  }
+  add('causal time', `${P} causal s4096 (bshd) <= 0.55x its non-causal time`, () => {
+    const ratio = need('causal-h8-d64-s4096-bshd', P).ms.median / need('full-h8-d64-s4096-bshd', P).ms.median;
     return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 0.55 };
   });
-  add('2 causal vs ort-gqa', `${P} causal s4096 >= 1.25x ort-gqa (causal) throughput`, () => {
-    const ratio = need('causal-h8-d64-s4096', P).gflops / need('causal-h8-d64-s4096', 'ort-gqa').gflops;
-    return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.25 };
+  add('causal vs ort-gqa', `${P} causal s4096 (bshd) >= 1.3x onnxruntime GroupQueryAttention throughput`, () => {
+    const ratio = need('causal-h8-d64-s4096-bshd', P).gflops / need('causal-h8-d64-s4096-bshd', 'ort-gqa').gflops;
+    return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.3 };
   });
+  for (const [c, floor] of [['full-b32-h12-d64-s128-bshd', 0.65], ['full-b16-h12-d64-s512-bshd', 0.8]]) {
+    add(`batch peak ${c}`, `${P} >= ${pct(floor)} of the FMA peak on ${c}`, () => {
+      const f = peakOf(c);
+      return { value: pct(f), pass: f >= floor };
+    });
+    add(`batch vs ort-mha ${c}`, `${P} >= 1.3x onnxruntime MultiHeadAttention throughput on ${c}`, () => {
+      const ratio = need(c, P).gflops / need(c, 'ort-mha').gflops;
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.3 };
+    });
+  }
   const lg = (s) => `lg-h8-d64-s${s}-w256-256-g4`;
-  add('3 linear', `${P} local-global t(65536) / t(8192) <= 8.5`, () => {
+  add('local-global linear', `${P} local-global t(65536) / t(8192) <= 8.5`, () => {
     const ratio = need(lg(65536), P).ms.median / need(lg(8192), P).ms.median;
     return { value: ratio.toFixed(2), pass: ratio <= 8.5 };
   });
-  add('3 visible-pair throughput', `${P} local-global GFLOP/s >= 70% of full attention's (s4096), worst seqLen`, () => {
+  add('local-global visible-pair throughput', `${P} local-global GFLOP/s >= 70% of full attention's (s4096), worst seqLen`, () => {
     const fullG = need('full-h8-d64-s4096', P).gflops;
     const lgs = results.filter((r) => r.impl === P && r.status === 'ok' && r.case.startsWith('lg-h8-d64-'));
     if (lgs.length === 0) throw new Error(`${P} on any local-global case`);
     const worst = Math.min(...lgs.map((r) => r.gflops)) / fullG;
-    return { value: `${(worst * 100).toFixed(0)}%`, pass: worst >= 0.7 };
+    return { value: pct(worst), pass: worst >= 0.7 };
   });
-  add('3 20x at 16384', `${P} local-global s16384 >= 20x faster than full attention`, () => {
+  add('local-global 20x at 16384', `${P} local-global s16384 >= 20x faster than full attention`, () => {
     const ratio = need('full-h8-d64-s16384', P).ms.median / need(lg(16384), P).ms.median;
     return { value: `${ratio.toFixed(1)}x`, pass: ratio >= 20 };
   });
-  add('3 window vs ort-gqa', `${P} causal window [511,0] s16384 >= 10x faster than ort-gqa local_window_size 512`, () => {
-    const c = 'swa-h8-d64-s16384-w511-0';
+  add('sliding window vs ort-gqa', `${P} causal window [511,0] s16384 (bshd) >= 10x faster than onnxruntime GroupQueryAttention local_window_size 512`, () => {
+    const c = 'swa-h8-d64-s16384-w511-0-bshd';
     const ratio = need(c, 'ort-gqa').ms.median / need(c, P).ms.median;
     return { value: `${ratio.toFixed(1)}x`, pass: ratio >= 10 };
   });
-  add('4 decode bandwidth', `${P} decode >= 60% of measured memory bandwidth`, () => {
+  add('decode bandwidth', `${P} decode >= 60% of measured memory bandwidth`, () => {
     const f = need('decode-h32-kvh8-d128-s1-kvs32768', P).bwFraction;
     if (f == null) throw new Error('measured bandwidth (unknown)');
-    return { value: `${(f * 100).toFixed(0)}%`, pass: f >= 0.6 };
+    return { value: pct(f), pass: f >= 0.6 };
   });
-  add('5 per-call overhead', `${P} sync call, seqLen 1, headDim 64: < 5 µs`, () => {
+  add('tiny sync call', `${P} sync call, seqLen 1, headDim 64, options built per call: < 2 µs`, () => {
     const us = need('tiny-h1-d64-s1', P).ms.median * 1000;
-    return { value: `${us.toFixed(2)} µs`, pass: us < 5 };
+    return { value: `${us.toFixed(2)} µs`, pass: us < 2 };
   });
-  add('6 js vs naive', 'js backend >= 3x naive JS on full attention s1024', () => {
+  add('async submission', `${P} 2,000 tiny async calls submitted in one synchronous loop: < 10 ms (< 5 µs each)`, () => {
+    if (!asyncSubmission) throw new Error('the async submission loop');
+    return { value: `${asyncSubmission.loopMs.toFixed(2)} ms (${asyncSubmission.perCallUs.toFixed(2)} µs each)`, pass: asyncSubmission.loopMs < 10 };
+  });
+  add('js vs naive', 'js backend >= 3x naive JS on full attention s1024', () => {
     const ratio = need('full-h8-d64-s1024', 'js').gflops / need('full-h8-d64-s1024', 'naive-js').gflops;
     return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 3 };
   });

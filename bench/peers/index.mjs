@@ -4,9 +4,12 @@
 import { naiveAttention } from './naive.mjs';
 import { loadOrt, ortLoadError, ortPeers } from './ort.mjs';
 
+// The peers run on the bshd twin of a shape that has one (cases.mjs), not on its bhsd original.
+const TWIN_ONLY = 'compared on the bshd twin of this case';
+
 export const naivePeer = {
   name: 'naive-js',
-  why: () => null,
+  why: (c) => (c.peersOnTwin ? TWIN_ONLY : null),
   async prepare(c, { q, k, v }) {
     let last;
     return {
@@ -28,7 +31,7 @@ export async function loadPeers() {
   const ort = await loadOrt();
   const wrapped = ortPeers.map((p) => ({
     name: p.name,
-    why: (c) => (ort ? p.why(c) : ortLoadError()),
+    why: (c) => (c.peersOnTwin ? TWIN_ONLY : ort ? p.why(c) : ortLoadError()),
     // On CPU none of them skips masked scores (MultiHeadAttention's flash path is non-causal
     // only; GroupQueryAttention computes every score, then masks), so estimate on dense work.
     work: denseFlops,

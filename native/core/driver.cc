@@ -270,6 +270,11 @@ CallerBuffers& caller_buffers() {
 // (a few rows, one pass over the cache), which reads in place. bench/NOTES.md section 10.
 enum class KvAccess {
   in_place,
+  // One task per batch item packs all of its kv heads, reading the caller's rows in memory order
+  // (every head of a row at once: sequential, where one head at a time is a 256-byte read every few
+  // KiB), then runs all of the item's units: many short items (encoder batches), whose heads'
+  // copies together stay small.
+  packed_per_batch,
   // One task per (batch, kv head) packs that head into its thread's buffer, where it stays in L2,
   // then runs all of the head's units: when there are enough heads to keep every thread busy.
   packed_per_head,
@@ -281,6 +286,11 @@ enum class KvAccess {
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels) {
   if (p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim) return KvAccess::in_place;
   if (plan.max_rows <= kernels.few_rows) return KvAccess::in_place;
+  constexpr int64_t kMaxBatchPackFloats = int64_t{1} << 20;  // 4 MiB of K and V per thread
+  if (plan.chunks == 1 && p.batch >= 2 * static_cast<int64_t>(plan.threads) &&
+      2 * p.kv_heads * p.kv_seq_len * p.head_dim <= kMaxBatchPackFloats) {
+    return KvAccess::packed_per_batch;
+  }
   if (plan.chunks == 1 && p.batch * p.kv_heads >= 2 * static_cast<int64_t>(plan.threads)) return KvAccess::packed_per_head;
   return KvAccess::packed_up_front;
 }
@@ -300,6 +310,22 @@ HeadKV pack_head_kv(const AttentionProblem& p, int64_t b, int64_t kh, float* dst
   return HeadKV{k, p.head_dim, v, p.head_dim};
 }
 
+// Rows [first, end) of batch item b's K or V (tensor 0 or 1), every kv head of a row at once, into
+// dst laid out [kv_head][K, V][kv_seq_len][head_dim]; rows at or past the kv length are skipped.
+void pack_rows(const AttentionProblem& p, int64_t b, int tensor, int64_t first, int64_t end, float* dst) {
+  const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
+  const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+  const float* src = tensor == 0 ? p.k + b * p.k_strides.batch : p.v + b * p.v_strides.batch;
+  const Strides& st = tensor == 0 ? p.k_strides : p.v_strides;
+  float* to = dst + tensor * p.kv_seq_len * p.head_dim;
+  for (int64_t j = first; j < std::min(end, rows); ++j) {
+    for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
+      const float* row = src + j * st.seq + kh * st.head;
+      std::copy(row, row + p.head_dim, to + kh * head_floats + j * p.head_dim);
+    }
+  }
+}
+
 // Every head packed into packed[batch][kv_head] (K then V per head), in parallel; returns the
 // problem that reads them there. Each task takes a slice of one batch item's rows of K or V and
 // walks them in memory order, every head of a row at once: the caller's tensor is read
@@ -312,19 +338,9 @@ AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector
   const int64_t slices = ceil_div(p.kv_seq_len, kRowsPerTask);
   auto pack = [&](int64_t item, int /*slot*/) {
     const int64_t slice = item % slices;
-    const int64_t tensor = (item / slices) % 2;
+    const int tensor = static_cast<int>((item / slices) % 2);
     const int64_t b = item / slices / 2;
-    const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
-    const int64_t j_end = std::min(rows, (slice + 1) * kRowsPerTask);
-    const float* src = tensor == 0 ? p.k + b * p.k_strides.batch : p.v + b * p.v_strides.batch;
-    const Strides& st = tensor == 0 ? p.k_strides : p.v_strides;
-    float* dst = base + b * p.kv_heads * head_floats + tensor * p.kv_seq_len * p.head_dim;
-    for (int64_t j = slice * kRowsPerTask; j < j_end; ++j) {
-      for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
-        const float* row = src + j * st.seq + kh * st.head;
-        std::copy(row, row + p.head_dim, dst + kh * head_floats + j * p.head_dim);
-      }
-    }
+    pack_rows(p, b, tensor, slice * kRowsPerTask, (slice + 1) * kRowsPerTask, base + b * p.kv_heads * head_floats);
   };
   parallel_for(p.batch * 2 * slices, threads, TaskRef(pack));
   AttentionProblem packed_problem = p;
@@ -397,13 +413,33 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     std::copy(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * plan.dim_pad, part + 2 * mr);
   };
 
-  if (kv_access == KvAccess::packed_per_head) {
+  if (kv_access == KvAccess::packed_per_head || kv_access == KvAccess::packed_per_batch) {
     std::vector<int64_t>& batch_groups = buffers.batch_groups;
     batch_groups.assign(static_cast<size_t>(p.batch + 1), n_groups);
     for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+    const bool per_batch = kv_access == KvAccess::packed_per_batch;
+    const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
     if (buffers.head_kv.size() < static_cast<size_t>(plan.threads)) buffers.head_kv.resize(static_cast<size_t>(plan.threads));
-    for (int t = 0; t < plan.threads; ++t) buffers.head_kv[static_cast<size_t>(t)].resize(static_cast<size_t>(2 * p.kv_seq_len * p.head_dim));
+    for (int t = 0; t < plan.threads; ++t) {
+      buffers.head_kv[static_cast<size_t>(t)].resize(static_cast<size_t>(per_batch ? p.kv_heads * head_floats : head_floats));
+    }
     const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
+    if (per_batch) {
+      auto batch_task = [&](int64_t b, int slot) {
+        float* packed = buffers.head_kv[static_cast<size_t>(slot)].data();
+        pack_rows(p, b, 0, 0, p.kv_seq_len, packed);
+        pack_rows(p, b, 1, 0, p.kv_seq_len, packed);
+        for (int64_t gi = batch_groups[static_cast<size_t>(b + 1)] - 1; gi >= batch_groups[static_cast<size_t>(b)]; --gi) {
+          for (int64_t hs = 0; hs < call.head_slots; ++hs) {
+            const float* head = packed + (hs / slots_per_kv_head) * head_floats;
+            const HeadKV kv{head, p.head_dim, head + p.kv_seq_len * p.head_dim, p.head_dim};
+            run_unit(unit_of(call, gi, hs), 0, kv, scratch[slot]);
+          }
+        }
+      };
+      parallel_for(p.batch, plan.threads, TaskRef(batch_task));
+      return;
+    }
     auto head_task = [&](int64_t item, int slot) {
       const int64_t b = item / p.kv_heads;
       const int64_t kh = item % p.kv_heads;

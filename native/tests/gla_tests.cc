@@ -405,6 +405,32 @@ std::vector<Spec> grid_specs() {
     add(kd);
   }
   {
+    // bshd K/V packed per batch item (batch >= 2 x threads), per head, and up front (batch 1,
+    // one kv head), each with kv lengths, so that the padding rows, never packed, must never be read.
+    Spec packed = base("bshd packed per batch", 70, 90, 24);
+    packed.batch = 7;
+    packed.heads = 4;
+    packed.kv_heads = 2;
+    packed.q_layout = packed.kv_layout = packed.out_layout = Layout::bshd;
+    packed.kv_lengths = {90, 0, 33, 89, 1, 64, 70};
+    packed.causal = true;
+    add(packed);
+    // batch 2: per batch at 1 thread, per head at 2 (4 heads), up front at 3 (the grid's variants).
+    Spec per_head = packed;
+    per_head.name = "bshd packed per head";
+    per_head.batch = 2;
+    per_head.kv_seq_len = 300;
+    per_head.kv_lengths = {150, 300};
+    add(per_head);
+    Spec up_front = packed;
+    up_front.name = "bshd packed up front";
+    up_front.batch = 1;
+    up_front.heads = 3;
+    up_front.kv_heads = 1;
+    up_front.kv_lengths = {77};
+    add(up_front);
+  }
+  {
     Spec no_lse = base("no lse", 37, 37, 16);
     no_lse.with_lse = false;
     no_lse.causal = true;

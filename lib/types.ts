@@ -11,7 +11,9 @@ export type Backend = (typeof BACKEND_NAMES)[number];
  * - `'bshd'`: [batch, seq, heads, dim], what a linear projection followed by a reshape produces.
  *
  * q and the output use `heads` and `seqLen`; k and v use `kvHeads` and `kvSeqLen`.
- * Either layout is read in place through strides: nothing is transposed or copied.
+ * Your arrays are never transposed. In bshd the CPU kernels copy each head's K and V rows into
+ * contiguous scratch once per call (decode reads them in place), since rows heads·headDim floats
+ * apart would otherwise thrash the cache on every re-read.
  */
 export type Layout = 'bhsd' | 'bshd';
 

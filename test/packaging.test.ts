@@ -28,7 +28,7 @@ describe('the packed tarball', () => {
     files = info.files.map((f) => f.path);
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
-    const env = { ...process.env, GLOBAL_LOCAL_ATTENTION_CMAKE_ARGS: '-DGLA_CUDA=OFF' };
+    const env: NodeJS.ProcessEnv = { ...process.env, GLOBAL_LOCAL_ATTENTION_CMAKE_ARGS: '-DGLA_CUDA=OFF' };
     delete env.GLOBAL_LOCAL_ATTENTION_BACKEND;
     const r = spawnSync(NPM, ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: project, env, encoding: 'utf8' });
     install = { status: r.status, output: `${r.stdout}${r.stderr}` };

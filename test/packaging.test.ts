@@ -65,20 +65,21 @@ describe('the packed tarball', () => {
     if (HAS_CMAKE) expect(backends).toContain('scalar');
   });
 
-  it('import works', () => {
-    const r = consumer(['--input-type=module', '-e', `import * as g from 'global-local-attention'; ${CALL} console.log(out.length);`]);
+  it('import works, named and default', () => {
+    const r = consumer(['--input-type=module', '-e', `import * as g from 'global-local-attention'; import gla from 'global-local-attention'; ${CALL} console.log(out.length, gla.backends === g.backends);`]);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toBe('256');
+    expect(r.stdout.trim()).toBe('256 true');
   });
 
   it('a TypeScript file type-checks against the installed declarations', () => {
-    fs.writeFileSync(path.join(project, 'use.ts'), `import { fullAttention, localGlobalAttentionSync, backends, type LocalGlobalAttentionOptions } from 'global-local-attention';
+    fs.writeFileSync(path.join(project, 'use.ts'), `import gla, { fullAttention, localGlobalAttentionSync, backends, type LocalGlobalAttentionOptions } from 'global-local-attention';
+const viaDefault: string[] = gla.backends();
 const q = new Float32Array(2 * 16 * 8);
 const options: LocalGlobalAttentionOptions = { batch: 1, heads: 2, seqLen: 16, headDim: 8, window: [2, 2], layout: 'bshd' };
 const out: Float32Array = localGlobalAttentionSync(q, q, q, options);
 const later: Promise<Float32Array> = fullAttention(q, q, q, { batch: 1, heads: 2, seqLen: 16, headDim: 8 });
 const names: string[] = backends();
-export { out, later, names };
+export { out, later, names, viaDefault };
 `);
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
     const r = consumer([tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', 'use.ts']);

@@ -45,27 +45,6 @@ function stats(samples) {
   };
 }
 
-/**
- * Times `run` (sync or async) after `warmup` calls: at least minReps repetitions, then more until
- * budgetMs of timed work or maxReps. With callsPerRep > 1 each repetition is that many
- * back-to-back calls and the figures are per call (used for the per-call overhead case).
- * Returns { median, min, max, reps } in milliseconds per call.
- */
-export async function timeIt(run, { warmup = 1, minReps = 3, maxReps = 50, budgetMs = 2000, callsPerRep = 1 }) {
-  for (let i = 0; i < warmup; i++) await run();
-  const samples = [];
-  const start = performance.now();
-  while (samples.length < minReps || (samples.length < maxReps && performance.now() - start < budgetMs)) {
-    const t0 = performance.now();
-    for (let i = 0; i < callsPerRep; i++) {
-      const r = run();
-      if (r && typeof r.then === 'function') await r;
-    }
-    samples.push((performance.now() - t0) / callsPerRep);
-  }
-  return stats(samples);
-}
-
 /** How many calls make one repetition last about targetMs, from one timed call. */
 export async function callsFor(run, targetMs) {
   let n = 1;

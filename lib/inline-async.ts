@@ -21,12 +21,10 @@ export async function runInline(backend: BackendImpl, problem: AttentionProblem,
   };
   const out = backend.runSync(problem, aside);
   await undefined;
-  if (buffers.out === null) {
-    if (buffers.lse !== null) deliver({ ...aside, out }, { ...buffers, out });
-    return out;
-  }
-  deliver({ ...aside, out }, buffers as KernelBuffers);
-  return buffers.out;
+  // Without a caller's out, the backend's own array is the result: nothing to copy for it.
+  const target: KernelBuffers = { ...buffers, out: buffers.out ?? out };
+  deliver({ ...aside, out }, target);
+  return target.out;
 }
 
 /** Copies the outputs computed aside into the caller's; all or nothing, as the native backends. */

@@ -12,8 +12,9 @@ export type Backend = (typeof BACKEND_NAMES)[number];
  *
  * q and the output use `heads` and `seqLen`; k and v use `kvHeads` and `kvSeqLen`.
  * Your arrays are never transposed. In bshd the CPU kernels copy each head's K and V rows into
- * contiguous scratch once per call (decode reads them in place), since rows heads·headDim floats
- * apart would otherwise thrash the cache on every re-read.
+ * contiguous scratch once per call for full and causal attention (decode and bounded windows read
+ * them in place), since rows heads·headDim floats apart would otherwise thrash the cache on every
+ * re-read.
  */
 export type Layout = 'bhsd' | 'bshd';
 

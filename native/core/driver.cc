@@ -266,8 +266,9 @@ CallerBuffers& caller_buffers() {
 // heads·head_dim floats apart, 3 KiB at h12 d64, 16 KiB at h32 d128) the rows of a key block map to
 // a few L1 sets and many pages, and the kernel re-reads each K row once per vector group of query
 // rows and each V row once per row tile: those re-reads then miss L1. A contiguous copy of the head
-// costs one read and one write of each row, far less than the re-reads save, except in decode
-// (a few rows, one pass over the cache), which reads in place. bench/NOTES.md section 10.
+// costs one read and one write of each row, far less than the re-reads save when every row group
+// reads every key (full and causal attention). Decode (a few rows, one pass over the cache) and
+// bounded windows (few groups per key) read in place. bench/NOTES.md section 10.
 enum class KvAccess {
   in_place,
   // One task per batch item packs all of its kv heads, reading the caller's rows in memory order
@@ -446,8 +447,7 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
         pack_rows(p, b, 1, 0, p.kv_seq_len, packed);
         for (int64_t gi = batch_groups[static_cast<size_t>(b + 1)] - 1; gi >= batch_groups[static_cast<size_t>(b)]; --gi) {
           for (int64_t hs = 0; hs < call.head_slots; ++hs) {
-            const float* head = packed + (hs / slots_per_kv_head) * head_floats;
-            const HeadKV kv{head, p.head_dim, head + p.kv_seq_len * p.head_dim, p.head_dim};
+            const HeadKV kv = packed_head(p, packed + (hs / slots_per_kv_head) * head_floats);
             run_unit(unit_of(call, gi, hs), 0, kv, scratch[slot]);
           }
         }
@@ -461,8 +461,9 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
       float* packed = buffers.head_kv[static_cast<size_t>(slot)].data();
       const HeadKV kv = packed_head(p, packed);
       // The head's groups in ascending order, packing each row just before the first unit that
-      // reads it: with a window a unit then finds its keys in cache, fresh from the copy, and the
-      // head is never a separate pass over memory. Global rows, which read everything, come last.
+      // reads it: under causality a unit then finds its newest keys in cache, fresh from the copy,
+      // and the head is never a separate pass over memory. Global rows, which read everything,
+      // come last.
       int64_t packed_end = 0;
       for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
         const int64_t need = keys_end(p, plan.groups[static_cast<size_t>(gi)]);

@@ -1,0 +1,45 @@
+// The README's examples are a contract: every ```js block runs as written (with the package name
+// pointing at this checkout) and prints what the README says it prints.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT } from './helpers/package';
+
+const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+const BLOCKS = [...README.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+
+function run(source: string): { status: number | null; stdout: string; stderr: string } {
+  const code = source.replaceAll("require('global-local-attention')", `require(${JSON.stringify(ROOT)})`);
+  const env = { ...process.env };
+  delete env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+  const r = spawnSync(process.execPath, ['-e', code], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('the README examples', () => {
+  it('has the examples this test knows', () => {
+    expect(BLOCKS).toHaveLength(3);
+  });
+
+  it('the quick start prints the backends and the result length', () => {
+    const r = run(BLOCKS[0]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/'js' \]/);
+    expect(r.stdout).toMatch(/^524288$/m);
+  });
+
+  it('the shared-memory decode loop runs', () => {
+    const r = run(BLOCKS[1]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^last step, first value: -?\d/m);
+  });
+
+  it('giving out away mid-call rejects with the message the README shows', () => {
+    const r = run(BLOCKS[2]);
+    expect(r.status, r.stderr).toBe(0);
+    const shown = /\/\/ (options\.out was detached .*)$/m.exec(BLOCKS[2])?.[1];
+    expect(shown).toBeDefined();
+    expect(r.stdout.trim()).toBe(shown);
+  });
+});

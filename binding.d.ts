@@ -22,6 +22,10 @@ export interface NativeProblemLayout {
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
 
+/** A tensor of the problem's dtype (q, k, v) or outDtype (out): a Float32Array for float32, a
+ *  Uint16Array of bit patterns for float16 and bfloat16. */
+export type NativeTensor = Float32Array | Uint16Array;
+
 export interface NativeBinding {
   /** The problem-fields layout this build of the addon reads. */
   problemFields(): NativeProblemLayout;
@@ -29,15 +33,15 @@ export interface NativeBinding {
   isas(): NativeIsa[];
   /** Number of hardware threads the native pool may use. */
   hardwareThreads(): number;
-  /** Computes on the calling thread (plus the native pool); fills out (a new Float32Array shaped
-   *  like q when out is null) and, when given, lse. Returns out. */
+  /** Computes on the calling thread (plus the native pool); fills out (a new array of outDtype
+   *  shaped like q when out is null) and, when given, lse. Returns out. */
   attentionSync(
-    q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array | null, lse: Float32Array | null,
+    q: NativeTensor, k: NativeTensor, v: NativeTensor,
+    out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     isa: NativeIsa,
-  ): Float32Array;
+  ): NativeTensor;
   /**
    * Same work off the JS thread; resolves with out. Before it returns, everything the caller could
    * detach or shrink meanwhile is replaced by memory the call owns (native/addon/staging.h): q, k
@@ -47,27 +51,27 @@ export interface NativeBinding {
    * are copied too.
    */
   attentionAsync(
-    q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array | null, lse: Float32Array | null,
+    q: NativeTensor, k: NativeTensor, v: NativeTensor,
+    out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     isa: NativeIsa,
-  ): Promise<Float32Array>;
+  ): Promise<NativeTensor>;
   /** CUDA plugin probe: null when usable, else the reason it is not. Never throws. */
   cudaUnavailableReason(): string | null;
   /** As attentionSync / attentionAsync, on the CUDA plugin; only after cudaUnavailableReason() is null. */
   cudaAttentionSync(
-    q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array | null, lse: Float32Array | null,
+    q: NativeTensor, k: NativeTensor, v: NativeTensor,
+    out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
-  ): Float32Array;
+  ): NativeTensor;
   cudaAttentionAsync(
-    q: Float32Array, k: Float32Array, v: Float32Array,
-    out: Float32Array | null, lse: Float32Array | null,
+    q: NativeTensor, k: NativeTensor, v: NativeTensor,
+    out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
-  ): Promise<Float32Array>;
+  ): Promise<NativeTensor>;
 }
 
 declare const binding: NativeBinding;

@@ -13,7 +13,7 @@ import { loadPackage, ourImpl } from './ours.mjs';
 import { loadPeers } from './peers/index.mjs';
 import { naiveAttention, naiveRows, pickRows, sampleRows } from './peers/naive.mjs';
 import { ortVersion } from './peers/ort.mjs';
-import { asyncCostText, fmtTime, markdown, targetsText, textTable, writeOutputs } from './report.mjs';
+import { asyncCostText, bf16DotText, fmtTime, markdown, targetsText, textTable, writeOutputs } from './report.mjs';
 import { chartsFor } from './svg.mjs';
 import { evaluateTargets, primaryBackend } from './targets.mjs';
 import { countVisiblePairs } from './visibility.mjs';
@@ -295,10 +295,12 @@ async function main() {
   for (const { name, reason } of machine.backendsSkipped) log(`backend ${name} not available: ${reason}`);
   const peak = measurePeak({ threads, quick: opts.quick, log });
   if (!peak.available) log(`peak unknown: ${peak.reason}`);
-  else
+  else {
     log(
       `FMA peak ${peak.gflops ?? 'n/a'} GFLOP/s (${threads} threads), bandwidth ${peak.gbs.toFixed(1)} GB/s`,
     );
+    log(bf16DotText(peak));
+  }
 
   const cases = selectCases({ quick: opts.quick, groups: opts.groups });
   const stopMonitor = startLoadMonitor();
@@ -369,7 +371,9 @@ async function main() {
   const peakText = peak.available ? `FMA peak ${peak.gflops ?? 'n/a'} GFLOP/s, bandwidth ${peak.gbs.toFixed(1)} GB/s` : 'peak unknown';
   const loadText = machine.load ? `; other load ${machine.load.otherCores.toFixed(2)} cores` : '';
   process.stdout.write(
-    `${machine.cpu}, ${threads} thread${threads === 1 ? '' : 's'}, ${peakText}${loadText}\n\n${textTable(results)}\n\n` +
+    `${machine.cpu}, ${threads} thread${threads === 1 ? '' : 's'}, ${peakText}${loadText}\n` +
+      (peak.available ? `${bf16DotText(peak)}\n` : '') +
+      `\n${textTable(results)}\n\n` +
       (asyncCost.length ? `${asyncCostText(asyncCost)}\n\n` : '') +
       `Speed targets (${primary ?? 'no native backend'}):\n${targetsText(targets)}\n`,
   );

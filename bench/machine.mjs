@@ -26,7 +26,7 @@ export function machineInfo({ threads, isa, ortVersion }) {
   return {
     cpu: field('model name') ?? os.cpus()[0]?.model ?? 'unknown',
     cpuFamily: field('cpu family') && `${field('cpu family')}/${field('model')}`,
-    cpuFlags: ['avx512f', 'avx512bw', 'avx512vl', 'avx2', 'fma', 'f16c'].filter((f) => flags.includes(f)),
+    cpuFlags: ['avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx2', 'fma', 'f16c'].filter((f) => flags.includes(f)),
     cores: os.availableParallelism?.() ?? os.cpus().length,
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
@@ -94,14 +94,18 @@ function buildPeak(log) {
 }
 
 /**
- * Measures FP32 FMA peak (1 thread and `threads` threads, per ISA) and memory bandwidth.
+ * Measures FP32 FMA peak (1 thread and `threads` threads, per ISA) and memory bandwidth, and beside
+ * them the AVX512_BF16 dot product (VDPBF16PS zmm, 64 FLOP each) and the latency of both.
  * Returns { available, reason?, fma, bandwidth, gflops (best ISA at `threads`), gbs (best of
- * copy/triad/read), compiler }.
+ * copy/triad/read), compiler, bf16Dot (the raw figures, or { available: false, reason }),
+ * bf16DotGflops1Thread, bf16DotGflopsAllThreads, bf16DotLatencyNs (null when skipped),
+ * bf16DotReason (why skipped, else null), fmaLatencyNs (ns per dependent FMA, widest ISA) }.
+ * %peak stays against the FP32 FMA peak.
  */
 export function measurePeak({ threads, quick, log }) {
   const reason = buildPeak(log);
   if (reason) return { available: false, reason };
-  log(`measuring FMA peak and memory bandwidth (${threads} threads) ...`);
+  log(`measuring FMA and BF16 dot peak, their latency, and memory bandwidth (${threads} threads) ...`);
   const args = ['--threads', String(threads), '--ms', quick ? '120' : '300', '--mib', quick ? '128' : '512'];
   const r = spawnSync(PEAK_BIN, args, { encoding: 'utf8' });
   if (r.status !== 0) return { available: false, reason: `peak microbenchmark failed: ${r.stderr || r.error?.message}` };
@@ -121,6 +125,12 @@ export function measurePeak({ threads, quick, log }) {
   }
   const best = isas.reduce((a, [, v]) => Math.max(a, v.gflops_used), 0);
   const bw = j.bandwidth;
+  // Older peak binaries (built before the bf16 figures) print no bf16_dot; say so rather than fail.
+  const bf16 = j.bf16_dot ?? { available: false, reason: 'not measured by this peak binary' };
+  if (bf16.available) {
+    bf16.disturbed = j.threads > 1 && bf16.gflops_all < 0.85 * bf16.gflops_1t * j.threads;
+    bf16.gflops_used = bf16.disturbed ? +(bf16.gflops_1t * j.threads).toFixed(1) : bf16.gflops_all;
+  }
   return {
     available: true,
     reason: isas.length ? undefined : 'no AVX2/AVX-512 FMA on this CPU: FMA peak unknown',
@@ -131,5 +141,12 @@ export function measurePeak({ threads, quick, log }) {
     // Decode only reads; the best of the three streams is the strictest yardstick.
     gbs: Math.max(bw.copy_gbs, bw.triad_gbs, bw.read_gbs),
     compiler: compilerVersion(),
+    bf16Dot: bf16,
+    bf16DotGflops1Thread: bf16.available ? bf16.gflops_1t : null,
+    bf16DotGflopsAllThreads: bf16.available ? bf16.gflops_all : null,
+    bf16DotLatencyNs: bf16.available ? bf16.latency_ns : null,
+    bf16DotReason: bf16.available ? null : bf16.reason,
+    // The first ISA is the widest (avx512, else avx2).
+    fmaLatencyNs: isas[0]?.[1].latency_ns ?? null,
   };
 }

@@ -90,6 +90,18 @@ function mdTable(results) {
   return out.join('\n');
 }
 
+/** The AVX512_BF16 dot-product line of the machine summary (also logged by cli.mjs). */
+export function bf16DotText(peak) {
+  const b = peak.bf16Dot;
+  const fmaLat = peak.fmaLatencyNs != null ? `; FP32 FMA latency ${peak.fmaLatencyNs} ns` : '';
+  if (!b?.available) return `BF16 dot (VDPBF16PS): skipped, ${b?.reason ?? 'not measured'}${fmaLat}`;
+  return (
+    `BF16 dot (VDPBF16PS zmm, 64 FLOP each), GFLOP/s: ${b.gflops_1t} (1 thread) / ${b.gflops_all} (${peak.threads} threads)` +
+    (b.disturbed ? ` — disturbed by other load (${peak.threads} x 1 thread = ${b.gflops_used})` : '') +
+    `; latency ${b.latency_ns} ns per dependent instruction${fmaLat}`
+  );
+}
+
 function machineMd(m, peak) {
   const lines = [
     `- CPU: ${m.cpu}${m.cpuFamily ? ` (family/model ${m.cpuFamily})` : ''}, ${m.cores} logical cores${m.hypervisor ? ' (virtual machine)' : ''}, ${m.memoryGiB} GiB RAM`,
@@ -114,6 +126,7 @@ function machineMd(m, peak) {
       .join('; ');
     const bw = peak.bandwidth;
     lines.push(`- FP32 FMA peak, GFLOP/s: ${fma || 'n/a'} — \`bench/peak/peak.cpp\`, ${peak.compiler ?? ''}`);
+    lines.push(`- ${bf16DotText(peak)}`);
     lines.push(
       `- Memory bandwidth (${peak.threads} threads, ${bw.array_mib} MiB arrays), GB/s: copy ${bw.copy_gbs}, triad ${bw.triad_gbs}, read ${bw.read_gbs}; %bw uses the best, ${peak.gbs.toFixed(1)}`,
     );

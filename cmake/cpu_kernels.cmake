@@ -25,7 +25,7 @@ if(MSVC)
   set(GLA_FLAGS_avx2 /arch:AVX2)
   set(GLA_FLAGS_avx512 /arch:AVX512)
 else()
-  set(GLA_FLAGS_avx2 -mavx2 -mfma)
+  set(GLA_FLAGS_avx2 -mavx2 -mfma -mf16c)
   set(GLA_FLAGS_avx512 -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma)
 endif()
 

@@ -2,32 +2,43 @@
 // on one backend from lib/backends/registry.ts.
 import { availableBackends, backendStatuses, resolveBackend } from './backends/registry';
 import { multiplyAddBound, runInline } from './inline-async';
-import { type AttentionKind, validateCall } from './options';
-import type { Backend, BackendStatus, FullAttentionOptions, LocalGlobalAttentionOptions } from './types';
+import { type AttentionKind, resultOf, validateCall } from './options';
+import type {
+  AttentionInput, AttentionOutput, Backend, BackendStatus, DType, FullAttentionOptions, LocalGlobalAttentionOptions,
+} from './types';
 
 export type {
+  AttentionInput,
   AttentionOptions,
+  AttentionOutput,
   Backend,
   BackendChoice,
   BackendStatus,
+  DType,
+  Float16ArrayLike,
   FullAttentionOptions,
   IntegerList,
   Layout,
   LocalGlobalAttentionOptions,
+  Precision,
   WindowOption,
 } from './types';
+export { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from './half';
 
-function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Float32Array {
-  const { problem, buffers, backend: choice } = validateCall(kind, q, k, v, options);
-  return resolveBackend(choice).runSync(problem, buffers);
+function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): unknown {
+  const { problem, buffers, backend: choice, result } = validateCall(kind, q, k, v, options);
+  const out = resolveBackend(choice).runSync(problem, buffers);
+  return result === 'as-is' ? out : resultOf(result, out);
 }
 
-async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<Float32Array> {
+async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<unknown> {
   // Inside an async function, so a validation error becomes a rejection, never a synchronous throw.
-  const { problem, buffers, backend: choice } = validateCall(kind, q, k, v, options);
+  const { problem, buffers, backend: choice, result } = validateCall(kind, q, k, v, options);
   const backend = resolveBackend(choice);
-  if (multiplyAddBound(problem) <= backend.inlineMultiplyAdds) return runInline(backend, problem, buffers);
-  return backend.runAsync(problem, buffers);
+  const out = multiplyAddBound(problem) <= backend.inlineMultiplyAdds
+    ? await runInline(backend, problem, buffers)
+    : await backend.runAsync(problem, buffers);
+  return result === 'as-is' ? out : resultOf(result, out);
 }
 
 /**
@@ -37,7 +48,8 @@ async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown,
  * @param q Queries, `batch·heads·seqLen·headDim` floats in `options.layout`.
  * @param k Keys, `batch·kvHeads·kvSeqLen·headDim` floats in `options.layout`.
  * @param v Values, same shape as k.
- * @returns `options.out` when given, else a new Float32Array shaped like q.
+ * @returns `options.out` when given, else a new array of `outDtype` shaped like q (a Float32Array
+ *   for float32 calls).
  * @throws TypeError / RangeError for invalid arguments (naming the argument, the value and what is
  *   expected); Error when the requested backend is not available here.
  *
@@ -46,8 +58,16 @@ async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown,
  * const out = fullAttentionSync(q, k, v, { batch: 1, heads: 8, seqLen: 128, headDim: 64, causal: true });
  * ```
  */
-export function fullAttentionSync(q: Float32Array, k: Float32Array, v: Float32Array, options: FullAttentionOptions): Float32Array {
-  return runSync('fullAttention', q, k, v, options);
+export function fullAttentionSync(
+  q: Float32Array, k: Float32Array, v: Float32Array, options: FullAttentionOptions,
+): Float32Array;
+export function fullAttentionSync(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: FullAttentionOptions<DType>,
+): AttentionOutput;
+export function fullAttentionSync(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: FullAttentionOptions<DType>,
+): AttentionOutput {
+  return runSync('fullAttention', q, k, v, options) as AttentionOutput;
 }
 
 /**
@@ -55,8 +75,16 @@ export function fullAttentionSync(q: Float32Array, k: Float32Array, v: Float32Ar
  * event loop keeps running. Rejects with the same errors the sync function throws. q, k, v, out and
  * lse must not be modified until the promise settles.
  */
-export function fullAttention(q: Float32Array, k: Float32Array, v: Float32Array, options: FullAttentionOptions): Promise<Float32Array> {
-  return runAsync('fullAttention', q, k, v, options);
+export function fullAttention(
+  q: Float32Array, k: Float32Array, v: Float32Array, options: FullAttentionOptions,
+): Promise<Float32Array>;
+export function fullAttention(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: FullAttentionOptions<DType>,
+): Promise<AttentionOutput>;
+export function fullAttention(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: FullAttentionOptions<DType>,
+): Promise<AttentionOutput> {
+  return runAsync('fullAttention', q, k, v, options) as Promise<AttentionOutput>;
 }
 
 /**
@@ -77,12 +105,15 @@ export function fullAttention(q: Float32Array, k: Float32Array, v: Float32Array,
  * ```
  */
 export function localGlobalAttentionSync(
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  options: LocalGlobalAttentionOptions,
-): Float32Array {
-  return runSync('localGlobalAttention', q, k, v, options);
+  q: Float32Array, k: Float32Array, v: Float32Array, options: LocalGlobalAttentionOptions,
+): Float32Array;
+export function localGlobalAttentionSync(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: LocalGlobalAttentionOptions<DType>,
+): AttentionOutput;
+export function localGlobalAttentionSync(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: LocalGlobalAttentionOptions<DType>,
+): AttentionOutput {
+  return runSync('localGlobalAttention', q, k, v, options) as AttentionOutput;
 }
 
 /**
@@ -90,12 +121,15 @@ export function localGlobalAttentionSync(
  * function throws. q, k, v, out and lse must not be modified until the promise settles.
  */
 export function localGlobalAttention(
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  options: LocalGlobalAttentionOptions,
-): Promise<Float32Array> {
-  return runAsync('localGlobalAttention', q, k, v, options);
+  q: Float32Array, k: Float32Array, v: Float32Array, options: LocalGlobalAttentionOptions,
+): Promise<Float32Array>;
+export function localGlobalAttention(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: LocalGlobalAttentionOptions<DType>,
+): Promise<AttentionOutput>;
+export function localGlobalAttention(
+  q: AttentionInput, k: AttentionInput, v: AttentionInput, options: LocalGlobalAttentionOptions<DType>,
+): Promise<AttentionOutput> {
+  return runAsync('localGlobalAttention', q, k, v, options) as Promise<AttentionOutput>;
 }
 
 /** The backends that can run here, best first; `'auto'` uses the first. Always ends with `'js'`. */

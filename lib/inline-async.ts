@@ -6,17 +6,18 @@
 // a caller that gives up out or lse right after the call gets the same rejection either way.
 import type { BackendImpl } from './backends/backend';
 import { isDetached } from './detached';
-import type { AttentionBuffers, AttentionProblem, KernelBuffers } from './problem';
+import { encodeHalf } from './half';
+import { type AttentionBuffers, type AttentionProblem, DTYPE_CODES, type KernelBuffers, type TensorArray } from './problem';
 
 /** Multiply-adds of QK^T and P·V with every key visible: an upper bound, enough to tell small from large. */
 export function multiplyAddBound(problem: AttentionProblem): number {
   return 2 * problem.batch * problem.heads * problem.seqLen * problem.kvSeqLen * problem.headDim;
 }
 
-export async function runInline(backend: BackendImpl, problem: AttentionProblem, buffers: AttentionBuffers): Promise<Float32Array> {
+export async function runInline(backend: BackendImpl, problem: AttentionProblem, buffers: AttentionBuffers): Promise<TensorArray> {
   const aside: AttentionBuffers = {
     ...buffers,
-    out: buffers.out === null ? null : new Float32Array(buffers.out.length),
+    out: buffers.out === null ? null : sameKind(buffers.out),
     lse: buffers.lse === null ? null : new Float32Array(buffers.lse.length),
   };
   const out = backend.runSync(problem, aside);
@@ -27,18 +28,34 @@ export async function runInline(backend: BackendImpl, problem: AttentionProblem,
   return target.out;
 }
 
-/** Copies the outputs computed aside into the caller's; all or nothing, as the native backends. */
-export function deliver(aside: KernelBuffers, target: KernelBuffers): void {
+function sameKind(array: TensorArray): TensorArray {
+  return array instanceof Float32Array ? new Float32Array(array.length) : new Uint16Array(array.length);
+}
+
+/**
+ * Copies the outputs computed aside into the caller's; all or nothing, as the native backends.
+ * A float32 aside out with a half target (the JS backend computes in float32) is rounded into it.
+ */
+export function deliver(aside: KernelBuffers, target: KernelBuffers, outDtype?: number): void {
   const out = aside.out !== target.out;
   const lse = target.lse !== null && aside.lse !== target.lse;
   if (out) checkStillWritable('options.out', target.out, aside.out.length);
   if (lse) checkStillWritable('options.lse', target.lse as Float32Array, (aside.lse as Float32Array).length);
-  if (out) target.out.set(aside.out);
+  if (out) writeOutput(aside.out, target.out, outDtype);
   if (lse) (target.lse as Float32Array).set(aside.lse as Float32Array);
 }
 
+/** from into to: a copy, or float32 values rounded into the bits of to's half type. */
+export function writeOutput(from: TensorArray, to: TensorArray, outDtype?: number): void {
+  if (from instanceof Float32Array && to instanceof Uint16Array) {
+    encodeHalf(outDtype === DTYPE_CODES.float16 ? 'float16' : 'bfloat16', from, to);
+    return;
+  }
+  (to as Float32Array).set(from as Float32Array);
+}
+
 /** The caller may have transferred or resized an output while the call ran: say so, write nothing. */
-function checkStillWritable(name: string, target: Float32Array, length: number): void {
+function checkStillWritable(name: string, target: TensorArray, length: number): void {
   if (target.length === length) return;
   throw new Error(
     isDetached(target)

@@ -3,12 +3,15 @@
 // so every rule of the public contract lives in this file (the mask options in mask-options.ts).
 import { availableParallelism } from 'node:os';
 import { constants as bufferConstants } from 'node:buffer';
-import { isFloat32Array } from 'node:util/types';
+import { isFloat32Array, isUint16Array } from 'node:util/types';
 import { isDetached } from './detached';
 import { argumentError, describeValue, rangeError, typeError } from './errors';
+import { float16ArrayConstructor, isFloat16Array } from './half';
 import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
-import type { AttentionBuffers, AttentionProblem, Strides } from './problem';
-import { BACKEND_NAMES, type BackendChoice, type Layout } from './types';
+import {
+  type AttentionBuffers, type AttentionProblem, DTYPE_CODES, PRECISION_CODES, type Strides, type TensorArray,
+} from './problem';
+import { BACKEND_NAMES, type BackendChoice, type DType, type Layout, type Precision } from './types';
 
 export type AttentionKind = 'fullAttention' | 'localGlobalAttention';
 
@@ -17,13 +20,31 @@ export interface ValidatedCall {
   buffers: AttentionBuffers;
   /** Which backend the caller asked for; index.ts resolves it (lib/backends/registry.ts). */
   backend: BackendChoice;
+  /** What the call returns for the output array a backend returns (see resultOf). */
+  result: ResultKind;
+}
+
+/**
+ * How the backends' output becomes the caller's result: the caller's own `out` object (a
+ * Float16Array travels as a Uint16Array view of it), a Float16Array over the output's memory (a
+ * float16 result without `out`, where the runtime has Float16Array), or the output itself.
+ */
+export type ResultKind = { out: unknown } | 'float16array' | 'as-is';
+
+export function resultOf(kind: ResultKind, output: TensorArray): unknown {
+  if (kind === 'as-is') return output;
+  if (kind === 'float16array') {
+    const Float16 = float16ArrayConstructor() as new (buffer: ArrayBufferLike, offset: number, length: number) => unknown;
+    return new Float16(output.buffer, output.byteOffset, output.length);
+  }
+  return kind.out;
 }
 
 export const BACKEND_ENV = 'GLOBAL_LOCAL_ATTENTION_BACKEND';
 
 const COMMON_KEYS = [
   'batch', 'heads', 'seqLen', 'headDim', 'kvHeads', 'kvSeqLen', 'layout', 'scale', 'causal',
-  'kvLengths', 'out', 'lse', 'backend', 'threads',
+  'kvLengths', 'out', 'lse', 'backend', 'threads', 'dtype', 'outDtype', 'precision',
 ] as const;
 const LOCAL_GLOBAL_KEYS = ['window', 'globalTokens'] as const;
 const FULL_KEY_SET: ReadonlySet<string> = new Set(COMMON_KEYS);
@@ -72,12 +93,15 @@ export function validateCall(
   if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', LSE_NAMES, [batch, heads, seqLen]);
 
   const layout = checkLayout(o.layout);
-  const qArray = float32Array('q', q);
+  const dtype = inputDtype(q, o.dtype);
+  const qArray = tensorArray('q', q, dtype);
   if (qArray.length !== qLength) throw lengthError('q', qArray, Q_NAMES, [batch, heads, seqLen, headDim]);
-  const kArray = float32Array('k', k);
+  const kArray = tensorArray('k', k, dtype);
   if (kArray.length !== kvLength) throw lengthError('k', kArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
-  const vArray = float32Array('v', v);
+  const vArray = tensorArray('v', v, dtype);
   if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  const outDtype = o.outDtype === undefined ? dtype : dtypeName('options.outDtype', o.outDtype);
+  const precision = precisionName(o.precision, dtype);
 
   const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : float32Scale(o.scale);
   const causal = o.causal === undefined ? false : boolean('options.causal', o.causal);
@@ -94,9 +118,9 @@ export function validateCall(
     }
   }
 
-  let givenOut: Float32Array | null = null;
+  let givenOut: TensorArray | null = null;
   if (o.out !== undefined) {
-    givenOut = float32Array('options.out', o.out);
+    givenOut = outArray(o.out, outDtype);
     if (givenOut.length !== qLength) throw lengthError('options.out', givenOut, Q_NAMES, [batch, heads, seqLen, headDim]);
   }
   let lse: Float32Array | null = null;
@@ -125,6 +149,7 @@ export function validateCall(
   const kvStrides = layoutStrides(layout, kvHeads, kvSeqLen, headDim);
   // One object literal with every field always present, so that every problem has the same shape.
   const problem: AttentionProblem = {
+    dtype: DTYPE_CODES[dtype], outDtype: DTYPE_CODES[outDtype], precision: PRECISION_CODES[precision],
     batch, heads, kvHeads, seqLen, kvSeqLen, headDim,
     qStrides, kStrides: kvStrides, vStrides: kvStrides, outStrides: qStrides,
     scale, causal, windowLeft, windowRight, kvLengths, globalOffsets, globalIndices,
@@ -133,7 +158,9 @@ export function validateCall(
   };
   // Without `out`, the backend allocates the output once the call is known to be valid (the addon
   // creates it natively, so that an async call can write it in place: no JavaScript has seen it).
-  return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend };
+  const result: ResultKind =
+    o.out !== undefined ? { out: o.out } : outDtype === 'float16' && float16ArrayConstructor() !== undefined ? 'float16array' : 'as-is';
+  return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend, result };
 }
 
 /** Every option, read once; undefined where not given. */
@@ -154,6 +181,9 @@ interface GivenOptions {
   threads: unknown;
   window: unknown;
   globalTokens: unknown;
+  dtype: unknown;
+  outDtype: unknown;
+  precision: unknown;
 }
 
 /**
@@ -170,6 +200,7 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
     batch: undefined, heads: undefined, seqLen: undefined, headDim: undefined, kvHeads: undefined,
     kvSeqLen: undefined, layout: undefined, scale: undefined, causal: undefined, kvLengths: undefined,
     out: undefined, lse: undefined, backend: undefined, threads: undefined, window: undefined, globalTokens: undefined,
+    dtype: undefined, outDtype: undefined, precision: undefined,
   };
   const local = kind === 'localGlobalAttention';
   for (const key of Object.keys(o)) {
@@ -191,6 +222,9 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
       case 'lse': given.lse = value; break;
       case 'backend': given.backend = value; break;
       case 'threads': given.threads = value; break;
+      case 'dtype': given.dtype = value; break;
+      case 'outDtype': given.outDtype = value; break;
+      case 'precision': given.precision = value; break;
       case 'window': if (local) { given.window = value; break; } throw unknownKey(kind, key);
       case 'globalTokens': if (local) { given.globalTokens = value; break; } throw unknownKey(kind, key);
       default: throw unknownKey(kind, key);
@@ -266,7 +300,7 @@ function tooManyElements(what: string, names: string[], sizes: number[]): RangeE
 }
 
 /** e.g. "k has length 1000, expected batch·kvHeads·kvSeqLen·headDim = 2·4·32·4 = 1024". */
-function lengthError(name: string, array: Float32Array, names: string[], sizes: number[]): RangeError {
+function lengthError(name: string, array: { length: number }, names: string[], sizes: number[]): RangeError {
   const length = sizes.reduce((a, b) => a * b, 1);
   return argumentError(RangeError, name, `has length ${array.length}`, `${names.join('·')} = ${sizes.join('·')} = ${length}`);
 }
@@ -285,6 +319,78 @@ function layoutStrides(layout: Layout, heads: number, seqLen: number, headDim: n
     : { batch: seqLen * heads * headDim, head: headDim, seq: heads * headDim };
 }
 
+const DTYPES = "'float32', 'float16' or 'bfloat16'";
+
+function dtypeName(name: string, value: unknown): DType {
+  if (typeof value !== 'string') throw typeError(name, value, DTYPES);
+  if (value !== 'float32' && value !== 'float16' && value !== 'bfloat16') throw rangeError(name, value, DTYPES);
+  return value;
+}
+
+/** The element type of q, k and v: options.dtype, or what q's array says. */
+function inputDtype(q: unknown, given: unknown): DType {
+  if (given !== undefined) return dtypeName('options.dtype', given);
+  if (isFloat32Array(q)) return 'float32';
+  if (isFloat16Array(q)) return 'float16';
+  if (isUint16Array(q)) {
+    throw argumentError(
+      TypeError, 'options.dtype', 'is missing, and q is a Uint16Array (raw 16-bit patterns of an unknown type)',
+      "'float16' or 'bfloat16' to say what the bits are",
+    );
+  }
+  throw typeError('q', q, arrayKinds('float32'));
+}
+
+function precisionName(value: unknown, dtype: DType): Precision {
+  const expected = "'float32' or 'bfloat16'";
+  if (value === undefined) return dtype === 'bfloat16' ? 'bfloat16' : 'float32';
+  if (typeof value !== 'string') throw typeError('options.precision', value, expected);
+  if (value !== 'float32' && value !== 'bfloat16') throw rangeError('options.precision', value, expected);
+  return value;
+}
+
+/** What arrays hold a dtype, as a message says it. */
+function arrayKinds(dtype: DType): string {
+  if (dtype === 'float32') return "a Float32Array (or a Float16Array / a Uint16Array with options.dtype 'float16' or 'bfloat16')";
+  if (dtype === 'bfloat16') return 'a Uint16Array of bfloat16 bits (dtype is bfloat16)';
+  return float16ArrayConstructor() !== undefined
+    ? 'a Float16Array or a Uint16Array of float16 bits (dtype is float16)'
+    : 'a Uint16Array of float16 bits (dtype is float16)';
+}
+
+/**
+ * A usable array of `dtype`, as the backends take it: a Float32Array, or a Uint16Array of bits (a
+ * Float16Array becomes a Uint16Array view of the same memory: no copy). Its length is the caller's
+ * to check.
+ */
+function tensorArray(name: string, value: unknown, dtype: DType, kinds = arrayKinds(dtype)): TensorArray {
+  if (dtype === 'float32') {
+    if (!isFloat32Array(value)) throw typeError(name, value, kinds);
+    return float32Array(name, value);
+  }
+  let array: Uint16Array;
+  if (isUint16Array(value)) {
+    array = value;
+  } else if (dtype === 'float16' && isFloat16Array(value)) {
+    const f16 = value as ArrayBufferView & { length: number };
+    if (isDetached(f16)) throw detachedError(name);
+    array = new Uint16Array(f16.buffer, f16.byteOffset, f16.length);
+  } else {
+    throw typeError(name, value, kinds);
+  }
+  if (isDetached(array)) throw detachedError(name);
+  return array;
+}
+
+function detachedError(name: string): TypeError {
+  return argumentError(TypeError, name, 'is a typed array whose buffer is detached (transferred or freed)', 'a usable typed array');
+}
+
+function outArray(value: unknown, outDtype: DType): TensorArray {
+  const kinds = outDtype === 'float32' ? 'a Float32Array' : arrayKinds(outDtype).replace('dtype is', 'outDtype is');
+  return tensorArray('options.out', value, outDtype, kinds);
+}
+
 /** A usable Float32Array; its length is the caller's to check. */
 function float32Array(name: string, value: unknown): Float32Array {
   if (!isFloat32Array(value)) throw typeError(name, value, 'a Float32Array');
@@ -294,12 +400,12 @@ function float32Array(name: string, value: unknown): Float32Array {
   return value;
 }
 
-function checkNoOverlap(name: string, target: Float32Array, otherName: string, other: Float32Array): void {
+function checkNoOverlap(name: string, target: ArrayBufferView, otherName: string, other: ArrayBufferView): void {
   if (other.buffer !== target.buffer) return;
   const overlaps =
     target.byteOffset < other.byteOffset + other.byteLength && other.byteOffset < target.byteOffset + target.byteLength;
   if (overlaps) {
-    throw argumentError(RangeError, name, `overlaps the memory of ${otherName}`, 'a Float32Array that shares no memory with q, k, v or lse');
+    throw argumentError(RangeError, name, `overlaps the memory of ${otherName}`, 'an array that shares no memory with q, k, v or lse');
   }
 }
 

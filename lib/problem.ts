@@ -2,6 +2,13 @@
 // every backend. It mirrors native/include/gla/problem.h field for field (in camelCase), minus the
 // buffers, which travel beside it (AttentionBuffers, below).
 
+/** gla::DType: the element type of q, k and v (dtype) and of out (outDtype). */
+export const DTYPE_CODES = { float32: 0, float16: 1, bfloat16: 2 } as const;
+export type DTypeCode = (typeof DTYPE_CODES)[keyof typeof DTYPE_CODES];
+/** gla::Precision: the precision of the products' inputs. */
+export const PRECISION_CODES = { float32: 0, bfloat16: 1 } as const;
+export type PrecisionCode = (typeof PRECISION_CODES)[keyof typeof PRECISION_CODES];
+
 /** Element strides of a [batch, head, seq, dim] tensor; the dim stride is always 1. */
 export interface Strides {
   batch: number;
@@ -10,6 +17,11 @@ export interface Strides {
 }
 
 export interface AttentionProblem {
+  /** Element type of q, k and v; a half type travels as a Uint16Array of bit patterns. */
+  dtype: DTypeCode;
+  /** Element type of out. */
+  outDtype: DTypeCode;
+  precision: PrecisionCode;
   batch: number;
   heads: number;
   kvHeads: number;
@@ -35,17 +47,27 @@ export interface AttentionProblem {
   threads: number;
 }
 
+/** A tensor as the backends see it: float32 values, or the bit patterns of a half type. */
+export type TensorArray = Float32Array | Uint16Array;
+
 /** The buffers of one call, beside its problem. out and lse are written; q, k, v never are. */
 export interface AttentionBuffers {
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  /** The caller's `out`, or null: the backend then allocates the output (shaped like q). */
-  out: Float32Array | null;
+  q: TensorArray;
+  k: TensorArray;
+  v: TensorArray;
+  /** The caller's `out` (a Uint16Array view of a Float16Array), or null: the backend then
+   *  allocates the output (shaped like q, of outDtype). */
+  out: TensorArray | null;
   lse: Float32Array | null;
 }
 
 /** The buffers a kernel writes: out resolved (the caller's, or one the backend allocated). */
 export interface KernelBuffers extends AttentionBuffers {
-  out: Float32Array;
+  out: TensorArray;
+}
+
+/** A new output array of the problem's outDtype, shaped like q. */
+export function newOutput(problem: AttentionProblem): TensorArray {
+  const length = problem.batch * problem.heads * problem.seqLen * problem.headDim;
+  return problem.outDtype === DTYPE_CODES.float32 ? new Float32Array(length) : new Uint16Array(length);
 }

@@ -21,11 +21,45 @@ export type Layout = 'bhsd' | 'bshd';
 /** `'auto'` picks the best available backend (see {@link backends}); a name forces that backend. */
 export type BackendChoice = 'auto' | Backend;
 
+/**
+ * Element type of q, k and v (`dtype`) or of the output (`outDtype`). float16 and bfloat16 values
+ * are passed as their 16-bit patterns in a Uint16Array, or for float16 as a Float16Array where
+ * the runtime has one (Node 24+).
+ */
+export type DType = 'float32' | 'float16' | 'bfloat16';
+
+/**
+ * Precision of the two products' inputs (q·k and weights·v). Accumulation, the running max and the
+ * softmax are float32 always. `'bfloat16'` allows q, k, the softmax weights and v to be rounded to
+ * bfloat16 before they are multiplied, where a backend has a bfloat16 product (see
+ * `backendReport()`); a backend without one computes in float32, which is more accurate.
+ */
+export type Precision = 'float32' | 'bfloat16';
+
+/** A Float16Array (Node 24+), described by shape so that the types also build where the runtime has none. */
+export interface Float16ArrayLike extends ArrayBufferView {
+  readonly length: number;
+  readonly BYTES_PER_ELEMENT: 2;
+  readonly [Symbol.toStringTag]: 'Float16Array';
+}
+
+/** An input tensor: float32 values, float16/bfloat16 bits in a Uint16Array, or a Float16Array. */
+export type AttentionInput = Float32Array | Uint16Array | Float16ArrayLike;
+
+/** The output: a Float32Array for float32, a Uint16Array of bits for bfloat16, and for float16 a
+ *  Float16Array where the runtime has one, else a Uint16Array of float16 bits. */
+export type AttentionOutput = Float32Array | Uint16Array | Float16ArrayLike;
+
 /** A list of integers: a plain array or any typed array. */
 export type IntegerList = ArrayLike<number>;
 
-/** Options shared by {@link fullAttention} and {@link localGlobalAttention}. */
-export interface AttentionOptions {
+/**
+ * Options shared by {@link fullAttention} and {@link localGlobalAttention}. `Out` is the output's
+ * element type: the default, float32, types the result as a Float32Array; name a half type
+ * (`AttentionOptions<'bfloat16'>`, or `DType` for any) when `outDtype` or a half `dtype` makes the
+ * output 16-bit.
+ */
+export interface AttentionOptions<Out extends DType = 'float32'> {
   /** Number of independent sequences. Positive safe integer. */
   batch: number;
   /** Number of query heads. Positive safe integer. */
@@ -58,10 +92,21 @@ export interface AttentionOptions {
    */
   kvLengths?: IntegerList;
   /**
-   * Where to write the output: a Float32Array with exactly as many elements as q. It is filled and
+   * Element type of q, k and v. Default: from q's array (Float32Array: `'float32'`, Float16Array:
+   * `'float16'`); required for a Uint16Array, whose bits could be either half type. q, k and v
+   * must all be arrays of this type.
+   */
+  dtype?: DType;
+  /** Element type of the output (and of `out`), default `dtype`. */
+  outDtype?: Out;
+  /** Precision of the products' inputs; default `'bfloat16'` when dtype is bfloat16, else `'float32'`. */
+  precision?: Precision;
+  /**
+   * Where to write the output: an array of `outDtype` (a Float32Array for float32, a Uint16Array of
+   * bits or a Float16Array for the half types) with exactly as many elements as q. It is filled and
    * returned, and nothing is allocated. It must not overlap q, k, v or lse.
    */
-  out?: Float32Array;
+  out?: AttentionOutput;
   /**
    * Optional Float32Array of batch·heads·seqLen elements, in [batch, heads, seq] order for both
    * layouts, filled with the natural log of the sum of exp of each query row's scaled visible scores
@@ -79,7 +124,7 @@ export interface AttentionOptions {
 }
 
 /** Options of {@link fullAttention}: every query sees every key (subject to `causal` and `kvLengths`). */
-export type FullAttentionOptions = AttentionOptions;
+export type FullAttentionOptions<Out extends DType = 'float32'> = AttentionOptions<Out>;
 
 /**
  * A window as `[left, right]`: the query at position p sees keys j with p − left ≤ j ≤ p + right;
@@ -90,7 +135,7 @@ export type FullAttentionOptions = AttentionOptions;
 export type WindowOption = number | readonly [left: number, right: number];
 
 /** Options of {@link localGlobalAttention}: a local window plus optional global tokens. */
-export interface LocalGlobalAttentionOptions extends AttentionOptions {
+export interface LocalGlobalAttentionOptions<Out extends DType = 'float32'> extends AttentionOptions<Out> {
   /** Required. The local window; see {@link WindowOption}. */
   window: WindowOption;
   /**

@@ -63,7 +63,7 @@ const RULES: Rule[] = [
   { rule: 'options must be an object (array)', kind: 'localGlobal', args: (a) => ({ ...a, options: [] as never }), error: TypeError, message: /^options is \[\], expected an object/ },
   {
     rule: 'unknown keys are rejected, with the closest valid key', kind: 'full', args: withOptions({ casual: true }), error: RangeError,
-    message: /^options has an unknown key "casual" \(did you mean "causal"\?\), expected only these keys: batch, heads, .*threads$/,
+    message: /^options has an unknown key "casual" \(did you mean "causal"\?\), expected only these keys: batch, heads, .*threads, dtype, outDtype, precision$/,
   },
   { rule: 'fullAttention rejects window', kind: 'full', args: withOptions({ window: [1, 1] }), error: RangeError, message: /^options\.window is not an option of fullAttention, expected localGlobalAttention/ },
   { rule: 'fullAttention rejects globalTokens', kind: 'full', args: withOptions({ globalTokens: [0] }), error: RangeError, message: /^options\.globalTokens is not an option of fullAttention/ },
@@ -88,8 +88,8 @@ const RULES: Rule[] = [
   { rule: 'layout must be a string', kind: 'full', args: withOptions({ layout: 1 }), error: TypeError, message: /^options\.layout is 1, expected 'bhsd' or 'bshd'$/ },
 
   // q, k, v
-  { rule: 'q must be a Float32Array', kind: 'full', args: (a) => ({ ...a, q: new Float64Array(Q_LENGTH) }), error: TypeError, message: /^q is a Float64Array of length 24, expected a Float32Array$/ },
-  { rule: 'v must not be a plain array', kind: 'localGlobal', args: (a) => ({ ...a, v: Array(KV_LENGTH).fill(0) }), error: TypeError, message: /^v is an array of length 15, expected a Float32Array$/ },
+  { rule: 'q must be a Float32Array', kind: 'full', args: (a) => ({ ...a, q: new Float64Array(Q_LENGTH) }), error: TypeError, message: /^q is a Float64Array of length 24, expected a Float32Array \(or a Float16Array \/ a Uint16Array with options\.dtype 'float16' or 'bfloat16'\)$/ },
+  { rule: 'v must not be a plain array', kind: 'localGlobal', args: (a) => ({ ...a, v: Array(KV_LENGTH).fill(0) }), error: TypeError, message: /^v is an array of length 15, expected a Float32Array \(or a Float16Array/ },
   { rule: 'k must have the right length', kind: 'full', args: (a) => ({ ...a, k: new Float32Array(14) }), error: RangeError, message: /^k has length 14, expected batch·kvHeads·kvSeqLen·headDim = 1·1·5·3 = 15$/ },
   { rule: 'q must have the right length', kind: 'localGlobal', args: (a) => ({ ...a, q: new Float32Array(0) }), error: RangeError, message: /^q has length 0, expected batch·heads·seqLen·headDim = 1·2·4·3 = 24$/ },
   { rule: 'q must not be detached', kind: 'full', args: (a) => ({ ...a, q: detachedFloat32Array(Q_LENGTH) }), error: TypeError, message: /^q is a Float32Array whose buffer is detached/ },
@@ -135,7 +135,7 @@ const RULES: Rule[] = [
   { rule: 'out must be a Float32Array', kind: 'full', args: withOptions({ out: new Float64Array(Q_LENGTH) }), error: TypeError, message: /^options\.out is a Float64Array of length 24, expected a Float32Array$/ },
   { rule: 'out must have the output length', kind: 'full', args: withOptions({ out: new Float32Array(25) }), error: RangeError, message: /^options\.out has length 25, expected batch·heads·seqLen·headDim = 1·2·4·3 = 24$/ },
   { rule: 'out must not be detached', kind: 'localGlobal', args: withOptions({ out: detachedFloat32Array(Q_LENGTH) }), error: TypeError, message: /^options\.out is a Float32Array whose buffer is detached/ },
-  { rule: 'out must not be q', kind: 'full', args: (a) => withOptions({ out: a.q })(a), error: RangeError, message: /^options\.out overlaps the memory of q, expected a Float32Array that shares no memory with q, k, v or lse$/ },
+  { rule: 'out must not be q', kind: 'full', args: (a) => withOptions({ out: a.q })(a), error: RangeError, message: /^options\.out overlaps the memory of q, expected an array that shares no memory with q, k, v or lse$/ },
   {
     rule: 'out must not partly overlap v', kind: 'localGlobal',
     args: (a) => {

@@ -7,7 +7,10 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from './helpers/package';
 
-const EXPORTS = ['backendReport', 'backends', 'fullAttention', 'fullAttentionSync', 'localGlobalAttention', 'localGlobalAttentionSync'];
+const EXPORTS = [
+  'backendReport', 'backends', 'decodeBfloat16', 'decodeFloat16', 'encodeBfloat16', 'encodeFloat16', 'fullAttention',
+  'fullAttentionSync', 'localGlobalAttention', 'localGlobalAttentionSync',
+];
 
 /** Runs a script with the current node in `cwd`, without this process's backend override. */
 function node(args: string[], cwd = ROOT): { status: number | null; stdout: string; stderr: string } {

@@ -1,12 +1,14 @@
 // Compiled by tsc (never run) from package.test.ts: typical usage must type-check against the
 // shipped dist/index.d.ts, and each @ts-expect-error line must stay an error.
 import {
+  type AttentionOutput,
   type Backend,
   type BackendStatus,
   type FullAttentionOptions,
   type LocalGlobalAttentionOptions,
   backendReport,
   backends,
+  encodeBfloat16,
   fullAttention,
   fullAttentionSync,
   localGlobalAttention,
@@ -27,6 +29,18 @@ const local: LocalGlobalAttentionOptions = {
 };
 localGlobalAttentionSync(q, k, v, local);
 void localGlobalAttention(q, k, v, { ...local, window: 4, globalTokens: [[0], new Uint32Array([1])] });
+
+// Half precision: bits in a Uint16Array with a dtype; the result is typed as any output array.
+const bits: Uint16Array = encodeBfloat16(q);
+const half: AttentionOutput = fullAttentionSync(bits, bits, bits, { ...full, dtype: 'bfloat16' });
+const halfLater: Promise<AttentionOutput> = fullAttention(q, k, v, { ...full, outDtype: 'bfloat16', precision: 'bfloat16' });
+const halfOptions: FullAttentionOptions<'float16'> = { ...full, dtype: 'float16', outDtype: 'float16' };
+void [half, halfLater, fullAttentionSync(bits, bits, bits, halfOptions)];
+// @ts-expect-error a bfloat16 result is not a Float32Array
+const notFloat32: Float32Array = fullAttentionSync(bits, bits, bits, { ...full, dtype: 'bfloat16' });
+// @ts-expect-error unknown dtype
+fullAttentionSync(q, k, v, { ...full, dtype: 'float64' });
+void notFloat32;
 
 const names: Backend[] = backends();
 const report: BackendStatus[] = backendReport();

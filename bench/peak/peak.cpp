@@ -1,7 +1,12 @@
 // Measures this machine's FP32 FMA peak and memory bandwidth, so the bench can say how far each
-// kernel is from what the hardware allows. One compile serves every x86 CPU: the ISA variants use
-// function-level target attributes and are chosen at run time with __builtin_cpu_supports (which
-// in GCC and Clang also checks that the OS saves the wide registers, via XGETBV).
+// kernel is from what the hardware allows; beside it, the throughput of the AVX512_BF16 dot
+// product VDPBF16PS (_mm512_dpbf16_ps) and the latency (ns per dependent instruction) of both.
+// One compile serves every x86 CPU: the ISA variants use function-level target attributes and are
+// chosen at run time with __builtin_cpu_supports (which in GCC and Clang also checks that the OS
+// saves the wide registers, via XGETBV); AVX512_BF16 is checked with CPUID and XGETBV directly.
+//
+// FLOP: one 512-bit FMA = 16 multiply-adds = 32 FLOP; one 512-bit VDPBF16PS = 32 bf16
+// multiply-adds into 16 fp32 lanes = 64 FLOP.
 //
 //   c++ -O3 -std=c++17 -pthread peak.cpp -o peak && ./peak [--threads N] [--ms N] [--mib N]
 //
@@ -19,8 +24,14 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define PEAK_X86 1
+// The compiler must know the avx512bf16 target (GCC 10, Clang 9); older ones build without the
+// bf16 kernel and the JSON says why.
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10)
+#define PEAK_BF16 1
+#endif
 #endif
 
 #ifdef __linux__
@@ -100,6 +111,104 @@ __attribute__((target("avx2,fma"))) static double fma_avx2(int64_t iters) {
   for (float x : t) r += x;
   return r;
 }
+
+// Sum of the 16 lanes, through memory as above (_mm512_reduce_add_ps trips a GCC 12 warning).
+__attribute__((target("avx512f"))) static double hsum512(__m512 v) {
+  float t[16];
+  _mm512_storeu_ps(t, v);
+  double r = 0;
+  for (float x : t) r += x;
+  return r;
+}
+
+// Latency: one dependent chain, LAT_UNROLL instructions per loop trip, each waiting for the last.
+constexpr int LAT_UNROLL = 16;
+
+__attribute__((target("avx512f"))) static double fma_avx512_latency(int64_t iters) {
+  __m512 acc = _mm512_set1_ps(0.001f);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < LAT_UNROLL; ++i) acc = _mm512_fmadd_ps(acc, a, b);
+  }
+  return hsum512(acc);
+}
+
+__attribute__((target("avx2,fma"))) static double fma_avx2_latency(int64_t iters) {
+  __m256 acc = _mm256_set1_ps(0.001f);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < LAT_UNROLL; ++i) acc = _mm256_fmadd_ps(acc, a, b);
+  }
+  float t[8];
+  _mm256_storeu_ps(t, acc);
+  double r = 0;
+  for (float x : t) r += x;
+  return r;
+}
+
+// AVX512_BF16: CPUID.(EAX=7,ECX=1):EAX bit 5, with AVX512F (CPUID.(7,0):EBX bit 16) and the OS
+// saving XMM/YMM/opmask/ZMM state (CPUID.1:ECX.OSXSAVE, then XCR0 bits 1, 2, 5, 6, 7).
+// Returns null when usable, else the reason it is not.
+static const char* bf16_unusable() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return "CPUID leaf 1 unavailable";
+  if (!(c & (1u << 27))) return "OS does not enable XSAVE (CPUID.1:ECX.OSXSAVE = 0)";
+  unsigned xlo, xhi;
+  __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+  (void)xhi;
+  if ((xlo & 0xE6u) != 0xE6u) return "OS does not save the ZMM/opmask registers (XCR0)";
+  if (__get_cpuid_max(0, nullptr) < 7) return "no CPUID leaf 7";
+  unsigned max_sub;
+  __cpuid_count(7, 0, max_sub, b, c, d);
+  if (!(b & (1u << 16))) return "CPU lacks AVX512F";
+  if (max_sub < 1) return "CPU lacks AVX512_BF16 (no CPUID leaf 7 subleaf 1)";
+  __cpuid_count(7, 1, a, b, c, d);
+  if (!(a & (1u << 5))) return "CPU lacks AVX512_BF16 (CPUID.(EAX=7,ECX=1):EAX bit 5 = 0)";
+#ifndef PEAK_BF16
+  return "compiler too old for the avx512bf16 target (needs GCC 10 or Clang 9)";
+#else
+  return nullptr;
+#endif
+}
+
+#ifdef PEAK_BF16
+// Multiplicand pairs (x, -x): each VDPBF16PS adds x*y - x*y to its lane, so the accumulators stay
+// near their start however long the run, and never reach denormals or infinities.
+__attribute__((target("avx512bf16,avx512f"))) static __m512bh bf16_pairs(float x) {
+  // Even fp32 lanes x, odd ones -x; cvtne2ps packs 16 consecutive lanes into each half, so every
+  // bf16 pair (one fp32 lane of the result) is (x, -x).
+  const __m512 v = _mm512_mask_blend_ps(0xAAAA, _mm512_set1_ps(x), _mm512_set1_ps(-x));
+  return _mm512_cvtne2ps_pbh(v, v);
+}
+
+// VDPBF16PS latency (about 6 cycles) x throughput (1-2 per cycle) needs >= 12 chains; 24, as for
+// FMA, leaves room for the two multiplicands in the 32 zmm registers.
+__attribute__((target("avx512bf16,avx512f"))) static double bf16_dot_avx512(int64_t iters) {
+  constexpr int N = 24;
+  __m512 acc[N];
+  for (int i = 0; i < N; ++i) acc[i] = _mm512_set1_ps(0.001f * (i + 1));
+  const __m512bh a = bf16_pairs(0.75f), b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < N; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < N; ++i) s = _mm512_add_ps(s, acc[i]);
+  return hsum512(s);
+}
+
+__attribute__((target("avx512bf16,avx512f"))) static double bf16_dot_avx512_latency(int64_t iters) {
+  __m512 acc = _mm512_set1_ps(0.001f);
+  const __m512bh a = bf16_pairs(0.75f), b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < LAT_UNROLL; ++i) acc = _mm512_dpbf16_ps(acc, a, b);
+  }
+  return hsum512(acc);
+}
+#endif
 #endif
 
 struct FmaKernel {
@@ -151,6 +260,26 @@ static double run_fma(const FmaKernel& k, int threads, int ms) {
   }
   return best;
 }
+
+struct Throughput {
+  double one, all;  // GFLOP/s on 1 thread and on `threads` threads
+  int attempts;     // runs of the all-threads measurement
+};
+
+static Throughput measure_throughput(const FmaKernel& k, int threads, int ms) {
+  Throughput t{run_fma(k, 1, ms), 0, 0};
+  t.all = t.one;
+  // The chains share nothing between cores, so n threads should reach ~n x one thread; a
+  // shortfall means another tenant held a vCPU for the whole measurement: measure again.
+  while (threads > 1 && t.attempts < 4 && (t.attempts == 0 || t.all < 0.85 * t.one * threads)) {
+    t.all = std::max(t.attempts ? t.all : 0.0, run_fma(k, threads, ms));
+    ++t.attempts;
+  }
+  return t;
+}
+
+// ns per instruction of a one-chain kernel (flops_per_iter = instructions per trip), one thread.
+static double latency_ns(const FmaKernel& k, int ms) { return 1.0 / run_fma(k, 1, std::max(1, ms / 2)); }
 
 // Splits [0, n) across threads and runs body(begin, end) on each; returns the wall time.
 static double parallel_for(size_t n, int threads, const std::function<void(size_t, size_t)>& body) {
@@ -232,33 +361,55 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--mib") && i + 1 < argc) mib = std::strtoul(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
   }
-  std::vector<FmaKernel> kernels;
+  std::vector<FmaKernel> kernels, latency;
 #ifdef PEAK_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) kernels.push_back({"avx512", 24 * 16 * 2, fma_avx512});
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back({"avx2", 12 * 8 * 2, fma_avx2});
+  if (__builtin_cpu_supports("avx512f")) {
+    kernels.push_back({"avx512", 24 * 16 * 2, fma_avx512});
+    latency.push_back({"avx512", LAT_UNROLL, fma_avx512_latency});
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    kernels.push_back({"avx2", 12 * 8 * 2, fma_avx2});
+    latency.push_back({"avx2", LAT_UNROLL, fma_avx2_latency});
+  }
 #endif
   std::string fma_json;
   for (size_t i = 0; i < kernels.size(); ++i) {
-    double one = run_fma(kernels[i], 1, ms);
-    double all = one;
-    int attempts = 0;
-    // FMA chains share nothing between cores, so n threads should reach ~n x one thread; a
-    // shortfall means another tenant held a vCPU for the whole measurement: measure again.
-    while (threads > 1 && attempts < 4 && (attempts == 0 || all < 0.85 * one * threads)) {
-      all = std::max(attempts ? all : 0.0, run_fma(kernels[i], threads, ms));
-      ++attempts;
-    }
+    Throughput t = measure_throughput(kernels[i], threads, ms);
+    double lat = latency_ns(latency[i], ms);
     char buf[256];
     std::snprintf(buf, sizeof buf,
-                  "%s\"%s\": {\"gflops_1t\": %.1f, \"gflops_all\": %.1f, \"attempts_all\": %d}", i ? ", " : "",
-                  kernels[i].name, one, all, attempts);
+                  "%s\"%s\": {\"gflops_1t\": %.1f, \"gflops_all\": %.1f, \"attempts_all\": %d, \"latency_ns\": %.3f}",
+                  i ? ", " : "", kernels[i].name, t.one, t.all, t.attempts, lat);
     fma_json += buf;
+  }
+  // The bf16 dot product: 512-bit VDPBF16PS, 64 FLOP each, beside the fp32 FMA above.
+  std::string bf16_json;
+  {
+    const char* why = "not an x86 CPU";
+#ifdef PEAK_X86
+    why = bf16_unusable();
+#endif
+    if (why) {
+      bf16_json = std::string("{\"available\": false, \"reason\": \"") + why + "\"}";
+    } else {
+#ifdef PEAK_BF16
+      Throughput t = measure_throughput({"avx512_bf16", 24 * 64, bf16_dot_avx512}, threads, ms);
+      double lat = latency_ns({"avx512_bf16", LAT_UNROLL, bf16_dot_avx512_latency}, ms);
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "{\"available\": true, \"isa\": \"avx512_bf16\", \"instruction\": \"vdpbf16ps zmm\", "
+                    "\"flop_per_instruction\": 64, \"gflops_1t\": %.1f, \"gflops_all\": %.1f, \"attempts_all\": %d, "
+                    "\"latency_ns\": %.3f}",
+                    t.one, t.all, t.attempts, lat);
+      bf16_json = buf;
+#endif
+    }
   }
   Bandwidth bw = run_bandwidth(mib, threads);
   std::printf(
-      "{\"threads\": %d, \"fma\": {%s}, \"bandwidth\": {\"array_mib\": %zu, \"copy_gbs\": %.2f, "
+      "{\"threads\": %d, \"fma\": {%s}, \"bf16_dot\": %s, \"bandwidth\": {\"array_mib\": %zu, \"copy_gbs\": %.2f, "
       "\"triad_gbs\": %.2f, \"read_gbs\": %.2f}, \"sink\": %g}\n",
-      threads, fma_json.c_str(), mib, bw.copy, bw.triad, bw.read, g_sink.load() > 0 ? 1.0 : 0.0);
+      threads, fma_json.c_str(), bf16_json.c_str(), mib, bw.copy, bw.triad, bw.read, g_sink.load() > 0 ? 1.0 : 0.0);
   return 0;
 }

@@ -1,5 +1,5 @@
 // What the registry needs from a backend: whether it can run here, and how to run one validated call.
-import type { AttentionBuffers, AttentionProblem } from '../problem';
+import type { AttentionBuffers, AttentionProblem, TensorArray } from '../problem';
 import type { Backend } from '../types';
 
 export interface BackendImpl {
@@ -9,12 +9,12 @@ export interface BackendImpl {
   /** null when this backend can run here, else why not. May be slow (loads the addon); cached by the registry. */
   probe(): string | null;
   /** Blocks until out (and lse) are filled; returns out. Only called after probe() returned null. */
-  runSync(problem: AttentionProblem, buffers: AttentionBuffers): Float32Array;
+  runSync(problem: AttentionProblem, buffers: AttentionBuffers): TensorArray;
   /**
    * Does the work off the JS thread; resolves with out. Whatever the caller does to its buffers
    * meanwhile (transfer, resize), the call touches only memory it owns, and rejects with an Error
    * naming the buffer if out or lse can no longer take the result. Only called after probe()
    * returned null.
    */
-  runAsync(problem: AttentionProblem, buffers: AttentionBuffers): Promise<Float32Array>;
+  runAsync(problem: AttentionProblem, buffers: AttentionBuffers): Promise<TensorArray>;
 }

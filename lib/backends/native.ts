@@ -82,8 +82,9 @@ function requireBinding(): NativeBinding {
  * must name exactly these in this order, which loadAddon checks. Adding a field is one name here
  * and one row there; bump the version on both sides when a field changes meaning.
  */
-export const NATIVE_PROBLEM_LAYOUT_VERSION = 2;
+export const NATIVE_PROBLEM_LAYOUT_VERSION = 3;
 export const NATIVE_PROBLEM_FIELDS = [
+  'dtype', 'outDtype', 'precision',
   'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
   'qStrides.batch', 'qStrides.head', 'qStrides.seq',
   'kStrides.batch', 'kStrides.head', 'kStrides.seq',

@@ -1,7 +1,7 @@
 // The JS backend's async path: the work units of one call spread over the worker pool.
 import { availableParallelism } from 'node:os';
 import { deliver } from '../inline-async';
-import type { AttentionProblem, KernelBuffers } from '../problem';
+import type { AttentionProblem, KernelBuffers, TensorArray } from '../problem';
 import { workUnitCount } from './kernel';
 import { WorkerPool } from './pool';
 
@@ -16,7 +16,8 @@ function sharedPool(): WorkerPool {
   return pool;
 }
 
-export async function runAttentionInWorkers(problem: AttentionProblem, buffers: KernelBuffers): Promise<Float32Array> {
+/** buffers hold float32 values (lib/backends/js.ts decodes half inputs first). */
+export async function runAttentionInWorkers(problem: AttentionProblem, buffers: KernelBuffers): Promise<TensorArray> {
   const workers = sharedPool();
   const units = workUnitCount(problem);
   const lanes = Math.min(problem.threads, workers.size, units);
@@ -25,8 +26,9 @@ export async function runAttentionInWorkers(problem: AttentionProblem, buffers: 
   // Workers can only see memory the main thread shares with them; copying the inputs also means a
   // caller who mutates, transfers or shrinks q, k or v while the promise is pending cannot touch
   // this call. out and lse are computed aside and copied in at the end (deliver).
-  const copies = new Map<Float32Array, Float32Array>();
-  const share = (array: Float32Array, copy: boolean): Float32Array => {
+  const copies = new Map<TensorArray, Float32Array>();
+  const share = (array: TensorArray, copy: boolean): Float32Array => {
+    if (!(array instanceof Float32Array)) throw new TypeError('the JS workers compute float32 buffers only');
     if (array.buffer instanceof SharedArrayBuffer) return array;
     let shared = copies.get(array);
     if (shared === undefined) {

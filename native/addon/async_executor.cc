@@ -27,6 +27,8 @@ struct StagedOutput {
   napi_ref array = nullptr;  // the caller's typed array, to copy into when the call settles
   StagingBlock block;
   size_t elements = 0;
+  size_t element_bytes = 4;
+  napi_typedarray_type type = napi_float32_array;
   const char* name = nullptr;  // as the caller knows it: "options.out", "options.lse"
 };
 
@@ -151,7 +153,7 @@ void release_references(napi_env env, Job* job) {
 // (a transferred buffer reads as length 0, a shrunk resizable one as its new length), then copies
 // them all, or none. Returns false with the reason in `error` if any array changed.
 bool deliver_staged_outputs(napi_env env, Job* job, std::string& error) {
-  float* targets[2] = {nullptr, nullptr};
+  void* targets[2] = {nullptr, nullptr};
   for (int i = 0; i < 2; ++i) {
     StagedOutput& staged = job->staged_outputs[i];
     if (staged.array == nullptr) continue;
@@ -172,18 +174,19 @@ bool deliver_staged_outputs(napi_env env, Job* job, std::string& error) {
               " was detached (its ArrayBuffer was transferred) while the call ran; the result was discarded";
       return false;
     }
-    if (type != napi_float32_array || length != staged.elements || data == nullptr) {
+    if (type != staged.type || length != staged.elements || data == nullptr) {
       error = std::string(staged.name) + " has " + std::to_string(length) + " elements now, " +
               std::to_string(staged.elements) +
               " when the call started (its resizable ArrayBuffer was resized while the call ran); the result was discarded";
       return false;
     }
-    targets[i] = static_cast<float*>(data);
+    targets[i] = data;
   }
   for (int i = 0; i < 2; ++i) {
     if (targets[i] != nullptr) {
       gla::parallel_copy(targets[i], job->staged_outputs[i].block.data(),
-                         job->staged_outputs[i].elements * sizeof(float), job->call->read.problem.threads);
+                         job->staged_outputs[i].elements * job->staged_outputs[i].element_bytes,
+                         job->call->read.problem.threads);
     }
   }
   return true;
@@ -281,10 +284,11 @@ void hold(napi_env env, napi_value value, napi_ref* ref) {
 bool stage_buffers(const CallArgs& args, bool out_is_private, Job* job) {
   napi_env env = args.env;
   gla::AttentionProblem& p = job->call->read.problem;
-  const float** inputs[3] = {&p.q, &p.k, &p.v};
+  const void** inputs[3] = {&p.q, &p.k, &p.v};
   const int64_t input_elements[3] = {p.q_elements, p.k_elements, p.v_elements};
   const char* const input_names[3] = {"q", "k", "v"};
-  const float* caller_inputs[3] = {p.q, p.k, p.v};
+  const void* caller_inputs[3] = {p.q, p.k, p.v};
+  const size_t input_bytes = static_cast<size_t>(gla::dtype_bytes(p.dtype));
   for (int i = 0; i < 3; ++i) {
     const napi_value value = args.argv[kArgQ + i];
     if (is_on_shared_memory(env, value)) {
@@ -302,19 +306,23 @@ bool stage_buffers(const CallArgs& args, bool out_is_private, Job* job) {
       }
     }
     if (shared_copy) continue;
-    const size_t elements = static_cast<size_t>(input_elements[i]);
-    job->staged_inputs[i] = StagingBlock::acquire(elements);
+    const size_t bytes = static_cast<size_t>(input_elements[i]) * input_bytes;
+    job->staged_inputs[i] = StagingBlock::acquire(bytes);
     if (job->staged_inputs[i].data() == nullptr) {
-      const std::string text = std::string("out_of_memory: could not allocate ") + std::to_string(elements * sizeof(float)) +
+      const std::string text = std::string("out_of_memory: could not allocate ") + std::to_string(bytes) +
                                " bytes to copy " + input_names[i] + " for the async call";
       napi_throw_range_error(env, nullptr, text.c_str());
       return false;
     }
-    gla::parallel_copy(job->staged_inputs[i].data(), caller_inputs[i], elements * sizeof(float), p.threads);
+    gla::parallel_copy(job->staged_inputs[i].data(), caller_inputs[i], bytes, p.threads);
     *inputs[i] = job->staged_inputs[i].data();
   }
 
-  float** outputs[2] = {&p.out, &p.lse};
+  void* lse = p.lse;
+  void** outputs[2] = {&p.out, &lse};
+  const size_t output_bytes[2] = {static_cast<size_t>(gla::dtype_bytes(p.out_dtype)), sizeof(float)};
+  const napi_typedarray_type output_types[2] = {
+      p.out_dtype == gla::DType::float32 ? napi_float32_array : napi_uint16_array, napi_float32_array};
   const int64_t output_elements[2] = {p.out_elements, p.lse_elements};
   const char* const output_names[2] = {"options.out", "options.lse"};
   for (int i = 0; i < 2; ++i) {
@@ -328,11 +336,13 @@ bool stage_buffers(const CallArgs& args, bool out_is_private, Job* job) {
     }
     StagedOutput& staged = job->staged_outputs[i];
     staged.elements = static_cast<size_t>(output_elements[i]);
+    staged.element_bytes = output_bytes[i];
+    staged.type = output_types[i];
     staged.name = output_names[i];
-    staged.block = StagingBlock::acquire(staged.elements);
+    staged.block = StagingBlock::acquire(staged.elements * staged.element_bytes);
     if (staged.block.data() == nullptr) {
       const std::string text = std::string("out_of_memory: could not allocate ") +
-                               std::to_string(staged.elements * sizeof(float)) + " bytes for the async call's " +
+                               std::to_string(staged.elements * staged.element_bytes) + " bytes for the async call's " +
                                output_names[i];
       napi_throw_range_error(env, nullptr, text.c_str());
       return false;
@@ -340,6 +350,7 @@ bool stage_buffers(const CallArgs& args, bool out_is_private, Job* job) {
     hold(env, value, &staged.array);
     *outputs[i] = staged.block.data();
   }
+  p.lse = static_cast<float*>(lse);
   return true;
 }
 

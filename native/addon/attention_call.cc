@@ -111,13 +111,27 @@ bool provide_out(CallArgs* args, bool* allocated) {
   bool is_typed_array = false;
   if (napi_is_typedarray(env, args->argv[kArgQ], &is_typed_array) != napi_ok || !is_typed_array ||
       napi_get_typedarray_info(env, args->argv[kArgQ], &q_type, &length, nullptr, nullptr, nullptr) != napi_ok ||
-      q_type != napi_float32_array) {
+      (q_type != napi_float32_array && q_type != napi_uint16_array)) {
     return true;
   }
+  // The output's type is the problem's out_dtype (a Uint16Array of bits for the half types).
+  napi_typedarray_type fields_type;
+  size_t field_count = 0;
+  void* fields = nullptr;
+  if (napi_get_typedarray_info(env, args->argv[kArgFields], &fields_type, &field_count, &fields, nullptr, nullptr) !=
+          napi_ok ||
+      fields_type != napi_float64_array || field_count != static_cast<size_t>(kProblemFieldCount) || fields == nullptr) {
+    return true;  // read_problem says what is wrong with the fields
+  }
+  const double out_dtype = static_cast<const double*>(fields)[kOutDtypeField];
+  const bool half_out = out_dtype == 1 || out_dtype == 2;
+  if (!half_out && out_dtype != 0) return true;
+  const napi_typedarray_type out_type = half_out ? napi_uint16_array : napi_float32_array;
+  const size_t out_bytes = half_out ? 2 : sizeof(float);
   napi_value buffer = nullptr;
   napi_value out = nullptr;
-  if (napi_create_arraybuffer(env, length * sizeof(float), nullptr, &buffer) != napi_ok ||
-      napi_create_typedarray(env, napi_float32_array, length, buffer, 0, &out) != napi_ok) {
+  if (napi_create_arraybuffer(env, length * out_bytes, nullptr, &buffer) != napi_ok ||
+      napi_create_typedarray(env, out_type, length, buffer, 0, &out) != napi_ok) {
     // A pending RangeError from V8 (allocation failed) is the caller's answer.
     bool pending = false;
     if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {

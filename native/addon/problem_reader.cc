@@ -20,6 +20,7 @@ const char* typed_array_name(napi_typedarray_type type) {
   switch (type) {
     case napi_float32_array: return "a Float32Array";
     case napi_float64_array: return "a Float64Array";
+    case napi_uint16_array: return "a Uint16Array";
     case napi_int32_array: return "an Int32Array";
     default: return "a typed array";
   }
@@ -53,13 +54,17 @@ bool read_typed_array(const CallArgs& args, size_t index, napi_typedarray_type w
   return true;
 }
 
-bool read_float_buffer(const CallArgs& args, size_t index, bool optional, float*& data, int64_t& elements,
-                       std::string& error) {
+// A tensor of `dtype`: a Float32Array for float32, a Uint16Array of bit patterns for the half types
+// (lib passes a Float16Array as a Uint16Array view of the same memory).
+template <typename Pointer>
+bool read_tensor(const CallArgs& args, size_t index, gla::DType dtype, bool optional, Pointer& data,
+                 int64_t& elements, std::string& error) {
   void* raw = nullptr;
   size_t length = 0;
   bool present = false;
-  if (!read_typed_array(args, index, napi_float32_array, optional, raw, length, present, error)) return false;
-  data = static_cast<float*>(raw);
+  const napi_typedarray_type want = dtype == gla::DType::float32 ? napi_float32_array : napi_uint16_array;
+  if (!read_typed_array(args, index, want, optional, raw, length, present, error)) return false;
+  data = static_cast<Pointer>(raw);
   elements = static_cast<int64_t>(length);
   return true;
 }
@@ -115,6 +120,18 @@ bool read_count(double number, const char* name, int32_t* value, std::string& er
   return true;
 }
 
+bool read_dtype(double number, const char* name, gla::DType* value, std::string& error) {
+  if (number != 0 && number != 1 && number != 2) return field_error(name, "0 (float32), 1 (float16) or 2 (bfloat16)", error);
+  *value = static_cast<gla::DType>(static_cast<int32_t>(number));
+  return true;
+}
+
+bool read_precision(double number, const char* name, gla::Precision* value, std::string& error) {
+  if (number != 0 && number != 1) return field_error(name, "0 (float32) or 1 (bfloat16)", error);
+  *value = static_cast<gla::Precision>(static_cast<int32_t>(number));
+  return true;
+}
+
 }  // namespace
 
 void read_problem(const CallArgs& args, ReadProblem& read) {
@@ -124,19 +141,6 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
     error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices)";
     return;
   }
-  float* q = nullptr;
-  float* k = nullptr;
-  float* v = nullptr;
-  if (!read_float_buffer(args, kArgQ, false, q, p.q_elements, error) ||
-      !read_float_buffer(args, kArgK, false, k, p.k_elements, error) ||
-      !read_float_buffer(args, kArgV, false, v, p.v_elements, error) ||
-      !read_float_buffer(args, kArgOut, false, p.out, p.out_elements, error) ||
-      !read_float_buffer(args, kArgLse, true, p.lse, p.lse_elements, error)) {
-    return;
-  }
-  p.q = q;
-  p.k = k;
-  p.v = v;
 
   void* raw = nullptr;
   size_t count = 0;
@@ -167,6 +171,15 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   if (!read_##kind(fields[index++], name, &p.member, error)) return;
   GLA_PROBLEM_FIELDS(GLA_READ_FIELD)
 #undef GLA_READ_FIELD
+
+  // The buffers after the fields: their array types follow dtype and out_dtype.
+  if (!read_tensor(args, kArgQ, p.dtype, false, p.q, p.q_elements, error) ||
+      !read_tensor(args, kArgK, p.dtype, false, p.k, p.k_elements, error) ||
+      !read_tensor(args, kArgV, p.dtype, false, p.v, p.v_elements, error) ||
+      !read_tensor(args, kArgOut, p.out_dtype, false, p.out, p.out_elements, error) ||
+      !read_tensor(args, kArgLse, gla::DType::float32, true, p.lse, p.lse_elements, error)) {
+    return;
+  }
 
   bool has_lengths = false;
   bool has_offsets = false;

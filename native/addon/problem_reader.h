@@ -30,7 +30,12 @@ namespace gla_addon {
 //   real     any double, narrowed to float (finiteness is validate_problem's)
 //   flag     0 or 1
 //   count    an integer in [1, 4096]
+//   dtype    0 float32, 1 float16, 2 bfloat16 (gla::DType)
+//   precision  0 float32, 1 bfloat16 (gla::Precision)
 #define GLA_PROBLEM_FIELDS(X)                             \
+  X(dtype, "dtype", dtype)                                \
+  X(out_dtype, "outDtype", dtype)                         \
+  X(precision, "precision", precision)                    \
   X(batch, "batch", integer)                              \
   X(heads, "heads", integer)                              \
   X(kv_heads, "kvHeads", integer)                         \
@@ -55,11 +60,15 @@ namespace gla_addon {
   X(window_right, "windowRight", integer)                 \
   X(threads, "threads", count)
 
-constexpr double kProblemLayoutVersion = 2;
+constexpr double kProblemLayoutVersion = 3;
 
 #define GLA_COUNT_FIELD(member, name, kind) +1
 constexpr int kProblemFieldCount = 1 GLA_PROBLEM_FIELDS(GLA_COUNT_FIELD);  // with the version
 #undef GLA_COUNT_FIELD
+
+// Positions of the dtype fields, which the buffers' expected array types depend on.
+constexpr int kDtypeField = 1;
+constexpr int kOutDtypeField = 2;
 
 // The JS names, index = position in the Float64Array ("layoutVersion" first).
 extern const char* const kProblemFieldNames[kProblemFieldCount];

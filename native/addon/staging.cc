@@ -67,9 +67,10 @@ class StagingPool {
 
 }  // namespace
 
-StagingBlock StagingBlock::acquire(size_t elements) {
+StagingBlock StagingBlock::acquire(size_t bytes) {
   size_t capacity = 0;
-  float* data = StagingPool::instance().take(elements == 0 ? 1 : elements, &capacity);
+  const size_t floats = (bytes + sizeof(float) - 1) / sizeof(float);
+  float* data = StagingPool::instance().take(floats == 0 ? 1 : floats, &capacity);
   return StagingBlock(data, capacity);
 }
 

@@ -27,12 +27,13 @@
 
 namespace gla_addon {
 
-// A block of floats from the staging pool; returns itself to the pool when destroyed.
+// A block from the staging pool (64-byte aligned, in whole floats); returns itself to the pool
+// when destroyed.
 class StagingBlock {
  public:
   StagingBlock() = default;
-  // Null (and empty) only if the allocation failed.
-  static StagingBlock acquire(size_t elements);
+  // At least `bytes`; null (and empty) only if the allocation failed.
+  static StagingBlock acquire(size_t bytes);
   StagingBlock(StagingBlock&& other) noexcept;
   StagingBlock& operator=(StagingBlock&& other) noexcept;
   StagingBlock(const StagingBlock&) = delete;

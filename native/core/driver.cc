@@ -80,13 +80,27 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
     const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
     const int64_t position = i + c.plan.position_offset;
     sc.rows[r] = i;
-    const float* q = p.q + g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
-    if (few) {
-      float* row = sc.q_rows + static_cast<int64_t>(r) * dim_pad;
-      for (int64_t t = 0; t < p.head_dim; ++t) row[t] = q[t] * p.scale;
-      for (int64_t t = p.head_dim; t < dim_pad; ++t) row[t] = 0.0f;
+    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
+    float* row = few ? sc.q_rows + static_cast<int64_t>(r) * dim_pad : sc.row_buffer;
+    if (p.dtype == DType::float32) {
+      const float* q = static_cast<const float*>(p.q) + q_offset;
+      if (few) {
+        for (int64_t t = 0; t < p.head_dim; ++t) row[t] = q[t] * p.scale;
+      } else {
+        for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
+      }
     } else {
-      for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = q[t] * p.scale;
+      // Half precision: the row widened (times scale) into q_rows, or into the row buffer and
+      // from there transposed into qt.
+      const int64_t first = 0;
+      c.kernels.widen_rows(p.dtype, static_cast<const uint16_t*>(p.q) + q_offset, 0, &first, 1,
+                           static_cast<int>(p.head_dim), p.scale, row, dim_pad);
+      if (!few) {
+        for (int64_t t = 0; t < p.head_dim; ++t) sc.qt[t * rows_pad + r] = row[t];
+      }
+    }
+    if (few) {
+      for (int64_t t = p.head_dim; t < dim_pad; ++t) row[t] = 0.0f;
     }
     // The window part of the rule for this single row, and its kv-length/causal bound for globals.
     const KeyRange own = window_key_range(mask, position, position);
@@ -100,16 +114,22 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
 }
 
 // Where the units of one (batch, kv head) read its K and V rows: in place, or a packed copy.
+// Elements of the problem's dtype; half-precision rows are widened block by block (run_blocks).
 struct HeadKV {
-  const float* k;
+  const void* k;
   int64_t k_row_stride;
-  const float* v;
+  const void* v;
   int64_t v_row_stride;
 };
 
+// The element at `offset` of a tensor of `dtype`.
+const void* element_at(const void* base, DType dtype, int64_t offset) {
+  return static_cast<const unsigned char*>(base) + offset * dtype_bytes(dtype);
+}
+
 HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
-  return HeadKV{p.k + b * p.k_strides.batch + kh * p.k_strides.head, p.k_strides.seq,
-                p.v + b * p.v_strides.batch + kh * p.v_strides.head, p.v_strides.seq};
+  return HeadKV{element_at(p.k, p.dtype, b * p.k_strides.batch + kh * p.k_strides.head), p.k_strides.seq,
+                element_at(p.v, p.dtype, b * p.v_strides.batch + kh * p.v_strides.head), p.v_strides.seq};
 }
 
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
@@ -127,11 +147,16 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
   a.q_rows = sc.q_rows;
-  a.k = kv.k;
-  a.k_row_stride = kv.k_row_stride;
-  a.v = kv.v;
-  a.v_row_stride = kv.v_row_stride;
+  // Half-precision K and V are widened one block at a time into the scratch (below): O(keys x
+  // head_dim) per block against O(rows x keys x head_dim) of products, and the kernel then reads
+  // unit-stride float32 rows whatever the caller's layout. Decode reads the half rows once.
+  const bool widen = p.dtype != DType::float32;
+  a.k = widen ? sc.k_block : static_cast<const float*>(kv.k);
+  a.k_row_stride = widen ? plan.dim_pad : kv.k_row_stride;
+  a.v = widen ? sc.v_block : static_cast<const float*>(kv.v);
+  a.v_row_stride = widen ? plan.dim_pad : kv.v_row_stride;
   a.keys = sc.keys;
+  a.key_rows = widen ? sc.block_rows : sc.keys;
   a.win_begin = sc.win_begin;
   a.win_end = sc.win_end;
   a.allowed_end = sc.allowed_end;
@@ -161,7 +186,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       // Decode is bound by streaming K and V once: the next block's K is fetched during this
       // block's P V, which otherwise leaves memory idle (bench/NOTES.md section 8).
       const bool next_in_range = block + 1 < block_end && block + 1 < g.n_range_blocks;
-      a.k_ahead = few_rows && next_in_range ? a.k + j1 * a.k_row_stride : nullptr;
+      a.k_ahead = few_rows && next_in_range && !widen ? a.k + j1 * a.k_row_stride : nullptr;
       a.k_ahead_rows = a.k_ahead != nullptr ? static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1) : 0;
     } else {
       const int64_t first = (block - g.n_range_blocks) * plan.block_k;
@@ -174,15 +199,24 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead = nullptr;
       a.k_ahead_rows = 0;
     }
+    if (widen) {
+      const int dim = static_cast<int>(p.head_dim);
+      c.kernels.widen_rows(p.dtype, kv.k, kv.k_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.k_block, plan.dim_pad);
+      c.kernels.widen_rows(p.dtype, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.v_block, plan.dim_pad);
+    }
     c.kernels.attend_block(a);
   }
 }
 
 // Normalises one row's state into out (and lse). A row that saw nothing gets zeros and -inf; a
 // row whose sum is NaN (it saw a NaN score, or +inf: exp(inf - inf)) gets NaN throughout.
-void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc) {
+// A half-precision out gets the float32 row rounded once (nearest even), through row_buffer.
+void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc,
+               float* row_buffer) {
   const AttentionProblem& p = c.p;
-  float* out = p.out + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+  const bool narrow = p.out_dtype != DType::float32;
+  float* out = narrow ? row_buffer : static_cast<float*>(p.out) + offset;
   float lse = kNegInf;
   if (sum > 0.0f || sum != sum) {
     for (int64_t t = 0; t < p.head_dim; ++t) out[t] = acc[t] / sum;
@@ -190,15 +224,19 @@ void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float 
   } else {
     std::fill(out, out + p.head_dim, 0.0f);
   }
+  if (narrow) {
+    c.kernels.narrow_row(out, static_cast<int>(p.head_dim), p.out_dtype, static_cast<uint16_t*>(p.out) + offset);
+  }
   if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = lse;
 }
 
 void write_rows(const Call& c, const Unit& u, const float* max, const float* sum, const float* acc,
-                const int64_t* rows) {
+                const int64_t* rows, float* row_buffer) {
   const RowGroup& g = u.g;
   for (int r = 0; r < u.rows; ++r) {
     if (!g.global_rows && c.is_global_query(g.batch, rows[r])) continue;
-    write_row(c, g.batch, u.h0 + r / g.n_rows, rows[r], max[r], sum[r], acc + static_cast<int64_t>(r) * c.plan.dim_pad);
+    write_row(c, g.batch, u.h0 + r / g.n_rows, rows[r], max[r], sum[r], acc + static_cast<int64_t>(r) * c.plan.dim_pad,
+              row_buffer);
   }
 }
 
@@ -240,7 +278,7 @@ void merge_pair(const Call& c, const Partials& partials, const Unit& u, Scratch&
     sc.row_max[r] = max;
     sc.row_sum[r] = sum;
   }
-  write_rows(c, u, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+  write_rows(c, u, sc.row_max, sc.row_sum, sc.acc, sc.rows, sc.row_buffer);
 }
 
 // The buffers of one call, kept by the calling thread between calls so that a steady stream of
@@ -285,6 +323,8 @@ enum class KvAccess {
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels) {
+  // Half-precision rows are widened into unit-stride float32 blocks anyway (run_blocks).
+  if (p.dtype != DType::float32) return KvAccess::in_place;
   if (p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim) return KvAccess::in_place;
   if (plan.max_rows <= kernels.few_rows) return KvAccess::in_place;
   // A bounded window: each key is read by the few groups whose window covers it, and the copy cost
@@ -301,6 +341,7 @@ KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu
 }
 
 // One head's K and V packed into dst: K rows, then V rows, head_dim apart.
+// Packing is for float32 problems only (choose_kv_access).
 HeadKV packed_head(const AttentionProblem& p, float* dst) {
   return HeadKV{dst, p.head_dim, dst + p.kv_seq_len * p.head_dim, p.head_dim};
 }
@@ -308,14 +349,16 @@ HeadKV packed_head(const AttentionProblem& p, float* dst) {
 // Rows [first, end) of one head's K and V (those below the kv length) into dst (packed_head).
 void pack_head_rows(const AttentionProblem& p, int64_t b, int64_t kh, int64_t first, int64_t end, float* dst) {
   const HeadKV src = head_kv_in_place(p, b, kh);
+  const float* src_k = static_cast<const float*>(src.k);
+  const float* src_v = static_cast<const float*>(src.v);
   const int64_t rows = std::min(end, p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len);
   float* k = dst;
   float* v = dst + p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < rows; ++j) {
-    std::copy(src.k + j * src.k_row_stride, src.k + j * src.k_row_stride + p.head_dim, k + j * p.head_dim);
+    std::copy(src_k + j * src.k_row_stride, src_k + j * src.k_row_stride + p.head_dim, k + j * p.head_dim);
   }
   for (int64_t j = first; j < rows; ++j) {
-    std::copy(src.v + j * src.v_row_stride, src.v + j * src.v_row_stride + p.head_dim, v + j * p.head_dim);
+    std::copy(src_v + j * src.v_row_stride, src_v + j * src.v_row_stride + p.head_dim, v + j * p.head_dim);
   }
 }
 
@@ -331,7 +374,8 @@ int64_t keys_end(const AttentionProblem& p, const RowGroup& g) {
 void pack_rows(const AttentionProblem& p, int64_t b, int tensor, int64_t first, int64_t end, float* dst) {
   const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
   const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
-  const float* src = tensor == 0 ? p.k + b * p.k_strides.batch : p.v + b * p.v_strides.batch;
+  const float* src = tensor == 0 ? static_cast<const float*>(p.k) + b * p.k_strides.batch
+                                 : static_cast<const float*>(p.v) + b * p.v_strides.batch;
   const Strides& st = tensor == 0 ? p.k_strides : p.v_strides;
   float* to = dst + tensor * p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < std::min(end, rows); ++j) {
@@ -395,6 +439,7 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
   shape.rows_pad = static_cast<int>(round_up(shape.block_q, plan.vector_width));
   shape.block_k = plan.block_k;
   shape.dim_pad = plan.dim_pad;
+  shape.widened = p.dtype != DType::float32 || p.out_dtype != DType::float32;
   shape.score_floats = static_cast<int>(std::max<int64_t>(
       static_cast<int64_t>(plan.block_k) * shape.rows_pad,
       std::min(shape.block_q, kernels.few_rows) * round_up(plan.block_k, plan.vector_width)));
@@ -419,7 +464,7 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     const int64_t end = u.g.n_blocks * (chunk + 1) / plan.chunks;
     run_blocks(call, u, kv, begin, end, sc);
     if (plan.chunks == 1) {
-      write_rows(call, u, sc.row_max, sc.row_sum, sc.acc, sc.rows);
+      write_rows(call, u, sc.row_max, sc.row_sum, sc.acc, sc.rows, sc.row_buffer);
       return;
     }
     float* part = partials.at(plan, u.pair, chunk);

@@ -14,22 +14,24 @@ size_t aligned_bytes(size_t count, size_t element) { return (count * element + k
 
 void Scratch::reserve(const ScratchShape& shape) {
   if (shape.block_q == carved_.block_q && shape.rows_pad == carved_.rows_pad && shape.block_k == carved_.block_k &&
-      shape.dim_pad == carved_.dim_pad && shape.score_floats == carved_.score_floats) {
+      shape.dim_pad == carved_.dim_pad && shape.score_floats == carved_.score_floats && shape.widened == carved_.widened) {
     return;
   }
   const size_t bq = static_cast<size_t>(shape.block_q);
   const size_t rp = static_cast<size_t>(shape.rows_pad);
   const size_t bk = static_cast<size_t>(shape.block_k);
   const size_t dp = static_cast<size_t>(shape.dim_pad);
-  const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp};
-  const size_t int_counts[] = {bk, bq, bq, bq, bq};
+  const size_t wk = shape.widened ? bk : 0;
+  const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp,
+                                 wk * dp, wk * dp, shape.widened ? dp : 0};
+  const size_t int_counts[] = {bk, bq, bq, bq, bq, wk};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
   for (size_t n : int_counts) total += aligned_bytes(n, sizeof(int64_t));
   if (total > capacity_) {
     storage_.reset();
     capacity_ = 0;
-    carved_ = ScratchShape{0, 0, 0, 0, 0};
+    carved_ = ScratchShape{0, 0, 0, 0, 0, false};
     storage_.reset(new unsigned char[total]);
     capacity_ = total;
   }
@@ -59,6 +61,13 @@ void Scratch::reserve(const ScratchShape& shape) {
   win_begin = take_ints(bq);
   win_end = take_ints(bq);
   allowed_end = take_ints(bq);
+  k_block = shape.widened ? take_floats(float_counts[8]) : nullptr;
+  v_block = shape.widened ? take_floats(float_counts[9]) : nullptr;
+  row_buffer = shape.widened ? take_floats(float_counts[10]) : nullptr;
+  block_rows = shape.widened ? take_ints(wk) : nullptr;
+  if (shape.widened) {
+    for (size_t c = 0; c < wk; ++c) block_rows[c] = static_cast<int64_t>(c);
+  }
   carved_ = shape;
 }
 

@@ -17,6 +17,7 @@ struct ScratchShape {
   int block_k;
   int dim_pad;
   int score_floats;  // scores of one block in either layout (see kernel_api.h)
+  bool widened;      // half-precision inputs: room for a block of K and V rows widened to float32
 };
 
 class Scratch {
@@ -38,11 +39,17 @@ class Scratch {
   int64_t* win_begin = nullptr;    // [block_q]
   int64_t* win_end = nullptr;      // [block_q]
   int64_t* allowed_end = nullptr;  // [block_q]
+  // Only with shape.widened (else null): one block's K and V rows widened to float32, the row
+  // index of each key in them (0, 1, 2, ...), and one row of Q or out on its way between dtypes.
+  float* k_block = nullptr;        // [block_k][dim_pad]
+  float* v_block = nullptr;        // [block_k][dim_pad]
+  int64_t* block_rows = nullptr;   // [block_k]
+  float* row_buffer = nullptr;     // [dim_pad]
 
  private:
   std::unique_ptr<unsigned char[]> storage_;
   size_t capacity_ = 0;
-  ScratchShape carved_{0, 0, 0, 0, 0};
+  ScratchShape carved_{0, 0, 0, 0, 0, false};
 };
 
 }  // namespace core

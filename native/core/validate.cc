@@ -87,14 +87,24 @@ bool rows_disjoint(const int64_t extents[4], const int64_t strides[4]) {
   return true;
 }
 
-bool overlaps(const void* a, int64_t a_last, const void* b, int64_t b_last) {
+// Byte ranges [a, a + (a_last + 1) * a_bytes) and the same for b.
+bool overlaps(const void* a, int64_t a_last, int a_bytes, const void* b, int64_t b_last, int b_bytes) {
   const uintptr_t a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-  const uintptr_t a1 = a0 + static_cast<uintptr_t>(a_last) * sizeof(float);
-  const uintptr_t b1 = b0 + static_cast<uintptr_t>(b_last) * sizeof(float);
+  const uintptr_t a1 = a0 + static_cast<uintptr_t>(a_last + 1) * static_cast<uintptr_t>(a_bytes) - 1;
+  const uintptr_t b1 = b0 + static_cast<uintptr_t>(b_last + 1) * static_cast<uintptr_t>(b_bytes) - 1;
   return a0 <= b1 && b0 <= a1;
 }
 
 }  // namespace
+
+int dtype_bytes(DType dtype) {
+  switch (dtype) {
+    case DType::float32: return 4;
+    case DType::float16:
+    case DType::bfloat16: return 2;
+  }
+  return 0;
+}
 
 Outcome validate_problem(const AttentionProblem& p) {
   const struct {
@@ -113,6 +123,14 @@ Outcome validate_problem(const AttentionProblem& p) {
     return fail("heads (%lld) must be a multiple of kv_heads (%lld)", (long long)p.heads, (long long)p.kv_heads);
   }
   if (p.threads < 1) return fail("threads must be >= 1, got %d", p.threads);
+  const int in_bytes = dtype_bytes(p.dtype), out_bytes = dtype_bytes(p.out_dtype);
+  if (in_bytes == 0) return fail("dtype must be 0 (float32), 1 (float16) or 2 (bfloat16), got %d", static_cast<int>(p.dtype));
+  if (out_bytes == 0) {
+    return fail("out_dtype must be 0 (float32), 1 (float16) or 2 (bfloat16), got %d", static_cast<int>(p.out_dtype));
+  }
+  if (p.precision != Precision::float32 && p.precision != Precision::bfloat16) {
+    return fail("precision must be 0 (float32) or 1 (bfloat16), got %d", static_cast<int>(p.precision));
+  }
   if (!std::isfinite(p.scale)) return fail("scale must be finite");
   if (p.window_left < -1) return fail("window_left must be >= -1 (-1 = unbounded), got %lld", (long long)p.window_left);
   if (p.window_right < -1) return fail("window_right must be >= -1 (-1 = unbounded), got %lld", (long long)p.window_right);
@@ -156,14 +174,18 @@ Outcome validate_problem(const AttentionProblem& p) {
   } inputs[] = {{"q", p.q, q}, {"k", p.k, k}, {"v", p.v, v}};
   if (!out.empty) {
     for (const auto& in : inputs) {
-      if (!in.reach.empty && overlaps(p.out, out.last, in.ptr, in.reach.last)) return fail("out overlaps %s", in.name);
+      if (!in.reach.empty && overlaps(p.out, out.last, out_bytes, in.ptr, in.reach.last, in_bytes)) {
+        return fail("out overlaps %s", in.name);
+      }
     }
   }
   if (lse_last >= 0) {
     for (const auto& in : inputs) {
-      if (!in.reach.empty && overlaps(p.lse, lse_last, in.ptr, in.reach.last)) return fail("lse overlaps %s", in.name);
+      if (!in.reach.empty && overlaps(p.lse, lse_last, 4, in.ptr, in.reach.last, in_bytes)) {
+        return fail("lse overlaps %s", in.name);
+      }
     }
-    if (!out.empty && overlaps(p.lse, lse_last, p.out, out.last)) return fail("lse overlaps out");
+    if (!out.empty && overlaps(p.lse, lse_last, 4, p.out, out.last, out_bytes)) return fail("lse overlaps out");
   }
 
   if (p.kv_lengths != nullptr) {

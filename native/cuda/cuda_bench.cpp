@@ -105,14 +105,14 @@ double sampled_error(const Buffers& b, int rows) {
     const int64_t bb = n % p.batch;
     const int64_t h = (n * 7) % p.heads;
     const int64_t i = rows > 1 ? (p.seq_len - 1) * n / (rows - 1) : 0;
-    const float* q = p.q + bb * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
+    const float* q = static_cast<const float*>(p.q) + bb * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
     const int64_t hk = h / group;
     std::vector<double> s;
     std::vector<int64_t> keys;
     double mx = -INFINITY;
     for (int64_t j = 0; j < p.kv_seq_len; ++j) {
       if (!gla::reference_visible(p, bb, i, j)) continue;
-      const float* k = p.k + bb * p.k_strides.batch + hk * p.k_strides.head + j * p.k_strides.seq;
+      const float* k = static_cast<const float*>(p.k) + bb * p.k_strides.batch + hk * p.k_strides.head + j * p.k_strides.seq;
       double dot = 0.0;
       for (int64_t d = 0; d < p.head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
       dot *= p.scale;
@@ -125,10 +125,10 @@ double sampled_error(const Buffers& b, int rows) {
     for (size_t t = 0; t < s.size(); ++t) {
       const double w = std::exp(s[t] - mx);
       sum += w;
-      const float* v = p.v + bb * p.v_strides.batch + hk * p.v_strides.head + keys[t] * p.v_strides.seq;
+      const float* v = static_cast<const float*>(p.v) + bb * p.v_strides.batch + hk * p.v_strides.head + keys[t] * p.v_strides.seq;
       for (int64_t d = 0; d < p.head_dim; ++d) ref[static_cast<size_t>(d)] += w * v[d];
     }
-    const float* o = p.out + bb * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+    const float* o = static_cast<const float*>(p.out) + bb * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
     double e2 = 0.0, r2 = 0.0;
     for (int64_t d = 0; d < p.head_dim; ++d) {
       const double r = sum > 0.0 ? ref[static_cast<size_t>(d)] / sum : 0.0;

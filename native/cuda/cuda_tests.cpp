@@ -53,7 +53,7 @@ void expect(bool ok, const std::string& what) {
 // Schedule: every (row, key) pair counted exactly once iff the rule says it is visible.
 
 gc::DeviceProblem host_problem(const AttentionProblem& p, const std::vector<uint8_t>* flags) {
-  gc::DeviceBuffers d{p.q, p.k, p.v, p.out, p.lse, p.kv_lengths, p.global_offsets, p.global_indices,
+  gc::DeviceBuffers d{static_cast<const float*>(p.q), static_cast<const float*>(p.k), static_cast<const float*>(p.v), static_cast<float*>(p.out), p.lse, p.kv_lengths, p.global_offsets, p.global_indices,
                       flags != nullptr && !flags->empty() ? flags->data() : nullptr};
   return gc::make_device_problem(p, d);
 }
@@ -467,7 +467,7 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
     tiles_only.tasks = 0;
     gc::launch_schedule(L, tiles_only, P, tasks.data(), partial.data());
     for (const gc::RowTask& t : tasks) {
-      const float* o = p.out + t.batch * p.out_strides.batch + t.query * p.out_strides.seq;
+      const float* o = static_cast<const float*>(p.out) + t.batch * p.out_strides.batch + t.query * p.out_strides.seq;
       for (int64_t h = 0; h < p.heads; ++h) {
         if (!std::isnan(o[h * p.out_strides.head]) ||
             (p.lse != nullptr && !std::isnan(p.lse[(t.batch * p.heads + h) * p.seq_len + t.query]))) {

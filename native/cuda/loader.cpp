@@ -3,6 +3,7 @@
 //
 // The plugin is never unloaded: it holds a CUDA context and static cudart state whose teardown at
 // process exit (or mid-flight, if another thread is still computing) is a known source of crashes.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +24,9 @@
 #include <unistd.h>
 #endif
 
+#include <vector>
+
+#include "dispatch/kernel_table.h"
 #include "gla/attention.h"
 #include "gla/cuda_backend.h"
 #include "plugin_abi.h"
@@ -210,6 +214,66 @@ const char* cuda_device_name() {
   return p.reason.empty() ? p.device.c_str() : nullptr;
 }
 
+namespace {
+
+// The plugin computes float32 only (plugin_abi.h, version 2): a half-precision problem reaches it
+// widened (exact: every half value is a float32), with out computed into a float32 buffer and
+// rounded into the caller's out once, as the CPU kernels do. O(n d) on the host against O(n^2 d) on
+// the GPU; tensor-core half products are the CUDA issue's work.
+struct WidenedProblem {
+  AttentionProblem problem;
+  std::vector<float> q, k, v, out;
+};
+
+const cpu::CpuKernels& conversion_kernels() { return *dispatch::kernels_for(supported_isas().front()); }
+
+void widen_tensor(const void* src, DType dtype, int64_t elements, std::vector<float>& dst) {
+  dst.resize(static_cast<size_t>(elements));
+  if (dtype == DType::float32) {
+    std::memcpy(dst.data(), src, static_cast<size_t>(elements) * sizeof(float));
+    return;
+  }
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  const int64_t first_row = 0;
+  for (int64_t at = 0; at < elements; at += kChunk) {
+    const int n = static_cast<int>(std::min(kChunk, elements - at));
+    conversion_kernels().widen_rows(dtype, static_cast<const uint16_t*>(src) + at, 0, &first_row, 1, n, 1.0f,
+                                    dst.data() + at, 0);
+  }
+}
+
+void widen_for_plugin(const AttentionProblem& p, WidenedProblem& w) {
+  w.problem = p;
+  widen_tensor(p.q, p.dtype, p.q_elements, w.q);
+  widen_tensor(p.k, p.dtype, p.k_elements, w.k);
+  widen_tensor(p.v, p.dtype, p.v_elements, w.v);
+  w.problem.q = w.q.data();
+  w.problem.k = w.k.data();
+  w.problem.v = w.v.data();
+  w.problem.dtype = DType::float32;
+  if (p.out_dtype != DType::float32) {
+    w.out.assign(static_cast<size_t>(p.out_elements), 0.0f);
+    w.problem.out = w.out.data();
+    w.problem.out_dtype = DType::float32;
+  }
+}
+
+// Only the rows of out (its strides may leave gaps the caller owns).
+void narrow_from_plugin(const AttentionProblem& p, const WidenedProblem& w) {
+  if (p.out_dtype == DType::float32) return;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t h = 0; h < p.heads; ++h) {
+      for (int64_t i = 0; i < p.seq_len; ++i) {
+        const int64_t at = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+        conversion_kernels().narrow_row(w.out.data() + at, static_cast<int>(p.head_dim), p.out_dtype,
+                                        static_cast<uint16_t*>(p.out) + at);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Outcome run_attention_cuda(const AttentionProblem& problem, CudaTiming* timing) {
   ValidatedProblem validated;
   const Outcome outcome = validate_problem(problem, &validated);
@@ -231,9 +295,13 @@ Outcome run_attention_cuda(const ValidatedProblem& validated, CudaTiming* timing
     return outcome;
   }
   const AttentionProblem& problem = validated.problem();
+  WidenedProblem widened;
+  const bool half = problem.dtype != DType::float32 || problem.out_dtype != DType::float32;
+  if (half) widen_for_plugin(problem, widened);
 
   char msg[sizeof outcome.message] = {0};
-  const int32_t status = p.attention(&problem, timing, msg, sizeof msg);
+  const int32_t status = p.attention(half ? &widened.problem : &problem, timing, msg, sizeof msg);
+  if (half && status == static_cast<int32_t>(Status::ok)) narrow_from_plugin(problem, widened);
   switch (status) {
     case static_cast<int32_t>(Status::ok):
     case static_cast<int32_t>(Status::invalid_argument):

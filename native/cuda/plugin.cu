@@ -516,6 +516,9 @@ GLA_CUDA_EXPORT int32_t gla_cuda_attention(const gla::AttentionProblem* problem,
                                            size_t cap) {
   if (msg != nullptr && cap > 0) msg[0] = '\0';
   if (problem == nullptr) return fail(Status::invalid_argument, msg, cap, "problem is null");
+  if (problem->dtype != gla::DType::float32 || problem->out_dtype != gla::DType::float32) {
+    return fail(Status::invalid_argument, msg, cap, "the plugin computes float32 tensors (the loader widens half ones)");
+  }
   try {
     return attention(*problem, timing, msg, cap);
   } catch (const std::bad_alloc&) {

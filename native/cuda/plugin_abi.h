@@ -6,6 +6,9 @@
 // Version history:
 //   1  gla_cuda_abi_version, gla_cuda_problem_size, gla_cuda_probe, gla_cuda_device_name,
 //      gla_cuda_attention (fp32 only).
+//   2  gla::AttentionProblem gained dtype, out_dtype and precision (void pointers). The plugin still
+//      computes float32 only: the loader widens half-precision inputs and narrows the output around
+//      it, and the plugin refuses any other dtype.
 // TODO(precision): a 'tf32' / 'bf16' tensor-core mode (issue 6: opt-in, each with its own documented
 // and tested tolerance) needs a precision field; add it as an argument or a struct field and bump
 // the version. Today every matrix product is plain fp32 FFMA and the softmax statistics are fp32.
@@ -17,7 +20,7 @@
 #include "gla/cuda_backend.h"
 #include "gla/problem.h"
 
-#define GLA_CUDA_ABI_VERSION 1
+#define GLA_CUDA_ABI_VERSION 2
 
 #if defined(_WIN32)
 #define GLA_CUDA_EXPORT __declspec(dllexport)

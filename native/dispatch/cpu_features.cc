@@ -55,7 +55,7 @@ CpuFeatures detect_cpu_features() {
   const uint32_t max_leaf = cpuid(0, 0).eax;
   if (max_leaf < 1) return f;
   const Regs l1 = cpuid(1, 0);
-  const bool osxsave = bit(l1.ecx, 27), avx = bit(l1.ecx, 28), fma = bit(l1.ecx, 12);
+  const bool osxsave = bit(l1.ecx, 27), avx = bit(l1.ecx, 28), fma = bit(l1.ecx, 12), f16c = bit(l1.ecx, 29);
   if (!osxsave || !avx) return f;
 
   const uint64_t xcr0 = xgetbv0();
@@ -68,8 +68,12 @@ CpuFeatures detect_cpu_features() {
   const bool avx512f = bit(l7.ebx, 16), avx512dq = bit(l7.ebx, 17);
   const bool avx512bw = bit(l7.ebx, 30), avx512vl = bit(l7.ebx, 31);
 
-  f.avx2_fma = avx2 && fma;
+  // F16C (half-precision conversion) came with or before AVX2 on every x86 CPU; the kernels use it.
+  f.avx2_fma = avx2 && fma && f16c;
   f.avx512 = f.avx2_fma && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
+  // AVX512_BF16 (VDPBF16PS, VCVTNE2PS2BF16) is enumerated in leaf 7 subleaf 1, EAX bit 5.
+  const uint32_t max_subleaf = l7.eax;
+  f.avx512_bf16 = f.avx512 && max_subleaf >= 1 && bit(cpuid(7, 1).eax, 5);
   return f;
 }
 

@@ -14,6 +14,26 @@ bool is_global(const AttentionProblem& p, int64_t b, int64_t position) {
   return false;
 }
 
+// The exact value of element `offset` of a tensor of `dtype`, by arithmetic on the bits (written
+// independently of the kernels' conversions, which it checks).
+double element(const void* base, DType dtype, int64_t offset) {
+  if (dtype == DType::float32) return static_cast<const float*>(base)[offset];
+  const uint16_t bits = static_cast<const uint16_t*>(base)[offset];
+  const double sign = (bits & 0x8000u) != 0 ? -1.0 : 1.0;
+  if (dtype == DType::bfloat16) {
+    const int exponent = (bits >> 7) & 0xff;
+    const int mantissa = bits & 0x7f;
+    if (exponent == 0xff) return mantissa != 0 ? std::nan("") : sign * std::numeric_limits<double>::infinity();
+    if (exponent == 0) return sign * std::ldexp(mantissa, -133);
+    return sign * std::ldexp(128 + mantissa, exponent - 134);
+  }
+  const int exponent = (bits >> 10) & 0x1f;
+  const int mantissa = bits & 0x3ff;
+  if (exponent == 0x1f) return mantissa != 0 ? std::nan("") : sign * std::numeric_limits<double>::infinity();
+  if (exponent == 0) return sign * std::ldexp(mantissa, -24);
+  return sign * std::ldexp(1024 + mantissa, exponent - 25);
+}
+
 }  // namespace
 
 bool reference_visible(const AttentionProblem& p, int64_t b, int64_t i, int64_t j) {
@@ -40,13 +60,15 @@ void reference_attention(const AttentionProblem& p, std::vector<double>& out, st
       for (int64_t j = 0; j < p.kv_seq_len; ++j) visible[j] = reference_visible(p, b, i, j);
       for (int64_t h = 0; h < p.heads; ++h) {
         const int64_t kh = h / group;
-        const float* q = p.q + b * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
+        const int64_t q_row = b * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
         double max = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < p.kv_seq_len; ++j) {
           if (!visible[j]) continue;
-          const float* k = p.k + b * p.k_strides.batch + kh * p.k_strides.head + j * p.k_strides.seq;
+          const int64_t k_row = b * p.k_strides.batch + kh * p.k_strides.head + j * p.k_strides.seq;
           double dot = 0.0;
-          for (int64_t t = 0; t < p.head_dim; ++t) dot += static_cast<double>(q[t]) * k[t];
+          for (int64_t t = 0; t < p.head_dim; ++t) {
+            dot += element(p.q, p.dtype, q_row + t) * element(p.k, p.dtype, k_row + t);
+          }
           scores[j] = static_cast<double>(p.scale) * dot;
           if (scores[j] > max) max = scores[j];
         }
@@ -58,8 +80,8 @@ void reference_attention(const AttentionProblem& p, std::vector<double>& out, st
           if (!visible[j]) continue;
           const double w = std::exp(scores[j] - max);
           sum += w;
-          const float* v = p.v + b * p.v_strides.batch + kh * p.v_strides.head + j * p.v_strides.seq;
-          for (int64_t t = 0; t < p.head_dim; ++t) o[t] += w * v[t];
+          const int64_t v_row = b * p.v_strides.batch + kh * p.v_strides.head + j * p.v_strides.seq;
+          for (int64_t t = 0; t < p.head_dim; ++t) o[t] += w * element(p.v, p.dtype, v_row + t);
         }
         for (int64_t t = 0; t < p.head_dim; ++t) o[t] /= sum;
         lse[row] = max + std::log(sum);

@@ -185,7 +185,7 @@ Check compare(const TestProblem& tp, const Reference& ref, double tolerance) {
     for (int64_t h = 0; h < p.heads; ++h) {
       for (int64_t i = 0; i < p.seq_len; ++i) {
         const int64_t row = (b * p.heads + h) * p.seq_len + i;
-        const float* o = p.out + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+        const float* o = static_cast<const float*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
         const double* r = ref.out.data() + row * p.head_dim;
         const bool empty_row = std::isinf(ref.lse[row]);
         for (int64_t t = 0; t < p.head_dim; ++t) {

@@ -10,6 +10,7 @@ export async function attention(
   kind: Kind, mode: Mode, q: unknown, k: unknown, v: unknown, options: unknown,
 ): Promise<Float32Array> {
   const args = [q, k, v, options] as unknown as Parameters<typeof gla.localGlobalAttentionSync>;
-  if (kind === 'full') return mode === 'sync' ? gla.fullAttentionSync(...args) : gla.fullAttention(...args);
-  return mode === 'sync' ? gla.localGlobalAttentionSync(...args) : gla.localGlobalAttention(...args);
+  // Float32Array for float32 calls; the half-precision suites cast to the array they asked for.
+  if (kind === 'full') return (mode === 'sync' ? gla.fullAttentionSync(...args) : await gla.fullAttention(...args)) as Float32Array;
+  return (mode === 'sync' ? gla.localGlobalAttentionSync(...args) : await gla.localGlobalAttention(...args)) as Float32Array;
 }

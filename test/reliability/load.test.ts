@@ -53,7 +53,8 @@ function launch(backend: Backend, n: number): Promise<Float32Array> {
   const { problem: p } = PROBLEMS[n % PROBLEMS.length];
   const options = { ...p.options, backend, ...(n % 3 === 0 ? { out: new Float32Array(p.q.length).fill(NaN) } : {}) };
   const args = [p.q.slice(), p.k.slice(), p.v.slice(), options] as const;
-  return p.kind === 'full' ? gla.fullAttention(...args) : gla.localGlobalAttention(...args as unknown as Parameters<typeof gla.localGlobalAttention>);
+  const call = p.kind === 'full' ? gla.fullAttention(...args) : gla.localGlobalAttention(...args as unknown as Parameters<typeof gla.localGlobalAttention>);
+  return call as Promise<Float32Array>;
 }
 
 interface Burst {

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "gla/dtype.h"
+
 namespace gla {
 
 // Element strides (not bytes) of a [batch, head, seq, dim] tensor; the dim stride is always 1.
@@ -18,11 +20,15 @@ struct Strides {
 };
 
 struct AttentionProblem {
-  const float* q = nullptr;   // [batch, heads,   seq_len,    head_dim] by q_strides
-  const float* k = nullptr;   // [batch, kv_heads, kv_seq_len, head_dim] by k_strides
-  const float* v = nullptr;   // [batch, kv_heads, kv_seq_len, head_dim] by v_strides
-  float* out = nullptr;       // [batch, heads,   seq_len,    head_dim] by out_strides
+  // Elements of `dtype` (q, k and v share it); out holds elements of `out_dtype`.
+  const void* q = nullptr;    // [batch, heads,   seq_len,    head_dim] by q_strides
+  const void* k = nullptr;    // [batch, kv_heads, kv_seq_len, head_dim] by k_strides
+  const void* v = nullptr;    // [batch, kv_heads, kv_seq_len, head_dim] by v_strides
+  void* out = nullptr;        // [batch, heads,   seq_len,    head_dim] by out_strides
   float* lse = nullptr;       // optional: [batch, heads, seq_len], contiguous, natural log
+  DType dtype = DType::float32;
+  DType out_dtype = DType::float32;
+  Precision precision = Precision::float32;
 
   int64_t batch = 0;
   int64_t heads = 0;
@@ -60,7 +66,7 @@ struct AttentionProblem {
   // Upper bound on CPU threads for this call (>= 1).
   int32_t threads = 1;
 
-  // Element counts of the buffers behind the pointers, so that C++ can prove every strided access
+  // Element counts (of their dtypes) of the buffers behind the pointers, so that C++ can prove every strided access
   // is in bounds (validate_problem) instead of trusting the caller. lse_elements is 0 without lse.
   int64_t q_elements = 0;
   int64_t k_elements = 0;

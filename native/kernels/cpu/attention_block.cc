@@ -57,7 +57,7 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
     for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
   const float* key[RK];
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
+  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
   const float* qt = a.qt + v0 * kWidth;
   for (int t = 0; t < a.head_dim; ++t) {
     V q[NV];
@@ -220,7 +220,7 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
   }
   const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
   for (int c = keys.begin; c < keys.end; ++c) {
-    const float* value = a.v + a.keys[c] * a.v_row_stride + d0;
+    const float* value = a.v + a.key_rows[c] * a.v_row_stride + d0;
     if (c < a.k_ahead_rows) {
       const float* next_key = a.k_ahead + c * a.k_row_stride + d0;
       GLA_UNROLL
@@ -322,7 +322,7 @@ bool values_finite(const BlockArgs& a) {
   const V z = simd::zero();
   V bad[4] = {z, z, z, z};
   auto scan = [&](V& b, int c) {
-    const float* value = a.v + a.keys[c] * a.v_row_stride;
+    const float* value = a.v + a.key_rows[c] * a.v_row_stride;
     for (int t = 0; t < full_end; t += kWidth) b = simd::fmadd(simd::load(value + t), z, b);
     if (tail > 0) b = simd::fmadd(simd::load_partial(value + full_end, tail), z, b);
   };
@@ -354,7 +354,7 @@ void accumulate_visible(const BlockArgs& a, ScoreLayout layout) {
       const bool visible = (c >= in.begin && c < in.end) || (global != nullptr && global[j] != 0 && j < a.allowed_end[r]);
       if (!visible) continue;
       const V pb = simd::broadcast(p[c * layout.key_stride]);
-      const float* value = a.v + j * a.v_row_stride;
+      const float* value = a.v + a.key_rows[c] * a.v_row_stride;
       for (int t = 0; t < full_end; t += kWidth) simd::store(row + t, simd::fmadd(pb, simd::load(value + t), simd::load(row + t)));
       if (tail > 0) {
         simd::store(row + full_end, simd::fmadd(pb, simd::load_partial(value + full_end, tail), simd::load(row + full_end)));
@@ -380,14 +380,14 @@ template <int RK>
 inline void few_rows_score_keys(const BlockArgs& a, int c0, int ld) {
   const float* key[RK];
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) key[i] = a.k + a.keys[c0 + i] * a.k_row_stride;
+  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
   const int full_end = a.head_dim / kWidth * kWidth;
   // The first row's pass is the one that streams these keys' K rows in from memory; asking for
   // their V rows at the same time has both on the way together, and accumulate then finds V in
   // L2 (decode: 8% less time on one thread, bench/NOTES.md section 8).
   const float* value[RK];
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) value[i] = a.v + a.keys[c0 + i] * a.v_row_stride;
+  for (int i = 0; i < RK; ++i) value[i] = a.v + a.key_rows[c0 + i] * a.v_row_stride;
   for (int r = 0; r < a.rows; ++r) {
     const float* q = a.q_rows + r * a.dim_pad;
     V acc[RK];
@@ -532,7 +532,7 @@ void exp_array(const float* in, float* out, int64_t n) {
 }  // namespace
 
 const CpuKernels kernels = {GLA_STRINGIFY(GLA_KERNEL_NS), kWidth, simd::kBlockRows, simd::kBlockKeys, simd::kFewRows,
-                            attend_block, exp_array};
+                            attend_block, exp_array, widen_rows, narrow_row};
 
 }  // namespace GLA_KERNEL_NS
 }  // namespace cpu

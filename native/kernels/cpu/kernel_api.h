@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "gla/dtype.h"
+
 namespace gla {
 namespace cpu {
 
@@ -28,11 +30,14 @@ struct BlockArgs {
 
   const float* qt;           // [head_dim][rows_pad]: Q transposed, times scale, zero padded lanes
   const float* q_rows;       // [rows][dim_pad]: the same rows row-major, zero padded
-  const float* k;            // key j of this (batch, kv head) starts at k + j * k_row_stride
+  const float* k;            // key c of this block starts at k + key_rows[c] * k_row_stride
   int64_t k_row_stride;
   const float* v;
   int64_t v_row_stride;
-  const int64_t* keys;       // [n_keys] absolute key indices (ascending)
+  const int64_t* keys;       // [n_keys] absolute key indices (ascending): what the mask compares
+  // [n_keys] where each key's K and V rows are: keys itself when K and V are read in place, 0..n-1
+  // when the driver widened the block's rows into scratch (half-precision inputs).
+  const int64_t* key_rows;
   // Decode: the K rows of the next block (row c at k_ahead + c * k_row_stride, c < k_ahead_rows),
   // to prefetch while this block accumulates; nullptr when there is none or it is not contiguous.
   const float* k_ahead;
@@ -70,12 +75,24 @@ struct CpuKernels {
   void (*attend_block)(const BlockArgs& args);
   // The kernels' exp, exposed so that its accuracy can be tested: out[i] = exp(in[i]).
   void (*exp_array)(const float* in, float* out, int64_t n);
+  // dst[r * dst_stride + t] = scale * element t of row rows[r] of src (rows row_stride elements
+  // apart), t < dim, for a float16 or bfloat16 src: exact (every half value is a float32).
+  void (*widen_rows)(DType dtype, const void* src, int64_t row_stride, const int64_t* rows, int n_rows, int dim,
+                     float scale, float* dst, int64_t dst_stride);
+  // dst[t] = src[t] rounded to nearest even in float16 or bfloat16 (NaN stays NaN), t < n.
+  void (*narrow_row)(const float* src, int n, DType dtype, void* dst);
 };
 
+// convert.cc, once per ISA (the kernel tables point at them).
+#define GLA_DECLARE_CONVERSIONS                                                                            \
+  void widen_rows(DType dtype, const void* src, int64_t row_stride, const int64_t* rows, int n_rows, int dim, \
+                  float scale, float* dst, int64_t dst_stride);                                              \
+  void narrow_row(const float* src, int n, DType dtype, void* dst);
+
 // Defined once per ISA object (attention_block.cc compiled with GLA_KERNEL_NS=<isa>).
-namespace scalar { extern const CpuKernels kernels; }
-namespace avx2 { extern const CpuKernels kernels; }
-namespace avx512 { extern const CpuKernels kernels; }
+namespace scalar { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
+namespace avx2 { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
+namespace avx512 { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
 
 }  // namespace cpu
 }  // namespace gla

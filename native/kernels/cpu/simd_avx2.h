@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace gla {
 namespace cpu {
@@ -57,6 +58,36 @@ inline float reduce_max(V x) {
 inline float first(V x) { return _mm256_cvtss_f32(x); }
 // A hint to bring the line holding p into L2 (not L1: it is read a while later).
 inline void prefetch_l2(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
+
+// Half precision, 8 lanes: float16 through F16C (vcvtph2ps / vcvtps2ph; the dispatcher requires it
+// with AVX2), bfloat16 as the top half of a float32 (see simd_avx512.h for the narrowing). Tails go
+// through a zeroed stack copy: AVX2 has no masked 16-bit loads.
+using H = __m128i;
+inline H load_u16(const uint16_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+inline H load_u16_partial(const uint16_t* p, int n) {
+  uint16_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(lanes, p, static_cast<size_t>(n) * sizeof(uint16_t));
+  return load_u16(lanes);
+}
+inline V widen_f16(H h) { return _mm256_cvtph_ps(h); }
+inline V widen_bf16(H h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+inline H narrow_f16(V x) { return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline H narrow_bf16(V x) {
+  const __m256i bits = _mm256_castps_si256(x);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd)), 16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  rounded = _mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+  // Every lane is below 2^16, so the signed-to-unsigned saturating pack is exact.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0x08);
+  return _mm256_castsi256_si128(packed);
+}
+inline void store_u16(uint16_t* p, H h) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h); }
+inline void store_u16_partial(uint16_t* p, H h, int n) {
+  uint16_t lanes[8];
+  store_u16(lanes, h);
+  std::memcpy(p, lanes, static_cast<size_t>(n) * sizeof(uint16_t));
+}
 
 inline V round_nearest(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // y * 2^n for integer-valued n in [-126, 127], built from the exponent bits. A NaN n (from a NaN y)

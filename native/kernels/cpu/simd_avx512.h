@@ -60,6 +60,25 @@ inline float first(V x) { return _mm512_cvtss_f32(x); }
 // A hint to bring the line holding p into L2 (not L1: it is read a while later).
 inline void prefetch_l2(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
 
+// Half precision, 16 lanes: float16 through vcvtph2ps / vcvtps2ph (AVX512F), bfloat16 as the top
+// half of a float32 (a shift to widen; to narrow, round to nearest even on the bits and keep NaNs
+// quiet, since adding the rounding bias to a NaN with a low payload would carry into Inf).
+inline __m256i load_u16(const uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256i load_u16_partial(const uint16_t* p, int n) { return _mm256_maskz_loadu_epi16(tail_mask(n), p); }
+inline V widen_f16(__m256i h) { return _mm512_cvtph_ps(h); }
+inline V widen_bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+inline __m256i narrow_f16(V x) { return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline __m256i narrow_bf16(V x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(rounded);
+}
+inline void store_u16(uint16_t* p, __m256i h) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h); }
+inline void store_u16_partial(uint16_t* p, __m256i h, int n) { _mm256_mask_storeu_epi16(p, tail_mask(n), h); }
+
 inline V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // vscalefps computes y * 2^n in one instruction.
 inline V scale_pow2(V y, V n) { return _mm512_scalef_ps(y, n); }

@@ -55,6 +55,58 @@ inline V scale_pow2(V y, V n) {
 }
 inline V select_less(V a, V b, V if_less, V otherwise) { return a < b ? if_less : otherwise; }
 
+// Half precision, one lane, by bit arithmetic (the same results as F16C and the bfloat16 rounding
+// of the SIMD vocabularies: nearest even, NaNs kept quiet).
+using H = uint16_t;
+inline H load_u16(const uint16_t* p) { return *p; }
+inline H load_u16_partial(const uint16_t* p, int n) { return n > 0 ? *p : 0; }
+inline void store_u16(uint16_t* p, H h) { *p = h; }
+inline void store_u16_partial(uint16_t* p, H h, int n) {
+  if (n > 0) *p = h;
+}
+inline float float_from_bits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+inline uint32_t bits_of(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+inline V widen_bf16(H h) { return float_from_bits(static_cast<uint32_t>(h) << 16); }
+inline V widen_f16(H h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0x1f) return float_from_bits(sign | 0x7f800000u | (mantissa << 13));  // Inf, NaN
+  if (exponent != 0) return float_from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  // Zero and subnormals: mantissa * 2^-24, exact in float32.
+  const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+  return sign != 0 ? -magnitude : magnitude;
+}
+inline H narrow_bf16(V x) {
+  const uint32_t bits = bits_of(x);
+  if (x != x) return static_cast<H>((bits >> 16) | 0x40u);
+  return static_cast<H>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+inline H narrow_f16(V x) {
+  const uint32_t bits = bits_of(x);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<H>(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));  // NaN, quiet
+  if (magnitude >= 0x477ff000u) return static_cast<H>(sign | 0x7c00u);  // rounds to >= 2^16: Inf
+  if (magnitude >= 0x38800000u) {  // normal in float16 (>= 2^-14)
+    const uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
+    return static_cast<H>(sign | ((rounded - 0x38000000u) >> 13));
+  }
+  // Subnormal or zero in float16: magnitude * 2^24 rounded to an integer (nearest even). The
+  // product is exact, and for values below 2^-14 it is below 2^10, where the magic-number rounding
+  // of round_nearest is valid.
+  const float scaled = float_from_bits(magnitude) * 16777216.0f;
+  return static_cast<H>(sign | static_cast<uint32_t>(round_nearest(scaled)));
+}
+
 }  // namespace simd
 }  // namespace scalar
 }  // namespace cpu

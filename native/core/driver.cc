@@ -30,6 +30,7 @@ struct Call {
   const uint8_t* global_map;  // [batch][kv_seq_len], 1 = global token; null without globals
   int64_t group_size;         // heads / kv_heads
   int64_t head_slots;         // heads / heads_per_unit
+  bool bf16;                  // row groups take the bfloat16 products (precision bfloat16, and the CPU has them)
 
   const uint8_t* globals_of(int64_t b) const {
     return plan.has_globals ? global_map + b * p.kv_seq_len : nullptr;
@@ -111,6 +112,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
     sc.allowed_end[r] = std::max<int64_t>(allowed_end, 0);
   }
   std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * dim_pad, 0.0f);
+  if (c.bf16 && !few) c.kernels.pack_q_pairs(sc.qt, rows_pad, static_cast<int>(p.head_dim), sc.qt_pairs);
 }
 
 // Where the units of one (batch, kv head) read its K and V rows: in place, or a packed copy.
@@ -157,6 +159,14 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.v_row_stride = widen ? plan.dim_pad : kv.v_row_stride;
   a.keys = sc.keys;
   a.key_rows = widen ? sc.block_rows : sc.keys;
+  // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
+  // float32 path instead when its V holds an inf or NaN (whose masked weights must not meet it).
+  const bool bf16 = c.bf16 && u.rows > c.kernels.few_rows;
+  a.qt_pairs = sc.qt_pairs;
+  a.k_pairs = sc.k_pairs;
+  a.v_pairs = sc.v_pairs;
+  a.p_pairs = sc.p_pairs;
+  a.dim_pairs = static_cast<int>((p.head_dim + 1) / 2);
   a.win_begin = sc.win_begin;
   a.win_end = sc.win_end;
   a.allowed_end = sc.allowed_end;
@@ -199,8 +209,13 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead = nullptr;
       a.k_ahead_rows = 0;
     }
+    const int dim = static_cast<int>(p.head_dim);
+    if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim,
+                                        plan.dim_pad, sc.k_pairs, sc.v_pairs)) {
+      c.kernels.attend_block_bf16(a);
+      continue;
+    }
     if (widen) {
-      const int dim = static_cast<int>(p.head_dim);
       c.kernels.widen_rows(p.dtype, kv.k, kv.k_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.k_block, plan.dim_pad);
       c.kernels.widen_rows(p.dtype, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.v_block, plan.dim_pad);
     }
@@ -322,9 +337,10 @@ enum class KvAccess {
   packed_up_front,
 };
 
-KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels) {
-  // Half-precision rows are widened into unit-stride float32 blocks anyway (run_blocks).
-  if (p.dtype != DType::float32) return KvAccess::in_place;
+KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
+  // Half-precision rows are widened into unit-stride float32 blocks anyway, and the bfloat16
+  // products pack every block into pairs (run_blocks).
+  if (p.dtype != DType::float32 || bf16) return KvAccess::in_place;
   if (p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim) return KvAccess::in_place;
   if (plan.max_rows <= kernels.few_rows) return KvAccess::in_place;
   // A bounded window: each key is read by the few groups whose window covers it, and the copy cost
@@ -421,7 +437,8 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
   Plan& plan = buffers.plan;
   make_plan(original, kernels, pool_concurrency(), config, &plan);
   if (plan.groups.empty()) return;
-  const KvAccess kv_access = choose_kv_access(original, plan, kernels);
+  const bool bf16 = original.precision == Precision::bfloat16 && kernels.attend_block_bf16 != nullptr;
+  const KvAccess kv_access = choose_kv_access(original, plan, kernels, bf16);
   const AttentionProblem p =
       kv_access == KvAccess::packed_up_front ? pack_all_kv(original, plan.threads, buffers.packed_kv) : original;
 
@@ -440,6 +457,7 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
   shape.block_k = plan.block_k;
   shape.dim_pad = plan.dim_pad;
   shape.widened = p.dtype != DType::float32 || p.out_dtype != DType::float32;
+  shape.bf16 = bf16;
   shape.score_floats = static_cast<int>(std::max<int64_t>(
       static_cast<int64_t>(plan.block_k) * shape.rows_pad,
       std::min(shape.block_q, kernels.few_rows) * round_up(plan.block_k, plan.vector_width)));
@@ -447,7 +465,7 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
   for (int t = 0; t < plan.threads; ++t) buffers.scratch[static_cast<size_t>(t)].reserve(shape);
   Scratch* scratch = buffers.scratch.data();
   const Call call{p, kernels, plan, plan.has_globals ? buffers.global_map.data() : nullptr, p.heads / p.kv_heads,
-                  p.heads / plan.heads_per_unit};
+                  p.heads / plan.heads_per_unit, bf16};
   const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
   const int64_t pairs = n_groups * call.head_slots;
 

@@ -14,7 +14,8 @@ size_t aligned_bytes(size_t count, size_t element) { return (count * element + k
 
 void Scratch::reserve(const ScratchShape& shape) {
   if (shape.block_q == carved_.block_q && shape.rows_pad == carved_.rows_pad && shape.block_k == carved_.block_k &&
-      shape.dim_pad == carved_.dim_pad && shape.score_floats == carved_.score_floats && shape.widened == carved_.widened) {
+      shape.dim_pad == carved_.dim_pad && shape.score_floats == carved_.score_floats && shape.widened == carved_.widened &&
+      shape.bf16 == carved_.bf16) {
     return;
   }
   const size_t bq = static_cast<size_t>(shape.block_q);
@@ -22,8 +23,12 @@ void Scratch::reserve(const ScratchShape& shape) {
   const size_t bk = static_cast<size_t>(shape.block_k);
   const size_t dp = static_cast<size_t>(shape.dim_pad);
   const size_t wk = shape.widened ? bk : 0;
+  const size_t key_pairs = shape.bf16 ? (bk + 1) / 2 : 0;
+  // The bfloat16 pairs are 32-bit words: counted as floats.
   const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp,
-                                 wk * dp, wk * dp, shape.widened ? dp : 0};
+                                 wk * dp, wk * dp, shape.widened ? dp : 0,
+                                 shape.bf16 ? dp / 2 * rp : 0, shape.bf16 ? bk * (dp / 2) : 0, key_pairs * dp,
+                                 key_pairs * rp};
   const size_t int_counts[] = {bk, bq, bq, bq, bq, wk};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
@@ -31,7 +36,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   if (total > capacity_) {
     storage_.reset();
     capacity_ = 0;
-    carved_ = ScratchShape{0, 0, 0, 0, 0, false};
+    carved_ = ScratchShape{0, 0, 0, 0, 0, false, false};
     storage_.reset(new unsigned char[total]);
     capacity_ = total;
   }
@@ -64,6 +69,11 @@ void Scratch::reserve(const ScratchShape& shape) {
   k_block = shape.widened ? take_floats(float_counts[8]) : nullptr;
   v_block = shape.widened ? take_floats(float_counts[9]) : nullptr;
   row_buffer = shape.widened ? take_floats(float_counts[10]) : nullptr;
+  auto take_words = [&](size_t n) { return shape.bf16 ? reinterpret_cast<uint32_t*>(take_floats(n)) : nullptr; };
+  qt_pairs = take_words(float_counts[11]);
+  k_pairs = take_words(float_counts[12]);
+  v_pairs = take_words(float_counts[13]);
+  p_pairs = take_words(float_counts[14]);
   block_rows = shape.widened ? take_ints(wk) : nullptr;
   if (shape.widened) {
     for (size_t c = 0; c < wk; ++c) block_rows[c] = static_cast<int64_t>(c);

@@ -18,6 +18,7 @@ struct ScratchShape {
   int dim_pad;
   int score_floats;  // scores of one block in either layout (see kernel_api.h)
   bool widened;      // half-precision inputs: room for a block of K and V rows widened to float32
+  bool bf16;         // bfloat16 products: room for their operands (kernel_api.h, BlockArgs)
 };
 
 class Scratch {
@@ -45,11 +46,16 @@ class Scratch {
   float* v_block = nullptr;        // [block_k][dim_pad]
   int64_t* block_rows = nullptr;   // [block_k]
   float* row_buffer = nullptr;     // [dim_pad]
+  // Only with shape.bf16 (else null): the bfloat16 pairs of the unit's Q^T and of one block.
+  uint32_t* qt_pairs = nullptr;    // [dim_pad / 2][rows_pad]
+  uint32_t* k_pairs = nullptr;     // [block_k][dim_pad / 2]
+  uint32_t* v_pairs = nullptr;     // [(block_k + 1) / 2][dim_pad]
+  uint32_t* p_pairs = nullptr;     // [(block_k + 1) / 2][rows_pad]
 
  private:
   std::unique_ptr<unsigned char[]> storage_;
   size_t capacity_ = 0;
-  ScratchShape carved_{0, 0, 0, 0, 0, false};
+  ScratchShape carved_{0, 0, 0, 0, 0, false, false};
 };
 
 }  // namespace core

@@ -1,5 +1,6 @@
 #include "dispatch/kernel_table.h"
 
+#include <cstdlib>
 #include <cstring>
 
 #include "dispatch/cpu_features.h"
@@ -50,17 +51,43 @@ const std::vector<Isa>& detected() {
   return isas;
 }
 
+// The table of `isa` as this CPU may run it: the bfloat16 products cleared where the CPU lacks
+// AVX512_BF16 (the AVX-512 objects carry them behind target attributes; they must not be called).
+// GLA_NO_BF16_DOT set to anything but "" or "0" clears them too: the bench's float32 baseline with
+// precision 'bfloat16', and a switch for anyone who suspects the bfloat16 path.
+const cpu::CpuKernels* runnable(const Entry& e) {
+  if (e.isa != Isa::avx512 || e.kernels == nullptr) return e.kernels;
+  static const cpu::CpuKernels avx512 = [&] {
+    cpu::CpuKernels k = *e.kernels;
+    const char* off = std::getenv("GLA_NO_BF16_DOT");
+    const bool disabled = off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0;
+    if (!detect_cpu_features().avx512_bf16 || disabled) {
+      k.attend_block_bf16 = nullptr;
+      k.pack_q_pairs = nullptr;
+      k.pack_kv_pairs = nullptr;
+    }
+    return k;
+  }();
+  return &avx512;
+}
+
 }  // namespace
 
 const cpu::CpuKernels* kernels_for(Isa isa) {
   for (Isa supported : detected()) {
     if (supported != isa) continue;
     for (const Entry& e : kTable) {
-      if (e.isa == isa) return e.kernels;
+      if (e.isa == isa) return runnable(e);
     }
   }
   return nullptr;
 }
+
+bool has_bf16_products(Isa isa) {
+  const cpu::CpuKernels* k = kernels_for(isa);
+  return k != nullptr && k->attend_block_bf16 != nullptr;
+}
+
 
 bool isa_compiled(Isa isa) {
   for (const Entry& e : kTable) {

@@ -47,29 +47,10 @@ constexpr float kHighest = std::numeric_limits<float>::max();
 //          a.block_sum: the softmax needs no pass over s at all (see try_fused_block)
 enum class Epilogue { store, max, fused };
 
-// RK keys x NV vectors of rows of s, accumulated over the head dimension in registers.
+// The end of a score tile, whatever computed its products (float32 FMAs here, bfloat16 dot products
+// in bf16_products.h): the epilogue E applied to RK keys x NV vectors of rows.
 template <int RK, int NV, Epilogue E>
-inline void score_tile(const BlockArgs& a, int c0, int v0) {
-  V acc[RK][NV];
-  GLA_UNROLL
-  for (int i = 0; i < RK; ++i)
-    GLA_UNROLL
-    for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
-  const float* key[RK];
-  GLA_UNROLL
-  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
-  const float* qt = a.qt + v0 * kWidth;
-  for (int t = 0; t < a.head_dim; ++t) {
-    V q[NV];
-    GLA_UNROLL
-    for (int v = 0; v < NV; ++v) q[v] = simd::load(qt + t * a.rows_pad + v * kWidth);
-    GLA_UNROLL
-    for (int i = 0; i < RK; ++i) {
-      const V kb = simd::broadcast(key[i][t]);
-      GLA_UNROLL
-      for (int v = 0; v < NV; ++v) acc[i][v] = simd::fmadd(kb, q[v], acc[i][v]);
-    }
-  }
+inline void finish_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
   if constexpr (E != Epilogue::store) {
     float* m = a.alpha + v0 * kWidth;
     GLA_UNROLL
@@ -101,6 +82,32 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) simd::store(s + v * kWidth, acc[i][v]);
   }
+}
+
+// RK keys x NV vectors of rows of s, accumulated over the head dimension in registers.
+template <int RK, int NV, Epilogue E>
+inline void score_tile(const BlockArgs& a, int c0, int v0) {
+  V acc[RK][NV];
+  GLA_UNROLL
+  for (int i = 0; i < RK; ++i)
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
+  const float* key[RK];
+  GLA_UNROLL
+  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
+  const float* qt = a.qt + v0 * kWidth;
+  for (int t = 0; t < a.head_dim; ++t) {
+    V q[NV];
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) q[v] = simd::load(qt + t * a.rows_pad + v * kWidth);
+    GLA_UNROLL
+    for (int i = 0; i < RK; ++i) {
+      const V kb = simd::broadcast(key[i][t]);
+      GLA_UNROLL
+      for (int v = 0; v < NV; ++v) acc[i][v] = simd::fmadd(kb, q[v], acc[i][v]);
+    }
+  }
+  finish_score_tile<RK, NV, E>(a, c0, v0, acc);
 }
 
 template <int RK, Epilogue E>
@@ -372,6 +379,8 @@ void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
   }
 }
 
+#include "kernels/cpu/bf16_products.h"
+
 // ---- few rows (decode): s[row][key], ld = keys rounded up to the vector width -----------------
 
 // RK keys against every row: RK independent dot products along head_dim per row. q_rows is zero
@@ -468,13 +477,25 @@ constexpr float kFusedHeadroom = 5.55f;
 // lies more than kFusedHeadroom above its running max, or is not finite, the attempt is discarded
 // (false) and the unit stops trying: inputs whose scores keep climbing pay for one wasted score
 // pass, not one per block. This is FlashAttention-4's conditional rescaling, on a CPU.
+template <Epilogue E, bool Bf16>
+void compute_scores_with(const BlockArgs& a) {
+#if defined(GLA_KERNEL_BF16_DOT)
+  if constexpr (Bf16) {
+    compute_scores_bf16<E>(a);
+    return;
+  }
+#endif
+  compute_scores<E>(a);
+}
+
+template <bool Bf16>
 bool try_fused_block(const BlockArgs& a) {
   if (a.fused_softmax == nullptr || !*a.fused_softmax) return false;
   for (int r = 0; r < a.rows_pad; ++r) {
     // A unit's first block, or a row that has seen only -inf or NaN: the exact path.
     if (!(a.row_max[r] >= kLowest && a.row_max[r] <= kHighest)) return false;
   }
-  compute_scores<Epilogue::fused>(a);
+  compute_scores_with<Epilogue::fused, Bf16>(a);
   for (int r = 0; r < a.rows_pad; ++r) {
     if (!(a.alpha[r] <= a.row_max[r] + kFusedHeadroom)) {
       *a.fused_softmax = false;
@@ -486,6 +507,34 @@ bool try_fused_block(const BlockArgs& a) {
     a.alpha[r] = 1.0f;  // the running max stays, so the accumulator needs no rescale
   }
   return true;
+}
+
+// Row groups (scores transposed): float32 products, or bfloat16 ones (bf16_products.h) around the
+// same mask and softmax.
+template <bool Bf16>
+void attend_rows(const BlockArgs& a) {
+  const ScoreLayout layout{a.rows_pad, 1};
+  if (a.full) {
+    if (!try_fused_block<Bf16>(a)) {
+      compute_scores_with<Epilogue::max, Bf16>(a);
+      online_softmax<true>(a);
+    }
+  } else {
+    compute_scores_with<Epilogue::store, Bf16>(a);
+    apply_mask(a, layout);
+    online_softmax<false>(a);
+  }
+#if defined(GLA_KERNEL_BF16_DOT)
+  if constexpr (Bf16) {
+    accumulate_bf16(a, !a.full);
+    return;
+  }
+#endif
+  if (a.full) {
+    accumulate(a, layout, false);
+  } else {
+    accumulate_partial(a, layout);
+  }
 }
 
 void attend_block(const BlockArgs& a) {
@@ -502,20 +551,19 @@ void attend_block(const BlockArgs& a) {
     }
     return;
   }
-  const ScoreLayout layout{a.rows_pad, 1};
-  if (a.full) {
-    if (!try_fused_block(a)) {
-      compute_scores<Epilogue::max>(a);
-      online_softmax<true>(a);
-    }
-    accumulate(a, layout, false);
-  } else {
-    compute_scores<Epilogue::store>(a);
-    apply_mask(a, layout);
-    online_softmax<false>(a);
-    accumulate_partial(a, layout);
-  }
+  attend_rows<false>(a);
 }
+
+#if defined(GLA_KERNEL_BF16_DOT)
+void attend_block_bf16(const BlockArgs& a) { attend_rows<true>(a); }
+constexpr void (*kAttendBlockBf16)(const BlockArgs&) = attend_block_bf16;
+constexpr void (*kPackQPairs)(const float*, int, int, uint32_t*) = pack_q_pairs;
+constexpr auto kPackKvPairs = pack_kv_pairs;
+#else
+constexpr void (*kAttendBlockBf16)(const BlockArgs&) = nullptr;
+constexpr void (*kPackQPairs)(const float*, int, int, uint32_t*) = nullptr;
+constexpr decltype(&pack_kv_pairs) kPackKvPairs = nullptr;
+#endif
 
 void exp_array(const float* in, float* out, int64_t n) {
   int64_t i = 0;
@@ -532,7 +580,8 @@ void exp_array(const float* in, float* out, int64_t n) {
 }  // namespace
 
 const CpuKernels kernels = {GLA_STRINGIFY(GLA_KERNEL_NS), kWidth, simd::kBlockRows, simd::kBlockKeys, simd::kFewRows,
-                            attend_block, exp_array, widen_rows, narrow_row};
+                            attend_block, exp_array, widen_rows, narrow_row, kAttendBlockBf16, kPackQPairs,
+                            kPackKvPairs};
 
 }  // namespace GLA_KERNEL_NS
 }  // namespace cpu

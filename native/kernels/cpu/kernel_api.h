@@ -59,6 +59,14 @@ struct BlockArgs {
   // exact path after all. nullptr: never try.
   bool* fused_softmax;
 
+  // The bfloat16 products (precision bfloat16 on a CPU with AVX512_BF16; bf16_products.h has the
+  // layouts), for attend_block_bf16 only: the operands as bfloat16 pairs in 32-bit words.
+  const uint32_t* qt_pairs;  // [dim_pairs][rows_pad]
+  const uint32_t* k_pairs;   // [n_keys][dim_pairs]
+  const uint32_t* v_pairs;   // [(n_keys + 1) / 2][dim_pad]; V finite (the driver checks)
+  uint32_t* p_pairs;         // scratch [(n_keys + 1) / 2][rows_pad]
+  int dim_pairs;             // (head_dim + 1) / 2
+
   // Running online-softmax state: max and sum of exp(score - max) per row, unnormalised output.
   // Lanes rows..rows_pad-1 of max/sum hold harmless values for the zero padding rows.
   float* row_max;  // [rows_pad], -inf before any visible key
@@ -81,13 +89,28 @@ struct CpuKernels {
                      float scale, float* dst, int64_t dst_stride);
   // dst[t] = src[t] rounded to nearest even in float16 or bfloat16 (NaN stays NaN), t < n.
   void (*narrow_row)(const float* src, int n, DType dtype, void* dst);
+
+  // bfloat16 products: null unless compiled in and this CPU has AVX512_BF16 (dispatch clears them).
+  // The kernel for row groups (more than few_rows rows) with the *_pairs operands of BlockArgs.
+  void (*attend_block_bf16)(const BlockArgs& args);
+  // qt_pairs from a unit's qt ([head_dim][rows_pad], padding lanes zero).
+  void (*pack_q_pairs)(const float* qt, int rows_pad, int head_dim, uint32_t* qt_pairs);
+  // k_pairs and v_pairs of a block: rows[c] (c < n_keys) of k and v, elements of dtype, rows
+  // *_row_stride elements apart. Returns whether every V element is finite.
+  bool (*pack_kv_pairs)(DType dtype, const void* k, int64_t k_row_stride, const void* v, int64_t v_row_stride,
+                        const int64_t* rows, int n_keys, int head_dim, int dim_pad, uint32_t* k_pairs,
+                        uint32_t* v_pairs);
 };
 
 // convert.cc, once per ISA (the kernel tables point at them).
 #define GLA_DECLARE_CONVERSIONS                                                                            \
   void widen_rows(DType dtype, const void* src, int64_t row_stride, const int64_t* rows, int n_rows, int dim, \
                   float scale, float* dst, int64_t dst_stride);                                              \
-  void narrow_row(const float* src, int n, DType dtype, void* dst);
+  void narrow_row(const float* src, int n, DType dtype, void* dst);                                           \
+  void pack_q_pairs(const float* qt, int rows_pad, int head_dim, uint32_t* qt_pairs);                         \
+  bool pack_kv_pairs(DType dtype, const void* k, int64_t k_row_stride, const void* v, int64_t v_row_stride,   \
+                     const int64_t* rows, int n_keys, int head_dim, int dim_pad, uint32_t* k_pairs,           \
+                     uint32_t* v_pairs);
 
 // Defined once per ISA object (attention_block.cc compiled with GLA_KERNEL_NS=<isa>).
 namespace scalar { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }

@@ -79,6 +79,27 @@ inline __m256i narrow_bf16(V x) {
 inline void store_u16(uint16_t* p, __m256i h) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h); }
 inline void store_u16_partial(uint16_t* p, __m256i h, int n) { _mm256_mask_storeu_epi16(p, tail_mask(n), h); }
 
+// bfloat16 dot products (AVX512_BF16), for the kernels' bfloat16 path (bf16_products.h). Only the
+// functions marked GLA_BF16 use them, and the driver calls those only on CPUs that have them.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10)
+#define GLA_KERNEL_BF16_DOT 1
+#define GLA_BF16 __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,fma")))
+// 32 bfloat16 in a register, however the compiler spells the type (GCC < 13: short lanes).
+GLA_BF16 inline __m512bh as_bf16(__m512i x) { return reinterpret_cast<__m512bh&>(x); }
+// (lo[i], hi[i]) as bfloat16 pairs in 32-bit lane i (lo the low half), rounded to nearest even.
+GLA_BF16 inline __m512i bf16_pairs(V lo, V hi) {
+  const __m512bh both = _mm512_cvtne2ps_pbh(hi, lo);  // lo in elements 0-15, hi in 16-31
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, reinterpret_cast<const __m512i&>(both));
+}
+// lo then hi as 32 consecutive bfloat16 (a row of K in its natural order).
+GLA_BF16 inline __m512i bf16_run(V lo, V hi) {
+  const __m512bh both = _mm512_cvtne2ps_pbh(hi, lo);
+  return reinterpret_cast<const __m512i&>(both);
+}
+#endif
+
 inline V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // vscalefps computes y * 2^n in one instruction.
 inline V scale_pow2(V y, V n) { return _mm512_scalef_ps(y, n); }

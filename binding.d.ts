@@ -31,6 +31,8 @@ export interface NativeBinding {
   problemFields(): NativeProblemLayout;
   /** The ISAs this CPU and OS support, best first (always ends with 'scalar'). */
   isas(): NativeIsa[];
+  /** The ISAs whose kernels have bfloat16 dot products on this CPU (AVX512_BF16). */
+  bfloat16Isas(): NativeIsa[];
   /** Number of hardware threads the native pool may use. */
   hardwareThreads(): number;
   /** Computes on the calling thread (plus the native pool); fills out (a new array of outDtype

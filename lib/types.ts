@@ -154,4 +154,9 @@ export interface BackendStatus {
   available: boolean;
   /** Why the backend is unavailable; null when it is available. */
   reason: string | null;
+  /**
+   * Whether `precision: 'bfloat16'` runs bfloat16 products here (avx512 on a CPU with AVX512_BF16);
+   * false: this backend computes in float32 whatever the precision, which is more accurate.
+   */
+  bfloat16Products: boolean;
 }

@@ -1,4 +1,5 @@
 // Backend selection: the report, the order, the environment default, and the fallback warning.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { makeInputs } from './helpers/cases';
 import { gla } from './helpers/package';
@@ -15,7 +16,19 @@ describe('backends', () => {
       if (status.available) expect(status.reason).toBeNull();
       else expect(status.reason).toMatch(/\S/);
     }
-    expect(report.at(-1)).toEqual({ name: 'js', available: true, reason: null });
+    expect(report.at(-1)).toEqual({ name: 'js', available: true, reason: null, bfloat16Products: false });
+  });
+
+  it('reports bfloat16 products exactly for avx512 on a CPU with AVX512_BF16 (Linux: /proc/cpuinfo says)', () => {
+    const report = gla.backendReport();
+    for (const status of report) {
+      if (status.name !== 'avx512' || !status.available) expect(status.bfloat16Products).toBe(false);
+    }
+    const avx512 = report.find((s) => s.name === 'avx512');
+    if (process.platform === 'linux' && avx512?.available) {
+      const flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+      expect(avx512.bfloat16Products).toBe(flags.includes('avx512_bf16'));
+    }
   });
 
   it('backends() is the available part of the report, in the same order, ending with js', () => {

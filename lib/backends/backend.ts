@@ -6,6 +6,8 @@ export interface BackendImpl {
   readonly name: Backend;
   /** Async calls of at most this many multiply-adds run inline (lib/inline-async.ts); 0: never. */
   readonly inlineMultiplyAdds: number;
+  /** Whether precision 'bfloat16' runs bfloat16 products here (only asked once probe() is null). */
+  bfloat16Products(): boolean;
   /** null when this backend can run here, else why not. May be slow (loads the addon); cached by the registry. */
   probe(): string | null;
   /** Blocks until out (and lse) are filled; returns out. Only called after probe() returned null. */

@@ -49,6 +49,7 @@ export function jsBackend(): BackendImpl {
     // A worker round trip costs 50-150 µs; this is about 100 µs of the JS kernel.
     inlineMultiplyAdds: 2 ** 18,
     probe: () => null,
+    bfloat16Products: () => false,
     runSync(problem, buffers) {
       if (isFloat32Problem(problem)) {
         const filled = withOut(problem, buffers);

@@ -148,6 +148,10 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
       if (isas.includes(isa)) return null;
       return `this CPU or operating system does not support ${ISA_FEATURES[isa]}`;
     },
+    bfloat16Products() {
+      const binding = requireBinding();
+      return typeof binding.bfloat16Isas === 'function' && binding.bfloat16Isas().includes(isa);
+    },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
       return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
@@ -178,6 +182,8 @@ export function cudaBackend(): BackendImpl {
         return `the CUDA probe failed: ${errorMessage(error)}`;
       }
     },
+    // The plugin computes float32 (half inputs are widened on the host) until tensor cores land.
+    bfloat16Products: () => false,
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
       return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);

@@ -38,7 +38,7 @@ function unavailableReason(impl: BackendImpl): string | null {
 export function backendStatuses(): BackendStatus[] {
   return PRIORITY.map((impl) => {
     const reason = unavailableReason(impl);
-    return { name: impl.name, available: reason === null, reason };
+    return { name: impl.name, available: reason === null, reason, bfloat16Products: reason === null && impl.bfloat16Products() };
   });
 }
 

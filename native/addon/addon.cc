@@ -15,6 +15,17 @@ Napi::Value isas(const Napi::CallbackInfo& info) {
   return names;
 }
 
+// The ISAs whose kernels have bfloat16 products on this CPU (precision 'bfloat16' uses them).
+Napi::Value bfloat16_isas(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array names = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (gla::Isa isa : gla::supported_isas()) {
+    if (gla::isa_has_bf16_products(isa)) names.Set(n++, gla::isa_name(isa));
+  }
+  return names;
+}
+
 // The problem-fields layout this addon reads: lib/backends/native.ts checks it at load.
 Napi::Value problem_fields(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -57,6 +68,7 @@ Napi::Function raw_function(Napi::Env env, napi_callback callback, const char* n
 static Napi::Object init_addon(Napi::Env env, Napi::Object exports) {
   using namespace gla_addon;
   exports.Set("isas", Napi::Function::New(env, isas, "isas"));
+  exports.Set("bfloat16Isas", Napi::Function::New(env, bfloat16_isas, "bfloat16Isas"));
   exports.Set("problemFields", Napi::Function::New(env, problem_fields, "problemFields"));
   exports.Set("hardwareThreads", Napi::Function::New(env, hardware_threads, "hardwareThreads"));
   exports.Set("attentionSync", raw_function(env, cpu_sync, "attentionSync"));

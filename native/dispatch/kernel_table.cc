@@ -120,4 +120,6 @@ bool isa_from_name(const char* name, Isa* out) {
 
 std::vector<Isa> supported_isas() { return dispatch::detected(); }
 
+bool isa_has_bf16_products(Isa isa) { return dispatch::has_bf16_products(isa); }
+
 }  // namespace gla

@@ -24,6 +24,10 @@ bool isa_from_name(const char* name, Isa* out);
 // Always ends with Isa::scalar. Detected once per process.
 std::vector<Isa> supported_isas();
 
+// Whether `isa`'s kernels have bfloat16 dot products on this CPU (AVX512_BF16): precision bfloat16
+// then uses them; otherwise it computes in float32. False for an ISA that is not supported.
+bool isa_has_bf16_products(Isa isa);
+
 // The threads this process may run on (CPU affinity where the OS reports it), at least 1.
 // The internal pool has hardware_threads() - 1 workers; the calling thread is the last one.
 int hardware_threads();

@@ -47,6 +47,11 @@ function withTwin(c) {
   return [{ ...c, peersOnTwin: true }, bshd(c)];
 }
 
+/** Cases whose bshd twin also runs the half-precision variants (ours.mjs, HALF_VARIANTS). */
+function withHalf(cases) {
+  return cases.map((c) => (c.layout === 'bshd' ? { ...c, half: true } : c));
+}
+
 // Encoder / embedding jobs: many short sequences, BERT-base heads (12 x 64).
 function encoderBatch(batch, seqLen, extra = {}) {
   return { group: 'batch', op: 'full', batch, heads: 12, headDim: 64, seqLen, measure: 'flops', ...extra };
@@ -74,19 +79,21 @@ export const allCases = [
   // Full attention: the O(n^2) baseline and the onnxruntime-MHA target shapes (those in both layouts).
   full(512, { quick: true }),
   full(1024, { quick: true }),
-  ...withTwin(full(2048, { quick: true })),
-  ...withTwin(full(4096)),
-  ...withTwin({ ...full(2048), heads: 32, headDim: 128 }),
+  // Their bshd twins also run bfloat16 (the half-precision targets: against our float32 kernel
+  // and onnxruntime's float32 MultiHeadAttention on the same values, in the same rounds).
+  ...withHalf(withTwin(full(2048, { quick: true }))),
+  ...withHalf(withTwin(full(4096))),
+  ...withHalf(withTwin({ ...full(2048), heads: 32, headDim: 128 })),
 
   // Causal: masked tiles must be skipped (target: <= 0.55x the non-causal time at s4096).
   causal(2048, { quick: true }),
-  ...withTwin(causal(4096)),
+  ...withHalf(withTwin(causal(4096))),
   causal(16384), // the reference point for GroupQueryAttention's sliding window below
 
   // Local-global: linear in seqLen (target: t(65536) / t(8192) <= 8.5).
   localGlobal(4096, { quick: true }),
   localGlobal(8192),
-  ...withTwin(localGlobal(16384, { quick: true })),
+  ...withHalf(withTwin(localGlobal(16384, { quick: true }))),
   localGlobal(32768),
   localGlobal(65536),
   // Full attention at the local-global lengths, for the slope chart and the 20x target at 16384.
@@ -113,6 +120,7 @@ export const allCases = [
     kvSeqLen: 32768,
     measure: 'bytes',
     quick: true,
+    half: true,
   },
 
   // Per-call overhead of the sync API, options built per call (target: < 2 us per call).

@@ -31,16 +31,37 @@ export async function loadPackage() {
 }
 
 /**
+ * Our primary backend on half-precision data, beside its float32 run on the cases marked `half`
+ * (cases.mjs). The inputs are the case's float32 values rounded to the dtype once, outside the
+ * timing; the check compares the decoded output with the float32 reference, so it is as loose as
+ * the rounding of the inputs and of the products: TOLERANCE_HALF.
+ *   bf16        q, k, v and out in bfloat16, default precision (bfloat16 products where the CPU has them)
+ *   f32 in, bf16 products  float32 arrays with precision 'bfloat16'
+ *   f16         float16 data, float32 products (decode: half the bytes of float32)
+ */
+export const HALF_VARIANTS = [
+  { suffix: 'bf16', dtype: 'bfloat16' },
+  { suffix: 'f32 in, bf16 products', precision: 'bfloat16' },
+  { suffix: 'f16', dtype: 'float16', decodeOnly: true },
+];
+export const TOLERANCE_HALF = 1e-2;
+
+/**
  * A bench implementation for one backend, in the shape the peers use. With `layout`, it runs every
  * case in that layout instead of the case's own, as `<backend> <layout>`: on a bshd case, the
  * primary backend also runs in bhsd, interleaved, for the bshd-against-bhsd ratio.
  */
-export function ourImpl(api, backend, { layout } = {}) {
+export function ourImpl(api, backend, { layout, variant } = {}) {
   return {
-    name: layout ? `${backend} ${layout}` : backend,
+    name: variant ? `${backend} ${variant.suffix}` : layout ? `${backend} ${layout}` : backend,
     backend,
     ours: true,
-    why: (c) => (layout && c.layout !== 'bshd' ? 'runs only beside a bshd case' : null),
+    tolerance: variant ? TOLERANCE_HALF : undefined,
+    why: (c) => {
+      if (layout && c.layout !== 'bshd') return 'runs only beside a bshd case';
+      if (variant && (!c.half || (variant.decodeOnly && c.group !== 'decode'))) return 'half-precision cases only';
+      return null;
+    },
     async prepare(c, { q, k, v }, threads) {
       const fn = c.op === 'local' ? api.localGlobalAttentionSync : api.fullAttentionSync;
       // The bench's inputs are bhsd; a bshd case hands us what a projection writes instead
@@ -60,7 +81,17 @@ export function ourImpl(api, backend, { layout } = {}) {
       // The options object is built per call, as users build it ({ ...base, out }): V8 gives each
       // such object a fresh hidden class, which a reused object would hide.
       const base = { ...callOptions(c), layout: bshd ? 'bshd' : 'bhsd', backend, threads };
-      const out = new Float32Array(q.length);
+      let out = new Float32Array(q.length);
+      let decode = (x) => x;
+      if (variant?.dtype) {
+        const encode = variant.dtype === 'bfloat16' ? api.encodeBfloat16 : api.encodeFloat16;
+        const decodeHalf = variant.dtype === 'bfloat16' ? api.decodeBfloat16 : api.decodeFloat16;
+        for (const name of ['q', 'k', 'v']) inputs[name] = encode(inputs[name]);
+        base.dtype = variant.dtype;
+        out = new Uint16Array(q.length);
+        decode = (x) => decodeHalf(x);
+      }
+      if (variant?.precision) base.precision = variant.precision;
       let last;
       return {
         // Sync, so the timing holds no promise or event-loop cost; the async API runs the
@@ -68,7 +99,10 @@ export function ourImpl(api, backend, { layout } = {}) {
         run: () => {
           last = fn(inputs.q, inputs.k, inputs.v, { ...base, out });
         },
-        output: () => (bshd ? bsnhToBhsd(last, c.batch, c.heads, c.seqLen, c.headDim) : last),
+        output: () => {
+          const values = decode(last);
+          return bshd ? bsnhToBhsd(values, c.batch, c.heads, c.seqLen, c.headDim) : values;
+        },
         dispose: () => {},
       };
     },

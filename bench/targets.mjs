@@ -95,6 +95,39 @@ export function evaluateTargets(results, primary, asyncCost = [], asyncSubmissio
     if (f == null) throw new Error('measured bandwidth (unknown)');
     return { value: pct(f), pass: f >= 0.6 };
   });
+  // Half precision (bench/ours.mjs HALF_VARIANTS), each ratio from one case's interleaved rounds.
+  const bf16 = `${P} bf16`;
+  const bf16Products = `${P} f32 in, bf16 products`;
+  const halfFull = ['full-h8-d64-s2048-bshd', 'full-h8-d64-s4096-bshd', 'full-h32-d128-s2048-bshd'];
+  const speedup = (c, impl) => need(c, impl).gflops / need(c, P).gflops;
+  for (const c of halfFull) {
+    add(`bf16 vs f32 ${c}`, `${bf16} >= 1.6x our float32 throughput on ${c}`, () => {
+      const ratio = speedup(c, bf16);
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.6 };
+    });
+    add(`bf16 vs ort-mha ${c}`, `${bf16} >= 1.5x onnxruntime MultiHeadAttention (float32) throughput on ${c}`, () => {
+      const ratio = need(c, bf16).gflops / need(c, 'ort-mha').gflops;
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.5 };
+    });
+    add(`bf16 products vs f32 ${c}`, `${bf16Products} >= 1.4x our float32 throughput on ${c}`, () => {
+      const ratio = speedup(c, bf16Products);
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.4 };
+    });
+  }
+  const decodeCase = 'decode-h32-kvh8-d128-s1-kvs32768';
+  for (const impl of [bf16, `${P} f16`]) {
+    add(`half decode ${impl}`, `${impl} decode <= 0.6x the time of float32 decode`, () => {
+      const ratio = need(decodeCase, impl).ms.median / need(decodeCase, P).ms.median;
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 0.6 };
+    });
+  }
+  for (const c of ['causal-h8-d64-s4096-bshd', 'lg-h8-d64-s16384-w256-256-g4-bshd']) {
+    add(`bf16 speedup ${c}`, `${bf16} speedup on ${c} within 10% of its speedup on full-h8-d64-s4096-bshd`, () => {
+      const ratio = speedup(c, bf16);
+      const fullRatio = speedup('full-h8-d64-s4096-bshd', bf16);
+      return { value: `${ratio.toFixed(2)}x (full ${fullRatio.toFixed(2)}x)`, pass: ratio >= 0.9 * fullRatio };
+    });
+  }
   add('tiny sync call', `${P} sync call, seqLen 1, headDim 64, options built per call: < 2 µs`, () => {
     const us = need('tiny-h1-d64-s1', P).ms.median * 1000;
     return { value: `${us.toFixed(2)} µs`, pass: us < 2 };

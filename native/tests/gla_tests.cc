@@ -1,5 +1,6 @@
 // gla_tests <suite>: the CPU core checked against the double-precision reference, on every ISA
-// this machine supports. Suites: isas exp validate grid concurrency copy random (no argument: all).
+// this machine supports. Suites: isas exp validate grid concurrency copy random half (no argument:
+// all).
 // Registered with ctest one suite per entry; under GLA_SANITIZE the same suites run instrumented
 // (the random suite then doubles as a fuzz driver).
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <string>
 #include <thread>
 #include <utility>
@@ -18,11 +20,14 @@
 
 #include "core/driver.h"
 #include "core/plan.h"
+#include "dispatch/kernel_table.h"
 #include "gla/attention.h"
 #include "reference/reference.h"
 #include "tests/test_problem.h"
 
+using gla::DType;
 using gla::Isa;
+using gla::Precision;
 using gla::Status;
 using gla::core::DriverConfig;
 using gla_test::Layout;
@@ -36,6 +41,18 @@ int g_checks = 0;
 int g_failures = 0;
 double g_worst_out = 0.0;  // largest errors seen by passing comparisons, to show the margin
 double g_worst_lse = 0.0;
+
+// Worst passing errors per element types (half-precision and bfloat16-product runs only), printed
+// after each suite: "f16->f16 prec:bf16 [VDPBF16PS]".
+struct Worst {
+  double out = 0.0;   // relative L2
+  double lse = 0.0;
+  double bound_use = 0.0;   // half outs: Check::out_bound_use (<= 1 required with precision float32)
+  double misrounded = 0.0;  // half outs: Check::out_misrounded
+  int runs = 0;
+};
+std::map<std::string, Worst> g_by_types;
+double g_worst_bf16_products = 0.0;  // worst out error of runs that had the bfloat16 products
 
 void expect(bool ok, const std::string& what) {
   ++g_checks;
@@ -55,8 +72,21 @@ std::string config_text(const DriverConfig& c) {
   return "bq=" + std::to_string(c.block_q) + " bk=" + std::to_string(c.block_k) + " split=" + std::to_string(c.split_k);
 }
 
+// Precision bfloat16 takes the bfloat16 products only on an ISA that has them (AVX512_BF16); the
+// others compute it in float32 and are held to the float32 bounds.
+bool uses_bf16_products(const gla::AttentionProblem& p, Isa isa) {
+  return p.precision == Precision::bfloat16 && gla::dispatch::has_bf16_products(isa);
+}
+
+std::string types_key(const gla::AttentionProblem& p, Isa isa) {
+  std::string key = std::string(gla_test::dtype_name(p.dtype)) + "->" + gla_test::dtype_name(p.out_dtype) +
+                    (p.precision == Precision::bfloat16 ? " prec:bf16" : " prec:f32");
+  if (p.precision == Precision::bfloat16) key += uses_bf16_products(p, isa) ? " [VDPBF16PS]" : " [float32 kernels]";
+  return key;
+}
+
 // Runs one problem on one ISA / thread count / config and compares with the reference.
-void run_and_compare(TestProblem& tp, const gla_test::Reference& ref, Isa isa, int threads, const DriverConfig& config,
+bool run_and_compare(TestProblem& tp, const gla_test::Reference& ref, Isa isa, int threads, const DriverConfig& config,
                      const std::string& label) {
   tp.poison_outputs();
   tp.p.threads = threads;
@@ -65,14 +95,28 @@ void run_and_compare(TestProblem& tp, const gla_test::Reference& ref, Isa isa, i
                             config_text(config);
   if (o.status != Status::ok) {
     expect(false, where + ": status " + std::to_string(static_cast<int>(o.status)) + " " + o.message);
-    return;
+    return false;
   }
+  const bool bf16_products = uses_bf16_products(tp.p, isa);
+  const Precision asked = tp.p.precision;
+  if (!bf16_products) tp.p.precision = Precision::float32;  // the bounds compare applies
   const gla_test::Check c = gla_test::compare(tp, ref);
+  tp.p.precision = asked;
   expect(c.ok, where + ": " + c.what);
   if (c.ok) {
     g_worst_out = std::max(g_worst_out, c.out_rel_err);
     g_worst_lse = std::max(g_worst_lse, c.lse_err);
+    if (tp.p.dtype != DType::float32 || tp.p.out_dtype != DType::float32 || tp.p.precision != Precision::float32) {
+      Worst& w = g_by_types[types_key(tp.p, isa)];
+      w.out = std::max(w.out, c.out_rel_err);
+      w.lse = std::max(w.lse, c.lse_err);
+      w.bound_use = std::max(w.bound_use, c.out_bound_use);
+      w.misrounded = std::max(w.misrounded, c.out_misrounded);
+      ++w.runs;
+    }
+    if (bf16_products) g_worst_bf16_products = std::max(g_worst_bf16_products, c.out_rel_err);
   }
+  return c.ok;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,6 +650,10 @@ void suite_copy() {
 
 void suite_random(int count) {
   std::mt19937_64 rng(20240611);
+  // Element types and precision from a stream of their own, so that the shapes drawn from rng stay
+  // those of the float32-only suite; about half the problems stay float32 throughout.
+  std::mt19937_64 type_rng(20261201);
+  const DType dtypes[] = {DType::float32, DType::float16, DType::bfloat16};
   auto pick = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(rng)); };
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p; };
   const std::vector<Isa> isas = gla::supported_isas();
@@ -669,6 +717,12 @@ void suite_random(int count) {
     }
     config.min_work_per_thread = chance(0.7) ? 0 : -1;
     const int threads = chance(0.1) ? 16 : static_cast<int>(pick(1, 4));
+    if (std::uniform_int_distribution<int>(0, 1)(type_rng) == 1) {
+      std::uniform_int_distribution<int> three(0, 2), two(0, 1);
+      s.dtype = dtypes[three(type_rng)];
+      s.out_dtype = dtypes[three(type_rng)];
+      s.precision = two(type_rng) == 1 ? Precision::bfloat16 : Precision::float32;
+    }
 
     TestProblem tp;
     gla_test::build(s, tp);
@@ -677,6 +731,354 @@ void suite_random(int count) {
     if (v.status != Status::ok) continue;
     const gla_test::Reference ref = gla_test::compute_reference(tp);
     for (Isa isa : isas) run_and_compare(tp, ref, isa, threads, config, gla_test::describe(s));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// Element types of the half suite: half inputs with float32 or half outputs at either precision,
+// float32 inputs with the bfloat16 products, and float32 inputs rounded into half outputs.
+struct Types {
+  DType dtype, out_dtype;
+  Precision precision;
+};
+
+std::vector<Types> half_types() {
+  std::vector<Types> types;
+  for (DType in : {DType::float16, DType::bfloat16}) {
+    for (DType out : {DType::float32, in}) {
+      for (Precision prec : {Precision::float32, Precision::bfloat16}) types.push_back({in, out, prec});
+    }
+  }
+  types.push_back({DType::float32, DType::float32, Precision::bfloat16});
+  types.push_back({DType::float32, DType::bfloat16, Precision::bfloat16});
+  types.push_back({DType::float32, DType::float16, Precision::float32});
+  types.push_back({DType::float32, DType::bfloat16, Precision::float32});
+  return types;
+}
+
+Spec with_types(Spec s, const Types& t) {
+  s.dtype = t.dtype;
+  s.out_dtype = t.out_dtype;
+  s.precision = t.precision;
+  return s;
+}
+
+std::vector<Spec> half_specs() {
+  std::vector<Spec> specs;
+  auto base = [](const char* name, int64_t s, int64_t kv, int64_t d) {
+    Spec x;
+    x.name = name;
+    x.seq_len = s;
+    x.kv_seq_len = kv;
+    x.head_dim = d;
+    x.heads = 2;
+    x.kv_heads = 2;
+    x.seed = static_cast<uint64_t>(s * 7919 + kv * 31 + d) ^ 0x4a1fu;
+    return x;
+  };
+  specs.push_back(base("half full", 37, 37, 64));
+  {
+    Spec c = base("half causal", 100, 100, 17);
+    c.causal = true;
+    specs.push_back(c);
+    Spec c2 = base("half causal d128", 257, 257, 128);
+    c2.causal = true;
+    specs.push_back(c2);
+  }
+  {
+    Spec d1 = base("half head_dim 1, seq < kv", 37, 53, 1);
+    d1.causal = true;
+    specs.push_back(d1);
+    Spec d33 = base("half head_dim 33 bshd, seq > kv", 57, 40, 33);
+    d33.q_layout = d33.kv_layout = d33.out_layout = Layout::bshd;
+    d33.causal = true;
+    specs.push_back(d33);
+  }
+  {
+    Spec m = base("half MQA padded d100", 37, 100, 100);
+    m.batch = 2;
+    m.heads = 2;
+    m.kv_heads = 1;
+    m.q_layout = Layout::bhsd_padded;
+    m.kv_layout = Layout::bshd_padded;
+    m.out_layout = Layout::bshd_padded;
+    specs.push_back(m);
+    Spec p = base("half padded out, seq > kv", 100, 37, 64);
+    p.batch = 2;
+    p.heads = p.kv_heads = 3;
+    p.q_layout = Layout::bshd_padded;
+    p.kv_layout = Layout::bhsd_padded;
+    p.out_layout = Layout::bhsd_padded;
+    p.causal = true;
+    specs.push_back(p);
+  }
+  {
+    Spec g = base("half GQA window d128", 100, 100, 128);
+    g.heads = 4;
+    g.kv_heads = 2;
+    g.causal = true;
+    g.window_left = 20;
+    g.window_right = 0;
+    specs.push_back(g);
+    Spec a = base("half asymmetric window", 100, 120, 33);
+    a.window_left = 5;
+    a.window_right = 9;
+    specs.push_back(a);
+  }
+  {
+    Spec d = base("half decode", 1, 257, 64);
+    d.heads = d.kv_heads = 1;
+    specs.push_back(d);
+    // 8 query heads on one kv head: decode units stack 8 rows, past few_rows (bfloat16 products).
+    Spec dm = base("half decode MQA kv_lengths", 1, 257, 128);
+    dm.batch = 3;
+    dm.heads = 8;
+    dm.kv_heads = 1;
+    dm.causal = true;
+    dm.kv_lengths = {257, 0, 100};
+    specs.push_back(dm);
+    Spec sd = base("half speculative decode GQA window sinks", 3, 257, 64);
+    sd.heads = 6;
+    sd.kv_heads = 2;
+    sd.causal = true;
+    sd.window_left = 64;
+    sd.window_right = 0;
+    sd.globals = {{0, 1, 2, 3}};
+    specs.push_back(sd);
+  }
+  {
+    // Globals far outside the window: gathered blocks.
+    Spec sinks = base("half sliding window, sinks + scattered globals", 257, 257, 33);
+    sinks.causal = true;
+    sinks.window_left = 16;
+    sinks.window_right = 0;
+    sinks.globals = {{0, 1, 2, 3, 100, 200}};
+    specs.push_back(sinks);
+    Spec rows = base("half global query rows seq < kv", 50, 80, 17);
+    rows.window_left = 2;
+    rows.window_right = 2;
+    rows.causal = true;
+    rows.globals = {{3, 35, 40, 79}};
+    specs.push_back(rows);
+  }
+  {
+    Spec k = base("half kv_lengths with 0, globals per batch", 37, 64, 17);
+    k.batch = 4;
+    k.heads = 2;
+    k.kv_heads = 1;
+    k.kv_lengths = {0, 1, 20, 64};
+    k.causal = true;
+    k.window_left = 6;
+    k.window_right = 2;
+    k.globals = {{0, 30}, {0}, {5, 19, 40}, {63}};
+    specs.push_back(k);
+    Spec e = base("half kv_seq_len 0", 5, 0, 17);
+    specs.push_back(e);
+  }
+  {
+    Spec n = base("half no lse", 37, 37, 64);
+    n.with_lse = false;
+    n.causal = true;
+    specs.push_back(n);
+    // Integers 1..8 and scale 0.5 are exact in both half types and in bfloat16 products.
+    Spec big = base("half large logits", 100, 100, 64);
+    big.values = Values::integers;
+    big.scale = 0.5f;
+    specs.push_back(big);
+    Spec rise = base("half rising scores", 100, 300, 32);
+    rise.scale = 1.0f;
+    rise.key_rise = 0.01f;
+    specs.push_back(rise);
+  }
+  return specs;
+}
+
+// Defaults at 1 and 2 threads, split-K forced with tiles not multiples of 16 (7 rows: past
+// few_rows, so the bfloat16 products run on them), and odd key blocks without split-K.
+const std::pair<int, DriverConfig> kHalfVariants[] = {
+    {1, DriverConfig{}},
+    {2, DriverConfig{}},
+    {2, DriverConfig{7, 24, 3, 0}},
+    {1, DriverConfig{13, 9, 2, 0}},
+    {2, DriverConfig{5, 33, 0, 0}},
+};
+
+void run_all(TestProblem& tp, const gla_test::Reference& ref, const std::string& label,
+             const std::function<void(const std::string&)>& after = nullptr) {
+  for (Isa isa : gla::supported_isas()) {
+    for (const auto& v : kHalfVariants) {
+      run_and_compare(tp, ref, isa, v.first, v.second, label);
+      if (after) after(label + " isa=" + gla::isa_name(isa) + " threads=" + std::to_string(v.first) + " " +
+                       config_text(v.second));
+    }
+  }
+}
+
+// Sets element `offset` of q (or v) to a float value, in the problem's dtype.
+void set_input(TestProblem& tp, bool is_v, int64_t offset, float value, uint16_t half_bits) {
+  std::vector<float>& f = is_v ? tp.v : tp.q;
+  std::vector<uint16_t>& h = is_v ? tp.v16 : tp.q16;
+  f[static_cast<size_t>(offset)] = value;
+  if (tp.p.dtype != DType::float32) h[static_cast<size_t>(offset)] = half_bits;
+}
+
+void half_validation() {
+  // Element counts are in elements of each tensor's dtype, and the enums are checked.
+  Spec s;
+  s.name = "half validate";
+  s.batch = 2;
+  s.heads = 2;
+  s.seq_len = 5;
+  s.kv_seq_len = 7;
+  s.head_dim = 8;
+  s.dtype = DType::float16;
+  s.out_dtype = DType::bfloat16;
+  {
+    TestProblem tp;
+    gla_test::build(s, tp);
+    expect(gla::validate_problem(tp.p).status == Status::ok, "half: the base problem is valid");
+  }
+  const std::pair<const char*, std::function<void(TestProblem&)>> cases[] = {
+      {"half q one element short", [](TestProblem& t) { t.p.q_elements -= 1; }},
+      {"half k one element short", [](TestProblem& t) { t.p.k_elements -= 1; }},
+      {"half v one element short", [](TestProblem& t) { t.p.v_elements -= 1; }},
+      {"half out one element short", [](TestProblem& t) { t.p.out_elements -= 1; }},
+      {"dtype 3", [](TestProblem& t) { t.p.dtype = static_cast<DType>(3); }},
+      {"out_dtype -1", [](TestProblem& t) { t.p.out_dtype = static_cast<DType>(-1); }},
+      {"precision 2", [](TestProblem& t) { t.p.precision = static_cast<Precision>(2); }},
+      {"half out overlaps the last bytes of half v",
+       [](TestProblem& t) {
+         // out's last element on v's last element (byte ranges overlap by 2 bytes)
+         t.p.out = t.v16.data() + t.v16.size() - static_cast<size_t>(t.p.out_elements);
+       }},
+      {"lse overlaps half q", [](TestProblem& t) { t.p.lse = reinterpret_cast<float*>(t.q16.data()); }},
+  };
+  for (const auto& c : cases) {
+    TestProblem tp;
+    gla_test::build(s, tp);
+    c.second(tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::invalid_argument && std::strlen(v.message) > 0,
+           std::string("validate rejects: ") + c.first + " (got status " + std::to_string(static_cast<int>(v.status)) +
+               ")");
+  }
+}
+
+void suite_half() {
+  half_validation();
+  const std::vector<Types> types = half_types();
+  const std::vector<Spec> specs = half_specs();
+  int problems = 0;
+  for (const Spec& shape : specs) {
+    for (const Types& t : types) {
+      const Spec s = with_types(shape, t);
+      TestProblem tp;
+      gla_test::build(s, tp);
+      const gla::Outcome v = gla::validate_problem(tp.p);
+      expect(v.status == Status::ok, gla_test::describe(s) + " is valid: " + v.message);
+      if (v.status != Status::ok) continue;
+      const gla_test::Reference ref = gla_test::compute_reference(tp);
+      run_all(tp, ref, gla_test::describe(s));
+      ++problems;
+    }
+  }
+
+  // An infinity in V at key 60 of head 0 (and -inf at key 80, element 0, of head 1), causal: rows
+  // before the key never see it and must stay finite and accurate (the blocks holding it run on the
+  // float32 path, where masked weights never meet it); the rows that see it get that infinity in
+  // that column, the other columns finite.
+  const Types inf_types[] = {
+      {DType::float32, DType::float32, Precision::bfloat16}, {DType::float32, DType::bfloat16, Precision::bfloat16},
+      {DType::float16, DType::float32, Precision::bfloat16}, {DType::float16, DType::float16, Precision::bfloat16},
+      {DType::bfloat16, DType::float32, Precision::bfloat16}, {DType::bfloat16, DType::bfloat16, Precision::bfloat16},
+      {DType::float16, DType::float16, Precision::float32},  {DType::bfloat16, DType::float32, Precision::float32},
+  };
+  for (const Types& t : inf_types) {
+    for (Layout kv_layout : {Layout::bhsd, Layout::bshd_padded}) {
+      Spec s;
+      s.name = "half inf in V";
+      s.seq_len = s.kv_seq_len = 100;
+      s.head_dim = 33;
+      s.heads = s.kv_heads = 2;
+      s.causal = true;
+      s.kv_layout = kv_layout;
+      s.seed = 4242;
+      s = with_types(s, t);
+      TestProblem tp;
+      gla_test::build(s, tp);
+      const gla::Strides& vs = tp.p.v_strides;
+      const float inf = std::numeric_limits<float>::infinity();
+      set_input(tp, true, 0 * vs.head + 60 * vs.seq + 5, inf, gla_test::half_inf(t.dtype, false));
+      set_input(tp, true, 1 * vs.head + 80 * vs.seq + 0, -inf, gla_test::half_inf(t.dtype, true));
+      tp.snapshot_inputs();
+      const gla_test::Reference ref = gla_test::compute_reference(tp);
+      const int64_t d = s.head_dim;
+      expect(std::isinf(ref.out[60 * d + 5]) && ref.out[60 * d + 5] > 0 && std::isfinite(ref.out[59 * d + 5]) &&
+                 std::isinf(ref.out[(100 + 80) * d]) && ref.out[(100 + 80) * d] < 0 && std::isfinite(ref.out[60 * d + 4]),
+             "inf in V: the reference has the infinities where expected");
+      const std::string label = gla_test::describe(s);
+      run_all(tp, ref, label, [&](const std::string& where) {
+        // Stated on its own, beyond compare: rows that cannot see the infinity are finite.
+        bool finite = true;
+        for (int64_t h = 0; h < 2; ++h) {
+          for (int64_t i = 0; i < (h == 0 ? 60 : 80); ++i) {
+            for (int64_t e = 0; e < d; ++e) {
+              finite = finite && std::isfinite(tp.out_at(h * tp.p.out_strides.head + i * tp.p.out_strides.seq + e));
+            }
+          }
+        }
+        expect(finite, where + ": rows that cannot see the infinity in V are finite");
+      });
+      ++problems;
+    }
+  }
+
+  // A NaN in q (a tile row and a global query row) makes exactly that row NaN, lse included.
+  // The reference skips NaN scores (it sees them as invisible), so the expectation is set by hand.
+  for (const Types& t : half_types()) {
+    {
+      Spec s;
+      s.name = "half NaN in q";
+      s.seq_len = s.kv_seq_len = 37;
+      s.head_dim = 17;
+      s.heads = s.kv_heads = 2;
+      s.causal = true;
+      s.window_left = 8;
+      s.window_right = 0;
+      s.globals = {{7}};
+      s.seed = 99;
+      s = with_types(s, t);
+      const DType in = t.dtype;
+      TestProblem tp;
+      gla_test::build(s, tp);
+      const gla::Strides& qs = tp.p.q_strides;
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      const uint16_t nan_bits = in == DType::float32 ? 0 : gla_test::half_nan(in);
+      set_input(tp, false, 0 * qs.head + 7 * qs.seq + 3, nan, nan_bits);   // global query row 7 of head 0
+      set_input(tp, false, 1 * qs.head + 20 * qs.seq + 0, nan, nan_bits);  // tile row 20 of head 1
+      tp.snapshot_inputs();
+      gla_test::Reference ref = gla_test::compute_reference(tp);
+      for (int64_t row : {int64_t{7}, int64_t{37 + 20}}) {
+        ref.lse[static_cast<size_t>(row)] = std::numeric_limits<double>::quiet_NaN();
+        for (int64_t e = 0; e < s.head_dim; ++e) {
+          ref.out[static_cast<size_t>(row * s.head_dim + e)] = std::numeric_limits<double>::quiet_NaN();
+        }
+      }
+      run_all(tp, ref, gla_test::describe(s));
+      ++problems;
+    }
+  }
+
+  // On a CPU with the bfloat16 products, precision bfloat16 must actually have used them: its
+  // error is that of bfloat16 operands (about 1e-3), far above float32's.
+  bool any_bf16 = false;
+  for (Isa isa : gla::supported_isas()) any_bf16 = any_bf16 || gla::dispatch::has_bf16_products(isa);
+  std::printf("half: %d problems x %zu ISAs x %zu variants; bfloat16 products on this CPU: %s\n", problems,
+              gla::supported_isas().size(), std::size(kHalfVariants), any_bf16 ? "yes" : "no");
+  if (any_bf16) {
+    expect(g_worst_bf16_products > 1e-4, "precision bfloat16 used the bfloat16 products (worst error " +
+                                             std::to_string(g_worst_bf16_products) + ")");
   }
 }
 
@@ -699,7 +1101,17 @@ int main(int argc, char** argv) {
       std::printf(" (worst passing error: out %.2g, lse %.2g)", g_worst_out, g_worst_lse);
     }
     std::printf("\n");
+    for (const auto& w : g_by_types) {
+      std::printf("  %-36s %5d runs, worst out rel L2 %.2g, lse %.2g", w.first.c_str(), w.second.runs, w.second.out,
+                  w.second.lse);
+      if (w.first.find("->f32") == std::string::npos) {
+        std::printf(", half-spacing bound used %.2f, misrounded %.2g%%", w.second.bound_use, 100.0 * w.second.misrounded);
+      }
+      std::printf("\n");
+    }
+    g_by_types.clear();
     g_worst_out = g_worst_lse = 0.0;
+    g_worst_bf16_products = 0.0;
   };
   run("isas", suite_isas);
   run("exp", suite_exp);
@@ -708,8 +1120,9 @@ int main(int argc, char** argv) {
   run("concurrency", suite_concurrency);
   run("copy", suite_copy);
   run("random", [&] { suite_random(random_count); });
+  run("half", suite_half);
   if (!known) {
-    std::printf("unknown suite '%s' (isas exp validate grid concurrency copy random)\n", suite.c_str());
+    std::printf("unknown suite '%s' (isas exp validate grid concurrency copy random half)\n", suite.c_str());
     return 2;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -32,26 +32,56 @@ struct Spec {
   float key_rise = 0.0f;
   int threads = 1;
   uint64_t seed = 1;
+  // Element type of q, k and v (the float inputs above are converted to it), of out, and the
+  // precision of the products.
+  gla::DType dtype = gla::DType::float32;
+  gla::DType out_dtype = gla::DType::float32;
+  gla::Precision precision = gla::Precision::float32;
 };
+
+// Test-local conversions, written independently of the kernels' (which they check).
+// float -> float16 / bfloat16 bits, rounded to nearest even; NaN stays a (quiet) NaN.
+uint16_t to_half(float x, gla::DType dtype);
+// The exact value of float16 / bfloat16 bits.
+double from_half(uint16_t bits, gla::DType dtype);
+// The spacing of the float16 / bfloat16 numbers at |x| (the subnormal spacing below the normals).
+double half_ulp(double x, gla::DType dtype);
+// A quiet NaN / an infinity of the given sign in float16 / bfloat16.
+uint16_t half_nan(gla::DType dtype);
+uint16_t half_inf(gla::DType dtype, bool negative);
+const char* dtype_name(gla::DType dtype);
+
+// The untouched marker of half-precision outputs (a NaN in both float16 and bfloat16).
+constexpr uint16_t kHalfPoison = 0x7fff;
 
 struct TestProblem {
   gla::AttentionProblem p;
+  // float32 tensors. For a half dtype, q/k/v hold the exact values of q16/k16/v16 (what the
+  // problem reads is q16/k16/v16); for a half out_dtype, out is empty and out16 is the output.
   std::vector<float> q, k, v, out, lse;
+  std::vector<uint16_t> q16, k16, v16, out16;
   std::vector<int32_t> kv_lengths, offsets, indices;
   std::vector<char> out_logical;  // 1 where an element of out is part of the tensor
   // Copies of every input, to prove none was written.
   std::vector<float> q0, k0, v0;
+  std::vector<uint16_t> q160, k160, v160;
   std::vector<int32_t> kv_lengths0, offsets0, indices0;
 
   TestProblem() = default;
   TestProblem(const TestProblem&) = delete;
   TestProblem& operator=(const TestProblem&) = delete;
-  void rebind();   // points p at this object's vectors (after a move, or edits)
-  void poison_outputs();  // fills out and lse with NaN
+  void rebind();   // points p at this object's vectors (after a move, or edits), by p.dtype / p.out_dtype
+  void poison_outputs();  // fills out and lse with NaN (half outs with kHalfPoison)
+  void snapshot_inputs();  // takes the copies of the inputs again (after a test edits an input)
+  // Value of out element `offset` (any out dtype), and of input element `offset` of q/k/v.
+  double out_at(int64_t offset) const;
 };
 
 void build(const Spec& spec, TestProblem& tp);
 
+// A reference element that is not finite (an infinity in V reached by a visible key, or a NaN row
+// a test sets by hand) must come out as the same infinity / a NaN; such elements are left out of
+// the error norms. An lse set to NaN must come out NaN.
 struct Reference {
   std::vector<double> out, lse;
 };
@@ -59,13 +89,28 @@ Reference compute_reference(const TestProblem& tp);
 
 struct Check {
   bool ok = true;
-  double out_rel_err = 0.0;
+  double out_rel_err = 0.0;  // relative L2 of out against the float64 reference (its finite elements)
   double lse_err = 0.0;  // max of |lse - ref| / max(1, |ref|)
+  // Half out only: max of |out - ref| / (half a spacing of the out dtype at ref + tol * max |ref|),
+  // which compare requires <= 1 with precision float32; and the fraction of elements that differ
+  // from the reference rounded to nearest even.
+  double out_bound_use = 0.0;
+  double out_misrounded = 0.0;
   std::string what;
 };
-// Compares tp's outputs with the reference: relative L2 <= 1e-5 on out, lse within
-// 1e-5 * max(1, |ref|), rows that see nothing exactly 0 / -inf, padding untouched, inputs unchanged.
-Check compare(const TestProblem& tp, const Reference& ref, double tolerance = 1e-5);
+// The tolerance compare uses by default for a problem of these types: 1e-5 for float32 throughout,
+// 2e-5 for half inputs or outputs with precision float32, 1e-2 with precision bfloat16.
+double default_tolerance(const gla::AttentionProblem& p);
+
+// Compares tp's outputs with the reference, with tol = tolerance (0: default_tolerance):
+//   float32 out: relative L2 <= tol;
+//   half out, precision float32: each element within half a spacing of the out dtype (at the
+//     reference value) plus tol * max |ref| of the float64 reference, and the relative L2 of what
+//     exceeds half a spacing <= tol;
+//   half out, precision bfloat16: relative L2 <= tol;
+// lse within tol * max(1, |ref|); rows that see nothing exactly 0 / -inf; non-finite reference
+// elements matched (see Reference); padding untouched; inputs unchanged.
+Check compare(const TestProblem& tp, const Reference& ref, double tolerance = 0.0);
 
 std::string describe(const Spec& spec);
 

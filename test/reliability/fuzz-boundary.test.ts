@@ -6,14 +6,23 @@
 // k and v the same array). Every call must then either compute the reference answer or throw a
 // TypeError/RangeError whose message starts with the argument's name — never crash, hang, or write
 // a byte of q, k, v (or of the memory around out and lse). Sync and async, every backend.
+// Half precision is drawn too: q, k, v as float16/bfloat16 bit patterns (Uint16Array, a subclass, a
+// Float16Array where the runtime has one) or float32, with options.dtype, outDtype and precision,
+// checked against the float64 reference of the decoded inputs at the precision's tolerance; and
+// the ways to get those options wrong (a Uint16Array without dtype, arrays of the wrong kind, q and
+// k of different kinds, unknown or non-string names, an out of the wrong kind or length).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MODES, type Mode, attention } from '../helpers/call';
 import type { Kind } from '../helpers/cases';
 import { expectMatchesReference } from '../helpers/compare';
+import { type HalfDType, toHalfBits } from '../helpers/half-bits';
 import { BACKENDS, type Backend } from '../helpers/package';
 import { type ReferenceOptions, referenceAttention } from '../reference';
-import { type Guard, HEAVY, changedOutside, guard, makeProblem, withTimeout } from './support';
+import {
+  type DType, type Guard, type Precision, Float16, HEAVY, changedOutside, expectedResultName, guard, makeProblem,
+  precisionMismatches, tensorValues, typedArrayName, withTimeout,
+} from './support';
 
 type Target = 'q' | 'k' | 'v' | 'out' | 'lse';
 const ARG_NAME: Record<Target, string> = { q: 'q', k: 'k', v: 'v', out: 'options.out', lse: 'options.lse' };
@@ -21,6 +30,23 @@ const ARG_NAME: Record<Target, string> = { q: 'q', k: 'k', v: 'v', out: 'options
 /** Where a Float32Array's memory lives: its own buffer, inside a larger one, shared memory, a
  *  growable SharedArrayBuffer, or (as a length-tracking view) a resizable ArrayBuffer. */
 type Placement = 'plain' | 'offset' | 'shared' | 'sharedOffset' | 'growable' | 'resizable';
+
+/** How a tensor of a half type is handed in: a Uint16Array of bits (placed as drawn), a subclass
+ *  of Uint16Array, or a Float16Array over the bits where the runtime has one (else as 'typed'). */
+type Form = 'typed' | 'subclass' | 'float16array';
+
+/** The element types of a call and how its arrays hold them. */
+interface Storage {
+  dtype: DType;
+  /** Whether options.dtype says it; always, for a half type whose q is not a Float16Array. */
+  named: boolean;
+  outDtype: DType | undefined;
+  precision: Precision | undefined;
+  forms: Record<'q' | 'k' | 'v' | 'out', Form>;
+}
+
+/** The calls the suite made before half precision: Float32Arrays, no dtype options. */
+const FLOAT32: Storage = { dtype: 'float32', named: false, outDtype: undefined, precision: undefined, forms: { q: 'typed', k: 'typed', v: 'typed', out: 'typed' } };
 
 interface Base {
   kind: Kind;
@@ -30,6 +56,8 @@ interface Base {
   placements: Record<Target, Placement>;
   pads: Record<Target, number>;
   seed: number;
+  /** Used by the mutations that do not depend on q, k, v and out being Float32Arrays. */
+  storage: Storage;
 }
 
 type Expectation =
@@ -57,36 +85,91 @@ const resizableBuffer = (bytes: number, max: number): Resizable =>
 const growableShared = (bytes: number, max: number): SharedArrayBuffer =>
   new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(bytes, { maxByteLength: max });
 
-/** A Float32Array of `length` at `pad` elements into a buffer with `pad` sentinels on each side. */
-function place(values: Float32Array, placement: Placement, pad: number): Float32Array {
+type Tensor = Float32Array | Uint16Array;
+
+/** A copy of `values` (a Float32Array or Uint16Array) `pad` elements into a buffer with `pad` sentinels on each side. */
+function place<T extends Tensor>(values: T, placement: Placement, pad: number): T {
+  const Type = (values instanceof Float32Array ? Float32Array : Uint16Array) as unknown as new (buffer: ArrayBufferLike, byteOffset?: number, length?: number) => T;
+  const size = values.BYTES_PER_ELEMENT;
   if (placement === 'resizable') {
     // A length-tracking view (no length given) of a resizable buffer that could grow 4x.
-    const view = new Float32Array(resizableBuffer(values.length * 4, values.length * 16));
+    const view = new Type(resizableBuffer(values.length * size, values.length * size * 4));
     view.set(values);
     return view;
   }
   const offset = placement === 'offset' || placement === 'sharedOffset' || placement === 'growable' ? pad : 0;
   const total = values.length + 2 * offset;
   const buffer = placement === 'shared' || placement === 'sharedOffset'
-    ? new SharedArrayBuffer(total * 4)
+    ? new SharedArrayBuffer(total * size)
     : placement === 'growable'
-      ? growableShared(total * 4, total * 16)
-      : new ArrayBuffer(total * 4);
-  const whole = new Float32Array(buffer);
+      ? growableShared(total * size, total * size * 4)
+      : new ArrayBuffer(total * size);
+  const whole = new Type(buffer);
   whole.fill(SENTINEL);
-  const view = new Float32Array(buffer, offset * 4, values.length);
+  const view = new Type(buffer, offset * size, values.length);
   view.set(values);
   return view;
 }
 
-function detached(length: number): Float32Array {
-  const array = new Float32Array(length);
-  structuredClone(array.buffer, { transfer: [array.buffer] });
+/** A fresh array of `length` of the same type as `like` (a Float32Array, Uint16Array or Float16Array). */
+function sameKind(like: unknown, length: number): ArrayBufferView {
+  const name = typedArrayName(like);
+  if (name === 'Float16Array' && Float16 !== undefined) return new Float16(length);
+  return name === 'Uint16Array' ? new Uint16Array(length) : new Float32Array(length);
+}
+
+function detached(like: unknown, length: number): ArrayBufferView {
+  const array = sameKind(like, length);
+  structuredClone(array.buffer, { transfer: [array.buffer as ArrayBuffer] });
   return array;
 }
 
+class Bits extends Uint16Array {}
+class Floats extends Float32Array {}
+
+/** `values` stored as `dtype` in the drawn form and placement. */
+function stored(values: Float32Array, dtype: DType, form: Form, placement: Placement, pad: number): ArrayBufferView {
+  if (dtype === 'float32') return form === 'subclass' ? Floats.from(values) : place(values, placement, pad);
+  const bits = toHalfBits(dtype, values);
+  if (form === 'subclass') return Bits.from(bits);
+  const placed = place(bits, placement, pad);
+  if (form !== 'float16array' || dtype !== 'float16' || Float16 === undefined) return placed;
+  return placement === 'resizable' ? new Float16(placed.buffer) : new Float16(placed.buffer, placed.byteOffset, placed.length);
+}
+
+/** An out of `outDtype`, prefilled with NaN (0x7fff is a NaN in both half types). */
+function blankOut(outDtype: DType, form: Form, length: number, placement: Placement, pad: number): ArrayBufferView {
+  if (outDtype === 'float32') return place(new Float32Array(length).fill(NaN), placement, pad);
+  const placed = place(new Uint16Array(length).fill(0x7fff), placement, pad);
+  if (form === 'subclass') return Bits.from(placed);
+  if (form !== 'float16array' || outDtype !== 'float16' || Float16 === undefined) return placed;
+  return placement === 'resizable' ? new Float16(placed.buffer) : new Float16(placed.buffer, placed.byteOffset, placed.length);
+}
+
+/** The dtype, outDtype and precision options a storage gives a call. */
+function storageOptions(s: Storage, qForm: Form): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  const inferable = s.dtype === 'float32' || (s.dtype === 'float16' && qForm === 'float16array' && Float16 !== undefined);
+  if (s.named || !inferable) options.dtype = s.dtype;
+  if (s.outDtype !== undefined) options.outDtype = s.outDtype;
+  if (s.precision !== undefined) options.precision = s.precision;
+  return options;
+}
+
+/** A half type for a draw that needs one. */
+const halfOf = (dtype: DType | undefined, fallback: HalfDType = 'float16'): HalfDType => (dtype === undefined || dtype === 'float32' ? fallback : dtype);
+
 const placement = fc.constantFrom<Placement>('plain', 'offset', 'shared', 'sharedOffset', 'growable', 'resizable');
 const targets = ['q', 'k', 'v', 'out', 'lse'] as const;
+const dtypeDraw = fc.constantFrom<DType>('float32', 'float16', 'bfloat16');
+const form = fc.constantFrom<Form>('typed', 'typed', 'subclass', 'float16array');
+const storage: fc.Arbitrary<Storage> = fc.record({
+  dtype: dtypeDraw,
+  named: fc.boolean(),
+  outDtype: fc.option(dtypeDraw, { nil: undefined, freq: 3 }),
+  precision: fc.option(fc.constantFrom<Precision>('float32', 'bfloat16'), { nil: undefined, freq: 3 }),
+  forms: fc.record({ q: form, k: form, v: form, out: form }),
+});
 
 const base: fc.Arbitrary<Base> = fc
   .record({
@@ -109,6 +192,7 @@ const base: fc.Arbitrary<Base> = fc
       out: fc.integer({ min: 1, max: 17 }), lse: fc.integer({ min: 1, max: 17 }),
     }),
     seed: fc.integer(),
+    storage,
   })
   .map((d): Base => {
     const options: Base['options'] = {
@@ -116,32 +200,41 @@ const base: fc.Arbitrary<Base> = fc
       headDim: d.headDim, layout: d.layout, causal: d.causal,
     };
     if (d.kind === 'localGlobal') options.window = d.window;
-    return { kind: d.kind, options, withOut: d.withOut, withLse: d.withLse, placements: d.placements, pads: d.pads, seed: d.seed };
+    return {
+      kind: d.kind, options, withOut: d.withOut, withLse: d.withLse, placements: d.placements, pads: d.pads, seed: d.seed, storage: d.storage,
+    };
   });
 
 interface Built {
+  /** Float32Arrays when built with FLOAT32 storage (every mutation that needs them is). */
   q: Float32Array;
   k: Float32Array;
   v: Float32Array;
   options: Record<string, unknown>;
   lengths: Record<Target, number>;
+  storage: Storage;
+  /** An array of the kind the call takes for each target (out: of outDtype), for mutations of length or state. */
+  kinds: Record<Target, unknown>;
 }
 
-/** The valid call of a base problem, its buffers placed as drawn. */
-function build(b: Base, backend: Backend): Built {
+/** The valid call of a base problem, its buffers stored and placed as drawn. */
+function build(b: Base, backend: Backend, s: Storage = FLOAT32): Built {
   const p = makeProblem(b.kind, b.options, b.seed);
   const o = b.options;
   const lengths = { q: p.q.length, k: p.k.length, v: p.v.length, out: p.q.length, lse: o.batch * o.heads * o.seqLen };
-  const options: Record<string, unknown> = { ...o, backend };
+  const options: Record<string, unknown> = { ...o, backend, ...storageOptions(s, s.forms.q) };
+  const outDtype = s.outDtype ?? s.dtype;
+  const tensor = (name: 'q' | 'k' | 'v', values: Float32Array) => stored(values, s.dtype, s.forms[name], b.placements[name], b.pads[name]);
+  const q = tensor('q', p.q);
+  const k = tensor('k', p.k);
+  const v = tensor('v', p.v);
   // NaN-filled so that an element the backend forgets to write cannot pass for a result.
-  if (b.withOut) options.out = place(new Float32Array(lengths.out).fill(NaN), b.placements.out, b.pads.out);
+  if (b.withOut) options.out = blankOut(outDtype, s.forms.out, lengths.out, b.placements.out, b.pads.out);
   if (b.withLse) options.lse = place(new Float32Array(lengths.lse).fill(NaN), b.placements.lse, b.pads.lse);
+  const outKind = b.withOut ? options.out : blankOut(outDtype, s.forms.out, 0, 'plain', 0);
   return {
-    q: place(p.q, b.placements.q, b.pads.q),
-    k: place(p.k, b.placements.k, b.pads.k),
-    v: place(p.v, b.placements.v, b.pads.v),
-    options,
-    lengths,
+    q: q as Float32Array, k: k as Float32Array, v: v as Float32Array, options, lengths, storage: s,
+    kinds: { q, k, v, out: outKind, lse: new Float32Array(0) },
   };
 }
 
@@ -185,10 +278,13 @@ const MUTATIONS: Record<string, Mutation> = {
   'as drawn (subarrays at odd offsets, SharedArrayBuffers)': (b, built) => valid('as drawn', built, b.options),
   'as drawn, big enough to leave the JS thread': (b, built) => {
     const big = bulky(b);
-    return valid('as drawn, bulky', build(big, backendOf(built)), big.options);
+    return valid('as drawn, bulky', build(big, backendOf(built), built.storage), big.options);
   },
+  'as stored (float16/bfloat16 bits in a Uint16Array, subclass or Float16Array, or float32) with any outDtype and precision': (b, built) =>
+    valid(`stored as ${JSON.stringify(built.storage)}`, built, b.options),
   'k and v are the same array (and q too when shapes allow)': (b, built) => {
-    const same = b.options.heads === b.options.kvHeads && b.options.seqLen === b.options.kvSeqLen;
+    const same = b.options.heads === b.options.kvHeads && b.options.seqLen === b.options.kvSeqLen &&
+      typedArrayName(built.q) === typedArrayName(built.k);
     return valid('k = v', built, b.options, { v: built.k, q: same ? built.k : built.q });
   },
   'a Float32Array subclass': (b, built) => {
@@ -258,13 +354,15 @@ const MUTATIONS: Record<string, Mutation> = {
   'a length off by one': (_b, built, pick) => {
     const target = targets[pick(5)];
     const length = Math.max(0, built.lengths[target] + (pick(2) === 0 ? -1 : 1));
-    return invalid(`${target} length ${length}`, built, RangeError, [ARG_NAME[target]], withArray(built, target, new Float32Array(length)));
+    const value = sameKind(built.kinds[target], length);
+    return invalid(`${target} length ${length} (${typedArrayName(value)})`, built, RangeError, [ARG_NAME[target]], withArray(built, target, value));
   },
   'a detached buffer': (_b, built, pick) => {
     const target = targets[pick(5)];
-    return invalid(`${target} detached`, built, TypeError, [ARG_NAME[target]], withArray(built, target, detached(built.lengths[target])));
+    const value = detached(built.kinds[target], built.lengths[target]);
+    return invalid(`${target} detached (${typedArrayName(value)})`, built, TypeError, [ARG_NAME[target]], withArray(built, target, value));
   },
-  'not a Float32Array': (_b, built, pick) => {
+  'not an array of any dtype': (_b, built, pick) => {
     const target = targets[pick(5)];
     const n = built.lengths[target];
     const values: unknown[] = [new Float64Array(n), Array(n).fill(0.5), new Uint8Array(n * 4), new DataView(new ArrayBuffer(n * 4)),
@@ -294,6 +392,81 @@ const MUTATIONS: Record<string, Mutation> = {
     return invalid('out overlaps lse', built, RangeError, ['options.out'], {
       options: { ...built.options, out: shared.subarray(0, lengths.out), lse: shared.subarray(lengths.out - 1, lengths.out - 1 + lengths.lse) },
     });
+  },
+
+  // --- invalid half-precision options and arrays ---
+  'a Uint16Array q without options.dtype': (b, built, pick) => {
+    const dtype = halfOf(b.storage.dtype);
+    const s: Storage = { ...b.storage, dtype, named: true, forms: { ...b.storage.forms, q: pick(2) === 0 ? 'typed' : 'subclass' } };
+    const half = build(b, backendOf(built), s);
+    const { dtype: _dtype, ...options } = half.options;
+    return invalid(`${dtype} bits, no dtype`, half, TypeError, ['options.dtype'], { options });
+  },
+  'q, k or v of the wrong kind for options.dtype': (b, built, pick) => {
+    const named = build(b, backendOf(built), { ...b.storage, named: true });
+    const dtype = b.storage.dtype;
+    const target = (['q', 'k', 'v'] as const)[pick(3)];
+    const n = named.lengths[target];
+    // Right length, wrong element type.
+    const wrong: unknown[] = dtype === 'float32'
+      ? [new Uint16Array(n), Bits.from(new Uint16Array(n)), new Int16Array(n), new Float64Array(n)]
+      : [new Float32Array(n), Floats.from(new Float32Array(n)), new Int16Array(n), new Uint32Array(n), new Uint8Array(2 * n), new Float64Array(n)];
+    if (Float16 !== undefined && dtype !== 'float16') wrong.push(new Float16(n));
+    const value = wrong[pick(wrong.length)];
+    return invalid(`${target} = ${typedArrayName(value)} for dtype ${dtype}`, named, TypeError, [target], { [target]: value });
+  },
+  'q and k (or v) of different kinds': (b, built, pick) => {
+    const target = pick(2) === 0 ? 'k' : 'v';
+    const dtype = halfOf(b.storage.dtype);
+    if (pick(2) === 0) {
+      // No dtype: q, a Float32Array, says float32, and k or v holds bits.
+      const plain = build(b, backendOf(built), { ...b.storage, dtype: 'float32', named: false });
+      const value = toHalfBits(dtype, plain[target]);
+      return invalid(`float32 q, ${dtype} bits ${target}`, plain, TypeError, [target], { [target]: value });
+    }
+    // dtype says a half type (or a Float16Array q does), and k or v is a Float32Array of the same values.
+    const half = build(b, backendOf(built), { ...b.storage, dtype });
+    const value = tensorValues(dtype, half[target]);
+    return invalid(`${dtype} q, float32 ${target}`, half, TypeError, [target], { [target]: value.slice() });
+  },
+  'an unknown dtype, outDtype or precision': (_b, built, pick) => {
+    const key = (['dtype', 'outDtype', 'precision'] as const)[pick(3)];
+    const names = ['float64', 'half', 'fp16', 'bf16', 'Float16', 'FLOAT32', 'float32 ', '', 'tf32', 'int8', 'bfloat'];
+    if (key === 'precision') names.push('float16');
+    const value = names[pick(names.length)];
+    return invalid(`${key} = ${JSON.stringify(value)}`, built, RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
+  'a dtype, outDtype or precision that is not a string': (_b, built, pick) => {
+    const key = (['dtype', 'outDtype', 'precision'] as const)[pick(3)];
+    const values: unknown[] = [16, 0, NaN, null, true, {}, ['float16'], new String('float16'), 16n, Symbol('float16'), () => 'float16', Float32Array];
+    const value = values[pick(values.length)];
+    return invalid(`${key} = ${typeof value}`, built, TypeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
+  'an out of the wrong kind for outDtype': (b, built, pick) => {
+    const n = built.lengths.out;
+    if (pick(3) === 0) {
+      // outDtype differs from dtype, and out is of the inputs' kind.
+      const outDtype: DType = b.storage.dtype === 'float32' ? halfOf(b.storage.outDtype, 'bfloat16') : 'float32';
+      const value = sameKind(built.q, n);
+      return invalid(`outDtype ${outDtype}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], {
+        options: { ...built.options, outDtype, out: value },
+      });
+    }
+    const outDtype = b.storage.outDtype ?? b.storage.dtype;
+    const wrong: unknown[] = outDtype === 'float32'
+      ? [new Uint16Array(n), Bits.from(new Uint16Array(n)), new Int16Array(n), new Float64Array(n), new Uint32Array(n)]
+      : [new Float32Array(n), Floats.from(new Float32Array(n)), new Int16Array(n), new Uint8Array(2 * n), new Float64Array(n)];
+    if (Float16 !== undefined && outDtype !== 'float16') wrong.push(new Float16(n));
+    const value = wrong[pick(wrong.length)];
+    return invalid(`outDtype ${outDtype}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], withArray(built, 'out', value));
+  },
+  'a half out of the wrong length': (b, built, pick) => {
+    const outDtype = halfOf(b.storage.outDtype, halfOf(b.storage.dtype));
+    const half = build(b, backendOf(built), { ...b.storage, outDtype });
+    const n = half.lengths.out;
+    const length = [n - 1, n + 1, 2 * n, Math.floor(n / 2), 0][pick(5)];
+    const value = pick(2) === 0 && outDtype === 'float16' && Float16 !== undefined ? new Float16(length) : new Uint16Array(length).fill(0x7fff);
+    return invalid(`${outDtype} out of length ${length} for ${n}`, half, RangeError, ['options.out'], withArray(half, 'out', value));
   },
 
   // --- invalid shapes ---
@@ -395,6 +568,13 @@ const MUTATIONS: Record<string, Mutation> = {
 
 const MUTATION_NAMES = Object.keys(MUTATIONS);
 
+// The mutations written for Float32Array q, k, v, out; every other one gets the drawn storage.
+const FLOAT32_ONLY: ReadonlySet<string> = new Set([
+  'as drawn (subarrays at odd offsets, SharedArrayBuffers)', 'a Float32Array subclass',
+  'a buffer transferred or shrunk while an async call runs', 'out aliasing q, k or v, or lse aliasing an input',
+]);
+for (const name of FLOAT32_ONLY) if (!(name in MUTATIONS)) throw new Error(`FLOAT32_ONLY names no mutation ${name}`);
+
 const drawn = fc.tuple(base, fc.infiniteStream(fc.nat())).map(([b, stream]) => ({ b, stream }));
 
 function escape(text: string): string {
@@ -403,8 +583,17 @@ function escape(text: string): string {
 
 const CALL_TIMEOUT_MS = 20_000;
 
+/** The element types a call's options (and a Float16Array q) select, as the contract states them. */
+function numericsOf(s: Scenario): { dtype: DType; outDtype: DType; precision: Precision } {
+  const o = s.options;
+  const dtype = (o.dtype as DType | undefined) ?? (typedArrayName(s.q) === 'Float16Array' ? 'float16' : 'float32');
+  const outDtype = (o.outDtype as DType | undefined) ?? dtype;
+  const precision = (o.precision as Precision | undefined) ?? (dtype === 'bfloat16' ? 'bfloat16' : 'float32');
+  return { dtype, outDtype, precision };
+}
+
 async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGuard: { g: Guard; from: number; to: number }[]): Promise<void> {
-  let result: Float32Array | undefined;
+  let result: unknown;
   let thrown: unknown;
   const expected = mode === 'sync' && s.during !== undefined ? s.during.syncExpect : s.expect;
   if (mode === 'sync') {
@@ -414,14 +603,14 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
       thrown = error;
     }
   } else {
-    let promise: Promise<Float32Array> | undefined;
+    let promise: Promise<unknown> | undefined;
     // The async functions must reject, never throw: a server's `.catch` would miss a throw.
     expect(() => {
       promise = attention(kind, 'async', s.q, s.k, s.v, s.options);
     }).not.toThrow();
     s.during?.act();
     try {
-      result = await withTimeout(promise as Promise<Float32Array>, CALL_TIMEOUT_MS, `${s.label} (async)`);
+      result = await withTimeout(promise as Promise<unknown>, CALL_TIMEOUT_MS, `${s.label} (async)`);
     } catch (error) {
       thrown = error;
     }
@@ -434,11 +623,19 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
 
   if (expected.ok) {
     if (thrown !== undefined) expect.fail(`${s.label}: a valid call threw ${String(thrown)}`);
-    const out = result as Float32Array;
     const lse = (s.options.lse as Float32Array | undefined) ?? null;
-    if (s.options.out !== undefined) expect(out).toBe(s.options.out);
-    const inputs = s.during?.inputs ?? (s as { q: Float32Array; k: Float32Array; v: Float32Array });
-    expectMatchesReference(expected.reference, referenceAttention(inputs.q, inputs.k, inputs.v, expected.reference), out, lse);
+    if (s.options.out !== undefined) expect(result).toBe(s.options.out);
+    else expect(typedArrayName(result), s.label).toBe(expectedResultName(numericsOf(s).outDtype));
+    const { dtype, outDtype, precision } = numericsOf(s);
+    // The reference of the values the bits stand for, decoded independently of lib/half.ts.
+    const inputs = s.during?.inputs ?? { q: tensorValues(dtype, s.q), k: tensorValues(dtype, s.k), v: tensorValues(dtype, s.v) };
+    const want = referenceAttention(inputs.q, inputs.k, inputs.v, expected.reference);
+    if (dtype === 'float32' && outDtype === 'float32' && precision === 'float32') {
+      expectMatchesReference(expected.reference, want, result as Float32Array, lse);
+    } else {
+      const found = precisionMismatches(expected.reference, want, tensorValues(outDtype, result), lse, outDtype, precision);
+      if (found.length > 0) expect.fail(`${s.label} (${dtype} → ${outDtype}, precision ${precision}): ${found.join('; ')}`);
+    }
     for (const { g, from, to } of outGuard) {
       const changed = changedOutside(g, from, to);
       if (changed !== null) expect.fail(`${s.label}: ${changed}, outside the view the call may write`);
@@ -493,7 +690,7 @@ describe.each(BACKENDS)('boundary fuzzing on the %s backend', (backend) => {
         fc.asyncProperty(drawn, async ({ b, stream }) => {
           const draws = stream[Symbol.iterator]();
           const pick = (n: number): number => (draws.next().value as number) % n;
-          const s = MUTATIONS[mutation](b, build(b, backend), pick);
+          const s = MUTATIONS[mutation](b, build(b, backend, FLOAT32_ONLY.has(mutation) ? FLOAT32 : b.storage), pick);
           const { guards, outGuard } = guardsFor(s);
           await check(b.kind, mode, s, guards, outGuard);
         }),

@@ -4,9 +4,11 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { type Kind, inputLengths } from '../helpers/cases';
+import { relativeL2 } from '../helpers/compare';
+import { type HalfDType, halfUlp, halfValues } from '../helpers/half-bits';
 import { ROOT } from '../helpers/package';
 import { randomNonZero, rng } from '../helpers/random';
-import { type ReferenceOptions, type ReferenceResult, referenceAttention } from '../reference';
+import { type ReferenceOptions, type ReferenceResult, referenceAttention, tensorIndex } from '../reference';
 
 export const FIXTURES = path.join(ROOT, 'test', 'reliability', 'fixtures');
 /** Set by .ci/run: the long load and leak runs happen only there, to keep `npm test` short. */
@@ -140,3 +142,98 @@ export const EMULATED_CUDA_PLUGIN: string | null = (() => {
 
 /** The root of the package under test: the fixtures load `${PACKAGE_ROOT}/dist/index.js`. */
 export const PACKAGE_ROOT = ROOT;
+
+// --- Half precision -------------------------------------------------------------------------------
+
+export type DType = 'float32' | HalfDType;
+export type Precision = 'float32' | 'bfloat16';
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+export const HALF_DTYPES: readonly HalfDType[] = ['float16', 'bfloat16'];
+export const PRECISIONS: readonly Precision[] = ['float32', 'bfloat16'];
+
+/** The contract's tolerance per precision: relative L2 of out (and of lse, relative to max(1, |lse|)). */
+export const PRECISION_TOLERANCE: Record<Precision, number> = { float32: 2e-5, bfloat16: 1e-2 };
+
+type Float16ArrayConstructor = new (...args: [number] | [ArrayBufferLike, number?, number?]) => ArrayBufferView & ArrayLike<number>;
+/** The runtime's Float16Array (Node 24+), or undefined (Node 20): detected, never assumed. */
+export const Float16: Float16ArrayConstructor | undefined = (() => {
+  const candidate = (globalThis as { Float16Array?: unknown }).Float16Array;
+  return typeof candidate === 'function' ? (candidate as Float16ArrayConstructor) : undefined;
+})();
+
+/** The internal type name of a typed array ('Float32Array', 'Uint16Array', 'Float16Array'…), or undefined. */
+export function typedArrayName(value: unknown): string | undefined {
+  if (!ArrayBuffer.isView(value) || value instanceof DataView) return undefined;
+  return Object.prototype.toString.call(value).slice(8, -1);
+}
+
+/**
+ * The float32 values a tensor holds: a Float32Array as it is, a Uint16Array's bits decoded as
+ * `dtype` (test/helpers/half-bits.ts, independent of lib/half.ts), a Float16Array's numbers.
+ */
+export function tensorValues(dtype: DType, array: unknown): Float32Array {
+  const name = typedArrayName(array);
+  if (name === 'Float32Array' && dtype === 'float32') return array as Float32Array;
+  if (name === 'Uint16Array' && dtype !== 'float32') return halfValues(dtype, array as Uint16Array);
+  if (name === 'Float16Array' && dtype === 'float16') return Float32Array.from(array as ArrayLike<number>);
+  throw new Error(`a ${name ?? typeof array} cannot hold ${dtype} values`);
+}
+
+/**
+ * What a call with no `out` must return for `outDtype`: a Float32Array for float32, a Uint16Array of
+ * bits for a half type, or a Float16Array for float16 where the runtime has one.
+ */
+export function expectedResultName(outDtype: DType): string {
+  if (outDtype === 'float32') return 'Float32Array';
+  return outDtype === 'float16' && Float16 !== undefined ? 'Float16Array' : 'Uint16Array';
+}
+
+/**
+ * Where a result departs from the float64 reference of the (decoded) inputs, within the tolerance of
+ * `precision`: with precision float32, a float32 out within 2e-5 relative L2 and a half out rounded
+ * once (each element within half an ulp of the reference plus 2e-5 of its largest value); with
+ * bfloat16, 1e-2 relative L2; rows that see no key exact zeros with lse −Infinity in both; lse
+ * within the tolerance · max(1, |lse|). `out` holds the result's values (see tensorValues).
+ */
+export function precisionMismatches(
+  options: ReferenceOptions, reference: ReferenceResult, out: Float32Array, lse: Float32Array | null, outDtype: DType, precision: Precision,
+): string[] {
+  const found: string[] = [];
+  const tolerance = PRECISION_TOLERANCE[precision];
+  if (out.length !== reference.out.length) return [`out has length ${out.length}, expected ${reference.out.length}`];
+  const nan = out.findIndex(Number.isNaN);
+  if (nan >= 0) found.push(`out[${nan}] is NaN`);
+  if (precision === 'float32' && outDtype !== 'float32') {
+    let scale = 0;
+    for (const x of reference.out) scale = Math.max(scale, Math.abs(x));
+    for (let i = 0; i < out.length && found.length < 5; i++) {
+      const bound = halfUlp(outDtype, reference.out[i]) * 1.0001 + tolerance * scale;
+      if (!(Math.abs(out[i] - reference.out[i]) <= bound)) found.push(`out[${i}] is ${out[i]}, expected ${reference.out[i]} ± ${bound} (${outDtype} rounded once)`);
+    }
+  } else {
+    const error = relativeL2(out, reference.out);
+    if (!(error <= tolerance)) found.push(`out is ${error} from the reference (relative L2), more than ${tolerance}`);
+  }
+  const { batch, heads, seqLen, headDim } = options;
+  const layout = options.layout ?? 'bhsd';
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < seqLen; i++) {
+        if (reference.lse[(b * heads + h) * seqLen + i] !== -Infinity) continue;
+        for (let d = 0; d < headDim; d++) {
+          const x = out[tensorIndex(layout, heads, seqLen, headDim, b, h, i, d)];
+          if (x !== 0 && found.length < 5) found.push(`row (b=${b}, h=${h}, i=${i}) sees no key but out[.., d=${d}] = ${x}`);
+        }
+      }
+    }
+  }
+  if (lse !== null) {
+    if (lse.length !== reference.lse.length) found.push(`lse has length ${lse.length}, expected ${reference.lse.length}`);
+    for (let r = 0; r < reference.lse.length && found.length < 5; r++) {
+      const want = reference.lse[r];
+      const ok = want === -Infinity ? lse[r] === -Infinity : Math.abs(lse[r] - want) <= tolerance * Math.max(1, Math.abs(want));
+      if (!ok) found.push(`lse[${r}] is ${lse[r]}, expected ${want}`);
+    }
+  }
+  return found;
+}

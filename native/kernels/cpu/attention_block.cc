@@ -383,50 +383,81 @@ void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
 
 // ---- few rows (decode): s[row][key], ld = keys rounded up to the vector width -----------------
 
-// RK keys against every row: RK independent dot products along head_dim per row. q_rows is zero
-// padded to dim_pad, so only the key row needs a partial load at the tail.
-template <int RK>
-inline void few_rows_score_keys(const BlockArgs& a, int c0, int ld) {
-  const float* key[RK];
+// 4 keys against R rows: 4R independent dot products along head_dim, each key vector loaded once
+// for all R rows (the rows' q vectors come from L1), then reduced four at a time. q_rows is zero
+// padded to dim_pad, so only the key rows need a partial load at the tail.
+template <int R>
+inline void few_rows_score_4_keys(const BlockArgs& a, int c0, int ld) {
+  const float* key[4];
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
+  for (int i = 0; i < 4; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
+  // Streaming these keys' K rows from memory, ask for their V rows too: both are then on the way
+  // together, and accumulate finds V in L2 (decode: 8% less time on one thread, bench/NOTES.md 8).
+  GLA_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    const float* value = a.v + a.key_rows[c0 + i] * a.v_row_stride;
+    for (int t = 0; t < a.head_dim; t += kWidth) simd::prefetch_l2(value + t);
+  }
+  V acc[R][4];
+  GLA_UNROLL
+  for (int r = 0; r < R; ++r)
+    GLA_UNROLL
+    for (int i = 0; i < 4; ++i) acc[r][i] = simd::zero();
   const int full_end = a.head_dim / kWidth * kWidth;
-  // The first row's pass is the one that streams these keys' K rows in from memory; asking for
-  // their V rows at the same time has both on the way together, and accumulate then finds V in
-  // L2 (decode: 8% less time on one thread, bench/NOTES.md section 8).
-  const float* value[RK];
+  auto step = [&](int t, const V (&k)[4]) {
+    GLA_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const V qv = simd::load(a.q_rows + r * a.dim_pad + t);
+      GLA_UNROLL
+      for (int i = 0; i < 4; ++i) acc[r][i] = simd::fmadd(qv, k[i], acc[r][i]);
+    }
+  };
+  for (int t = 0; t < full_end; t += kWidth) {
+    V k[4];
+    GLA_UNROLL
+    for (int i = 0; i < 4; ++i) k[i] = simd::load(key[i] + t);
+    step(t, k);
+  }
+  if (full_end < a.head_dim) {
+    V k[4];
+    GLA_UNROLL
+    for (int i = 0; i < 4; ++i) k[i] = simd::load_partial(key[i] + full_end, a.head_dim - full_end);
+    step(full_end, k);
+  }
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) value[i] = a.v + a.key_rows[c0 + i] * a.v_row_stride;
+  for (int r = 0; r < R; ++r) simd::reduce_add_4(acc[r], a.s + r * ld + c0);
+}
+
+// One key against every row (the block's last n_keys % 4 keys).
+inline void few_rows_score_key(const BlockArgs& a, int c, int ld) {
+  const float* key = a.k + a.key_rows[c] * a.k_row_stride;
+  const int full_end = a.head_dim / kWidth * kWidth;
   for (int r = 0; r < a.rows; ++r) {
     const float* q = a.q_rows + r * a.dim_pad;
-    V acc[RK];
-    GLA_UNROLL
-    for (int i = 0; i < RK; ++i) acc[i] = simd::zero();
-    for (int t = 0; t < full_end; t += kWidth) {
-      if (r == 0) {
-        GLA_UNROLL
-        for (int i = 0; i < RK; ++i) simd::prefetch_l2(value[i] + t);
-      }
-      const V qv = simd::load(q + t);
-      GLA_UNROLL
-      for (int i = 0; i < RK; ++i) acc[i] = simd::fmadd(qv, simd::load(key[i] + t), acc[i]);
-    }
+    V acc = simd::zero();
+    for (int t = 0; t < full_end; t += kWidth) acc = simd::fmadd(simd::load(q + t), simd::load(key + t), acc);
     if (full_end < a.head_dim) {
-      const V qv = simd::load(q + full_end);
-      GLA_UNROLL
-      for (int i = 0; i < RK; ++i) {
-        acc[i] = simd::fmadd(qv, simd::load_partial(key[i] + full_end, a.head_dim - full_end), acc[i]);
-      }
+      acc = simd::fmadd(simd::load(q + full_end), simd::load_partial(key + full_end, a.head_dim - full_end), acc);
     }
-    GLA_UNROLL
-    for (int i = 0; i < RK; ++i) a.s[r * ld + c0 + i] = simd::reduce_add(acc[i]);
+    a.s[r * ld + c] = simd::reduce_add(acc);
   }
 }
 
-void few_rows_scores(const BlockArgs& a, int ld) {
+template <int R>
+inline void few_rows_score_blocks(const BlockArgs& a, int ld) {
   int c0 = 0;
-  for (; c0 + 4 <= a.n_keys; c0 += 4) few_rows_score_keys<4>(a, c0, ld);
-  for (; c0 < a.n_keys; ++c0) few_rows_score_keys<1>(a, c0, ld);
+  for (; c0 + 4 <= a.n_keys; c0 += 4) few_rows_score_4_keys<R>(a, c0, ld);
+  for (; c0 < a.n_keys; ++c0) few_rows_score_key(a, c0, ld);
+}
+
+void few_rows_scores(const BlockArgs& a, int ld) {
+  static_assert(simd::kFewRows <= 4, "few_rows_scores instantiates 1 to 4 rows");
+  switch (a.rows) {
+    case 1: few_rows_score_blocks<1>(a, ld); break;
+    case 2: few_rows_score_blocks<2>(a, ld); break;
+    case 3: few_rows_score_blocks<3>(a, ld); break;
+    default: few_rows_score_blocks<4>(a, ld); break;
+  }
   for (int r = 0; r < a.rows; ++r) {
     for (int c = a.n_keys; c < ld; ++c) a.s[r * ld + c] = kNegInf;  // pad keys
   }

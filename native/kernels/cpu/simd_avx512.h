@@ -48,6 +48,18 @@ inline float reduce_add(V x) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+// out[i] = reduce_add(x[i]), i < 4: the four reductions share their shuffles (13 instructions
+// against some 28 for four reduce_add), which is what the decode path's dot products end in.
+inline void reduce_add_4(const V (&x)[4], float* out) {
+  const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpackhi_ps(x[0], x[1]));
+  const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(x[2], x[3]), _mm512_unpackhi_ps(x[2], x[3]));
+  // Per 128-bit lane: partial sums of x0, x1, x2, x3.
+  const __m512 c = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),
+                                 _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(c),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
 inline float reduce_max(V x) {
   const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(x),
                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));

@@ -35,6 +35,9 @@ inline V fmadd(V a, V b, V c) { return a * b + c; }
 inline V max(V a, V b) { return a > b ? a : b; }
 inline V min(V a, V b) { return a < b ? a : b; }
 inline float reduce_add(V x) { return x; }
+inline void reduce_add_4(const V (&x)[4], float* out) {
+  for (int i = 0; i < 4; ++i) out[i] = x[i];
+}
 inline float reduce_max(V x) { return x; }
 inline float first(V x) { return x; }
 inline void prefetch_l2(const float*) {}  // the portable build gives no cache hints

@@ -9,6 +9,13 @@ import { ROOT } from './helpers/package';
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const BLOCKS = [...README.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
 
+/** The one block that contains `marker`. */
+function block(marker: string): string {
+  const found = BLOCKS.filter((b) => b.includes(marker));
+  expect(found, `README js blocks containing ${marker}`).toHaveLength(1);
+  return found[0];
+}
+
 function run(source: string): { status: number | null; stdout: string; stderr: string } {
   const code = source.replaceAll("require('global-local-attention')", `require(${JSON.stringify(ROOT)})`);
   const env = { ...process.env };
@@ -19,7 +26,7 @@ function run(source: string): { status: number | null; stdout: string; stderr: s
 
 describe('the README examples', () => {
   it('has the examples this test knows', () => {
-    expect(BLOCKS).toHaveLength(3);
+    expect(BLOCKS).toHaveLength(4);
   });
 
   it('the quick start prints the backends and the result length', () => {
@@ -29,16 +36,23 @@ describe('the README examples', () => {
     expect(r.stdout).toMatch(/^524288$/m);
   });
 
+  it('the bfloat16 KV cache decodes token by token', () => {
+    const r = run(block("dtype: 'bfloat16'"));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Uint16Array 512 -?\d\.\d{3}$/m);
+  });
+
   it('the shared-memory decode loop runs', () => {
-    const r = run(BLOCKS[1]);
+    const r = run(block('last step, first value'));
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^last step, first value: -?\d/m);
   });
 
   it('giving out away mid-call rejects with the message the README shows', () => {
-    const r = run(BLOCKS[2]);
+    const source = block('options.out was detached');
+    const r = run(source);
     expect(r.status, r.stderr).toBe(0);
-    const shown = /\/\/ (options\.out was detached .*)$/m.exec(BLOCKS[2])?.[1];
+    const shown = /\/\/ (options\.out was detached .*)$/m.exec(source)?.[1];
     expect(shown).toBeDefined();
     expect(r.stdout.trim()).toBe(shown);
   });

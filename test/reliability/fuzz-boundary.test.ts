@@ -16,12 +16,12 @@ import { describe, expect, it } from 'vitest';
 import { MODES, type Mode, attention } from '../helpers/call';
 import type { Kind } from '../helpers/cases';
 import { expectMatchesReference } from '../helpers/compare';
-import { type HalfDType, toHalfBits } from '../helpers/half-bits';
+import type { HalfDType } from '../helpers/half-bits';
 import { BACKENDS, type Backend } from '../helpers/package';
 import { type ReferenceOptions, referenceAttention } from '../reference';
 import {
   type DType, type Guard, type Precision, Float16, HEAVY, changedOutside, expectedResultName, guard, makeProblem,
-  precisionMismatches, tensorValues, typedArrayName, withTimeout,
+  precisionMismatches, tensorValues, truncatedHalfBits, typedArrayName, withTimeout,
 } from './support';
 
 type Target = 'q' | 'k' | 'v' | 'out' | 'lse';
@@ -130,7 +130,7 @@ class Floats extends Float32Array {}
 /** `values` stored as `dtype` in the drawn form and placement. */
 function stored(values: Float32Array, dtype: DType, form: Form, placement: Placement, pad: number): ArrayBufferView {
   if (dtype === 'float32') return form === 'subclass' ? Floats.from(values) : place(values, placement, pad);
-  const bits = toHalfBits(dtype, values);
+  const bits = truncatedHalfBits(dtype, values);
   if (form === 'subclass') return Bits.from(bits);
   const placed = place(bits, placement, pad);
   if (form !== 'float16array' || dtype !== 'float16' || Float16 === undefined) return placed;
@@ -394,79 +394,78 @@ const MUTATIONS: Record<string, Mutation> = {
     });
   },
 
-  // --- invalid half-precision options and arrays ---
-  'a Uint16Array q without options.dtype': (b, built, pick) => {
-    const dtype = halfOf(b.storage.dtype);
-    const s: Storage = { ...b.storage, dtype, named: true, forms: { ...b.storage.forms, q: pick(2) === 0 ? 'typed' : 'subclass' } };
-    const half = build(b, backendOf(built), s);
-    const { dtype: _dtype, ...options } = half.options;
-    return invalid(`${dtype} bits, no dtype`, half, TypeError, ['options.dtype'], { options });
-  },
-  'q, k or v of the wrong kind for options.dtype': (b, built, pick) => {
-    const named = build(b, backendOf(built), { ...b.storage, named: true });
-    const dtype = b.storage.dtype;
-    const target = (['q', 'k', 'v'] as const)[pick(3)];
-    const n = named.lengths[target];
-    // Right length, wrong element type.
-    const wrong: unknown[] = dtype === 'float32'
-      ? [new Uint16Array(n), Bits.from(new Uint16Array(n)), new Int16Array(n), new Float64Array(n)]
-      : [new Float32Array(n), Floats.from(new Float32Array(n)), new Int16Array(n), new Uint32Array(n), new Uint8Array(2 * n), new Float64Array(n)];
-    if (Float16 !== undefined && dtype !== 'float16') wrong.push(new Float16(n));
-    const value = wrong[pick(wrong.length)];
-    return invalid(`${target} = ${typedArrayName(value)} for dtype ${dtype}`, named, TypeError, [target], { [target]: value });
-  },
-  'q and k (or v) of different kinds': (b, built, pick) => {
-    const target = pick(2) === 0 ? 'k' : 'v';
-    const dtype = halfOf(b.storage.dtype);
-    if (pick(2) === 0) {
-      // No dtype: q, a Float32Array, says float32, and k or v holds bits.
-      const plain = build(b, backendOf(built), { ...b.storage, dtype: 'float32', named: false });
-      const value = toHalfBits(dtype, plain[target]);
-      return invalid(`float32 q, ${dtype} bits ${target}`, plain, TypeError, [target], { [target]: value });
+  // --- invalid half-precision options and arrays (cheap, so a few kinds share a mutation) ---
+  'dtype inference: a Uint16Array q without options.dtype; q and k (or v) of different kinds': (_b, built, pick) => {
+    const { dtype } = built.storage;
+    const half = halfOf(dtype);
+    const { dtype: _dtype, ...undeclared } = built.options;
+    const values = (name: 'q' | 'k' | 'v') => tensorValues(dtype, built[name]);
+    const bits = (name: 'q' | 'k' | 'v') => (typedArrayName(built[name]) === 'Uint16Array' ? built[name] : truncatedHalfBits(half, values(name)));
+    const choice = pick(3);
+    if (choice === 0) {
+      // Bits say nothing of their type: float16 and bfloat16 share the Uint16Array.
+      return invalid(`${half} bits q, no dtype`, built, TypeError, ['options.dtype'], { q: bits('q'), options: undeclared });
     }
-    // dtype says a half type (or a Float16Array q does), and k or v is a Float32Array of the same values.
-    const half = build(b, backendOf(built), { ...b.storage, dtype });
-    const value = tensorValues(dtype, half[target]);
-    return invalid(`${dtype} q, float32 ${target}`, half, TypeError, [target], { [target]: value.slice() });
+    const target = pick(2) === 0 ? 'k' : 'v';
+    if (choice === 1) {
+      // No dtype: a Float32Array q says float32, so bits in k or v are of the wrong kind.
+      const patch: Partial<Scenario> = { q: values('q').slice(), k: target === 'v' ? values('k').slice() : bits('k'), options: undeclared };
+      if (target === 'v') patch.v = bits('v');
+      return invalid(`float32 q, ${half} bits ${target}`, built, TypeError, [target], patch);
+    }
+    // dtype is a half type, and k or v is a Float32Array of the same values.
+    const patch: Partial<Scenario> = { options: { ...built.options, dtype: half }, q: bits('q'), k: target === 'k' ? values('k').slice() : bits('k') };
+    if (target === 'v') patch.v = values('v').slice();
+    return invalid(`${half} q, float32 ${target}`, built, TypeError, [target], patch);
   },
-  'an unknown dtype, outDtype or precision': (_b, built, pick) => {
-    const key = (['dtype', 'outDtype', 'precision'] as const)[pick(3)];
-    const names = ['float64', 'half', 'fp16', 'bf16', 'Float16', 'FLOAT32', 'float32 ', '', 'tf32', 'int8', 'bfloat'];
-    if (key === 'precision') names.push('float16');
-    const value = names[pick(names.length)];
-    return invalid(`${key} = ${JSON.stringify(value)}`, built, RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  'q, k, v or out of the wrong kind for dtype or outDtype, or a half out of the wrong length': (_b, built, pick) => {
+    const { dtype } = built.storage;
+    const outDtype = built.storage.outDtype ?? dtype;
+    // dtype stated, so that q of another kind cannot change what it is inferred to be.
+    const options = { ...built.options, dtype };
+    const wrongFor = (d: DType, n: number): unknown[] => {
+      const wrong: unknown[] = d === 'float32'
+        ? [new Uint16Array(n), Bits.from(new Uint16Array(n)), new Int16Array(n), new Float64Array(n), new Uint32Array(n)]
+        : [new Float32Array(n), Floats.from(new Float32Array(n)), new Int16Array(n), new Uint32Array(n), new Uint8Array(2 * n), new Float64Array(n)];
+      if (Float16 !== undefined && d !== 'float16') wrong.push(new Float16(n));
+      return wrong;
+    };
+    const choice = pick(4);
+    if (choice === 0) {
+      // Right length, wrong element type.
+      const target = (['q', 'k', 'v'] as const)[pick(3)];
+      const wrong = wrongFor(dtype, built.lengths[target]);
+      const value = wrong[pick(wrong.length)];
+      return invalid(`${target} = ${typedArrayName(value)} for dtype ${dtype}`, built, TypeError, [target], { options, [target]: value });
+    }
+    const n = built.lengths.out;
+    if (choice === 1) {
+      const wrong = wrongFor(outDtype, n);
+      const value = wrong[pick(wrong.length)];
+      return invalid(`outDtype ${outDtype}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], { options: { ...options, out: value } });
+    }
+    if (choice === 2) {
+      // outDtype differs from dtype, and out is of the inputs' kind.
+      const other: DType = dtype === 'float32' ? halfOf(outDtype, 'bfloat16') : 'float32';
+      const value = sameKind(built.q, n);
+      return invalid(`outDtype ${other}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], { options: { ...options, outDtype: other, out: value } });
+    }
+    const half = halfOf(outDtype, halfOf(dtype));
+    const length = [n - 1, n + 1, 2 * n, Math.floor(n / 2), 0][pick(5)];
+    const value = pick(2) === 0 && half === 'float16' && Float16 !== undefined ? new Float16(length) : new Uint16Array(length).fill(0x7fff);
+    return invalid(`${half} out of length ${length} for ${n}`, built, RangeError, ['options.out'], { options: { ...options, outDtype: half, out: value } });
   },
-  'a dtype, outDtype or precision that is not a string': (_b, built, pick) => {
+  'a dtype, outDtype or precision that is unknown (RangeError) or not a string (TypeError)': (_b, built, pick) => {
     const key = (['dtype', 'outDtype', 'precision'] as const)[pick(3)];
+    if (pick(2) === 0) {
+      const names = ['float64', 'half', 'fp16', 'bf16', 'Float16', 'FLOAT32', 'float32 ', '', 'tf32', 'int8', 'bfloat'];
+      if (key === 'precision') names.push('float16');
+      const value = names[pick(names.length)];
+      return invalid(`${key} = ${JSON.stringify(value)}`, built, RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+    }
     const values: unknown[] = [16, 0, NaN, null, true, {}, ['float16'], new String('float16'), 16n, Symbol('float16'), () => 'float16', Float32Array];
     const value = values[pick(values.length)];
     return invalid(`${key} = ${typeof value}`, built, TypeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
-  },
-  'an out of the wrong kind for outDtype': (b, built, pick) => {
-    const n = built.lengths.out;
-    if (pick(3) === 0) {
-      // outDtype differs from dtype, and out is of the inputs' kind.
-      const outDtype: DType = b.storage.dtype === 'float32' ? halfOf(b.storage.outDtype, 'bfloat16') : 'float32';
-      const value = sameKind(built.q, n);
-      return invalid(`outDtype ${outDtype}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], {
-        options: { ...built.options, outDtype, out: value },
-      });
-    }
-    const outDtype = b.storage.outDtype ?? b.storage.dtype;
-    const wrong: unknown[] = outDtype === 'float32'
-      ? [new Uint16Array(n), Bits.from(new Uint16Array(n)), new Int16Array(n), new Float64Array(n), new Uint32Array(n)]
-      : [new Float32Array(n), Floats.from(new Float32Array(n)), new Int16Array(n), new Uint8Array(2 * n), new Float64Array(n)];
-    if (Float16 !== undefined && outDtype !== 'float16') wrong.push(new Float16(n));
-    const value = wrong[pick(wrong.length)];
-    return invalid(`outDtype ${outDtype}, out = ${typedArrayName(value)}`, built, TypeError, ['options.out'], withArray(built, 'out', value));
-  },
-  'a half out of the wrong length': (b, built, pick) => {
-    const outDtype = halfOf(b.storage.outDtype, halfOf(b.storage.dtype));
-    const half = build(b, backendOf(built), { ...b.storage, outDtype });
-    const n = half.lengths.out;
-    const length = [n - 1, n + 1, 2 * n, Math.floor(n / 2), 0][pick(5)];
-    const value = pick(2) === 0 && outDtype === 'float16' && Float16 !== undefined ? new Float16(length) : new Uint16Array(length).fill(0x7fff);
-    return invalid(`${outDtype} out of length ${length} for ${n}`, half, RangeError, ['options.out'], withArray(half, 'out', value));
   },
 
   // --- invalid shapes ---

@@ -134,19 +134,6 @@ HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
                 element_at(p.v, p.dtype, b * p.v_strides.batch + kh * p.v_strides.head), p.v_strides.seq};
 }
 
-// Asks for rows [first, first + count) of a tensor (rows `stride_bytes` apart, `row_bytes` each) to
-// come into L2: a cache hint, portable (prefetcht1 on x86, prfm on arm64, nothing elsewhere).
-void prefetch_rows(const void* base, int64_t stride_bytes, int64_t first, int64_t count, int64_t row_bytes) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* row = static_cast<const char*>(base) + first * stride_bytes;
-  for (int64_t j = 0; j < count; ++j, row += stride_bytes) {
-    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
-  }
-#else
-  (void)base, (void)stride_bytes, (void)first, (void)count, (void)row_bytes;
-#endif
-}
-
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
 void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_begin, int64_t block_end, Scratch& sc) {
   if (block_begin >= block_end) return;  // also keeps k/v (null when kv_seq_len is 0) untouched
@@ -162,14 +149,18 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
   a.q_rows = sc.q_rows;
-  // Half-precision K and V are widened one block at a time into the scratch (below): O(keys x
-  // head_dim) per block against O(rows x keys x head_dim) of products, and the kernel then reads
-  // unit-stride float32 rows whatever the caller's layout. Decode reads the half rows once.
-  const bool widen = p.dtype != DType::float32;
-  a.k = widen ? sc.k_block : static_cast<const float*>(kv.k);
+  const bool few_rows = u.rows <= c.kernels.few_rows;
+  // Half-precision K and V: row groups get them widened one block at a time into the scratch
+  // (below): O(keys x head_dim) per block against O(rows x keys x head_dim) of products, and the
+  // kernel then reads unit-stride float32 rows whatever the caller's layout. Decode (few rows)
+  // reads each row once, so its kernel reads the half rows in place and widens them as it loads:
+  // half the bytes of float32 from memory, and no second pass over a scratch copy.
+  const bool widen = p.dtype != DType::float32 && !few_rows;
+  a.k = widen ? sc.k_block : kv.k;
   a.k_row_stride = widen ? plan.dim_pad : kv.k_row_stride;
-  a.v = widen ? sc.v_block : static_cast<const float*>(kv.v);
+  a.v = widen ? sc.v_block : kv.v;
   a.v_row_stride = widen ? plan.dim_pad : kv.v_row_stride;
+  a.kv_dtype = widen ? DType::float32 : p.dtype;
   a.keys = sc.keys;
   a.key_rows = widen ? sc.block_rows : sc.keys;
   // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
@@ -192,7 +183,6 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.row_max = sc.row_max;
   a.row_sum = sc.row_sum;
   a.acc = sc.acc;
-  const bool few_rows = u.rows <= c.kernels.few_rows;
 
   for (int64_t block = block_begin; block < block_end; ++block) {
     if (block < g.n_range_blocks) {
@@ -209,7 +199,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       // Decode is bound by streaming K and V once: the next block's K is fetched during this
       // block's P V, which otherwise leaves memory idle (bench/NOTES.md section 8).
       const bool next_in_range = block + 1 < block_end && block + 1 < g.n_range_blocks;
-      a.k_ahead = few_rows && next_in_range && !widen ? a.k + j1 * a.k_row_stride : nullptr;
+      a.k_ahead = few_rows && next_in_range ? element_at(a.k, a.kv_dtype, j1 * a.k_row_stride) : nullptr;
       a.k_ahead_rows = a.k_ahead != nullptr ? static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1) : 0;
     } else {
       const int64_t first = (block - g.n_range_blocks) * plan.block_k;
@@ -223,15 +213,6 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead_rows = 0;
     }
     const int dim = static_cast<int>(p.head_dim);
-    // Half-precision decode widens a block, then computes on it: without a hint the memory would
-    // idle during the compute (the float32 path reads in place and prefetches in the kernel).
-    if (widen && few_rows && block + 1 < block_end && block + 1 < g.n_range_blocks) {
-      const int64_t next = g.range.begin + (block + 1) * plan.block_k;
-      const int64_t count = std::min<int64_t>(plan.block_k, g.range.end - next);
-      const int64_t bytes = dtype_bytes(p.dtype);
-      prefetch_rows(kv.k, kv.k_row_stride * bytes, next, count, p.head_dim * bytes);
-      prefetch_rows(kv.v, kv.v_row_stride * bytes, next, count, p.head_dim * bytes);
-    }
     if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim,
                                         plan.dim_pad, sc.k_pairs, sc.v_pairs)) {
       c.kernels.attend_block_bf16(a);

@@ -47,6 +47,43 @@ constexpr float kHighest = std::numeric_limits<float>::max();
 //          a.block_sum: the softmax needs no pass over s at all (see try_fused_block)
 enum class Epilogue { store, max, fused };
 
+// One K or V row as the kernels read it, in the element type D of the block's rows: float32 (the
+// caller's, packed, or widened by the driver), or on the few-rows path float16/bfloat16 read in
+// place and widened as it is loaded, so that decode streams half the bytes of float32 once.
+template <DType D>
+struct Row {
+  static constexpr int kBytes = D == DType::float32 ? 4 : 2;
+  const unsigned char* p;
+
+  V load(int t) const {
+    if constexpr (D == DType::float32) {
+      return simd::load(reinterpret_cast<const float*>(p) + t);
+    } else {
+      const auto bits = simd::load_u16(reinterpret_cast<const uint16_t*>(p) + t);
+      return D == DType::float16 ? simd::widen_f16(bits) : simd::widen_bf16(bits);
+    }
+  }
+  V load_partial(int t, int n) const {
+    if constexpr (D == DType::float32) {
+      return simd::load_partial(reinterpret_cast<const float*>(p) + t, n);
+    } else {
+      const auto bits = simd::load_u16_partial(reinterpret_cast<const uint16_t*>(p) + t, n);
+      return D == DType::float16 ? simd::widen_f16(bits) : simd::widen_bf16(bits);
+    }
+  }
+  // A cache hint for elements t.. (the vocabulary takes a float address; only the line matters).
+  void prefetch(int t) const { simd::prefetch_l2(reinterpret_cast<const float*>(p + t * kBytes)); }
+};
+
+template <DType D>
+inline Row<D> key_row(const BlockArgs& a, int c) {
+  return {static_cast<const unsigned char*>(a.k) + a.key_rows[c] * a.k_row_stride * Row<D>::kBytes};
+}
+template <DType D>
+inline Row<D> value_row(const BlockArgs& a, int c) {
+  return {static_cast<const unsigned char*>(a.v) + a.key_rows[c] * a.v_row_stride * Row<D>::kBytes};
+}
+
 // The end of a score tile, whatever computed its products (float32 FMAs here, bfloat16 dot products
 // in bf16_products.h): the epilogue E applied to RK keys x NV vectors of rows.
 template <int RK, int NV, Epilogue E>
@@ -94,7 +131,7 @@ inline void score_tile(const BlockArgs& a, int c0, int v0) {
     for (int v = 0; v < NV; ++v) acc[i][v] = simd::zero();
   const float* key[RK];
   GLA_UNROLL
-  for (int i = 0; i < RK; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
+  for (int i = 0; i < RK; ++i) key[i] = static_cast<const float*>(a.k) + a.key_rows[c0 + i] * a.k_row_stride;
   const float* qt = a.qt + v0 * kWidth;
   for (int t = 0; t < a.head_dim; ++t) {
     V q[NV];
@@ -215,7 +252,7 @@ void online_softmax(const BlockArgs& a) {
 
 // RB rows x NV vectors of acc: rescaled by alpha once, then accumulated over the keys these rows
 // weigh. Tail: the last vector covers only head_dim % kWidth lanes of each V row (never read past).
-template <int RB, int NV, bool Tail>
+template <int RB, int NV, bool Tail, DType D>
 inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int d0, KeyInterval keys) {
   V acc[RB][NV];
   GLA_UNROLL
@@ -227,16 +264,16 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
   }
   const int tail = a.head_dim - (d0 + (NV - 1) * kWidth);
   for (int c = keys.begin; c < keys.end; ++c) {
-    const float* value = a.v + a.key_rows[c] * a.v_row_stride + d0;
+    const Row<D> value = value_row<D>(a, c);
     if (c < a.k_ahead_rows) {
-      const float* next_key = a.k_ahead + c * a.k_row_stride + d0;
+      const Row<D> next_key{static_cast<const unsigned char*>(a.k_ahead) + c * a.k_row_stride * Row<D>::kBytes};
       GLA_UNROLL
-      for (int v = 0; v < NV; ++v) simd::prefetch_l2(next_key + v * kWidth);
+      for (int v = 0; v < NV; ++v) next_key.prefetch(d0 + v * kWidth);
     }
     V values[NV];
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) {
-      values[v] = (Tail && v == NV - 1) ? simd::load_partial(value + v * kWidth, tail) : simd::load(value + v * kWidth);
+      values[v] = (Tail && v == NV - 1) ? value.load_partial(d0 + v * kWidth, tail) : value.load(d0 + v * kWidth);
     }
     const float* p = a.s + c * layout.key_stride + r0 * layout.row_stride;
     GLA_UNROLL
@@ -254,27 +291,27 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
   }
 }
 
-template <int RB>
+template <int RB, DType D>
 inline void accumulate_rows(const BlockArgs& a, ScoreLayout layout, int r0, KeyInterval keys) {
   constexpr int kDims = simd::kAccVecs * kWidth;
   const int full_end = a.head_dim / kWidth * kWidth;
   int d0 = 0;
-  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false>(a, layout, r0, d0, keys);
-  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false>(a, layout, r0, d0, keys);
-  if (full_end < a.head_dim) accumulate_tile<RB, 1, true>(a, layout, r0, full_end, keys);
+  for (; d0 + kDims <= full_end; d0 += kDims) accumulate_tile<RB, simd::kAccVecs, false, D>(a, layout, r0, d0, keys);
+  for (; d0 < full_end; d0 += kWidth) accumulate_tile<RB, 1, false, D>(a, layout, r0, d0, keys);
+  if (full_end < a.head_dim) accumulate_tile<RB, 1, true, D>(a, layout, r0, full_end, keys);
 }
 
 // The rows left after the full kAccRows tiles run as one narrower tile (each V row is then loaded
 // once for all of them, not once per row).
-template <int RB>
+template <int RB, DType D>
 inline void accumulate_tail(const BlockArgs& a, ScoreLayout layout, int r0, int rest, KeyInterval keys) {
   if constexpr (RB > 1) {
     if (rest < RB) {
-      accumulate_tail<RB - 1>(a, layout, r0, rest, keys);
+      accumulate_tail<RB - 1, D>(a, layout, r0, rest, keys);
       return;
     }
   }
-  accumulate_rows<RB>(a, layout, r0, keys);
+  accumulate_rows<RB, D>(a, layout, r0, keys);
 }
 
 // Index span of the block's global keys, empty ({n_keys, 0}) when it holds none.
@@ -306,6 +343,7 @@ KeyInterval weighed_keys(const BlockArgs& a, int r0, int rows, KeyInterval globa
 }
 
 // Trim: a partial block, whose row tiles take only the keys they may weigh (weighed_keys).
+template <DType D>
 void accumulate(const BlockArgs& a, ScoreLayout layout, bool trim) {
   const KeyInterval globals = trim ? global_key_span(a) : KeyInterval{0, 0};
   auto keys_of = [&](int r0, int rows) {
@@ -313,25 +351,26 @@ void accumulate(const BlockArgs& a, ScoreLayout layout, bool trim) {
   };
   int r0 = 0;
   for (; r0 + simd::kAccRows <= a.rows; r0 += simd::kAccRows) {
-    accumulate_rows<simd::kAccRows>(a, layout, r0, keys_of(r0, simd::kAccRows));
+    accumulate_rows<simd::kAccRows, D>(a, layout, r0, keys_of(r0, simd::kAccRows));
   }
   if constexpr (simd::kAccRows > 1) {
-    if (r0 < a.rows) accumulate_tail<simd::kAccRows - 1>(a, layout, r0, a.rows - r0, keys_of(r0, a.rows - r0));
+    if (r0 < a.rows) accumulate_tail<simd::kAccRows - 1, D>(a, layout, r0, a.rows - r0, keys_of(r0, a.rows - r0));
   }
 }
 
 // Whether every V element of the block is finite. x * 0 is NaN exactly when x is NaN or infinite,
 // and a NaN survives the sums; four independent chains keep the scan off the add latency. Only
 // partial blocks ask, so fully visible blocks pay nothing.
+template <DType D>
 bool values_finite(const BlockArgs& a) {
   const int full_end = a.head_dim / kWidth * kWidth;
   const int tail = a.head_dim - full_end;
   const V z = simd::zero();
   V bad[4] = {z, z, z, z};
   auto scan = [&](V& b, int c) {
-    const float* value = a.v + a.key_rows[c] * a.v_row_stride;
-    for (int t = 0; t < full_end; t += kWidth) b = simd::fmadd(simd::load(value + t), z, b);
-    if (tail > 0) b = simd::fmadd(simd::load_partial(value + full_end, tail), z, b);
+    const Row<D> value = value_row<D>(a, c);
+    for (int t = 0; t < full_end; t += kWidth) b = simd::fmadd(value.load(t), z, b);
+    if (tail > 0) b = simd::fmadd(value.load_partial(full_end, tail), z, b);
   };
   int c = 0;
   for (; c + 4 <= a.n_keys; c += 4) {
@@ -346,6 +385,7 @@ bool values_finite(const BlockArgs& a) {
 // P V for a partial block whose V holds a NaN or an infinity: each row takes only the keys it sees,
 // so that a masked weight (exactly 0) is never multiplied into them (0 * inf and 0 * NaN are NaN,
 // which would reach rows that never see the key). Rare, so one row at a time.
+template <DType D>
 void accumulate_visible(const BlockArgs& a, ScoreLayout layout) {
   const int full_end = a.head_dim / kWidth * kWidth;
   const int tail = a.head_dim - full_end;
@@ -361,21 +401,22 @@ void accumulate_visible(const BlockArgs& a, ScoreLayout layout) {
       const bool visible = (c >= in.begin && c < in.end) || (global != nullptr && global[j] != 0 && j < a.allowed_end[r]);
       if (!visible) continue;
       const V pb = simd::broadcast(p[c * layout.key_stride]);
-      const float* value = a.v + a.key_rows[c] * a.v_row_stride;
-      for (int t = 0; t < full_end; t += kWidth) simd::store(row + t, simd::fmadd(pb, simd::load(value + t), simd::load(row + t)));
+      const Row<D> value = value_row<D>(a, c);
+      for (int t = 0; t < full_end; t += kWidth) simd::store(row + t, simd::fmadd(pb, value.load(t), simd::load(row + t)));
       if (tail > 0) {
-        simd::store(row + full_end, simd::fmadd(pb, simd::load_partial(value + full_end, tail), simd::load(row + full_end)));
+        simd::store(row + full_end, simd::fmadd(pb, value.load_partial(full_end, tail), simd::load(row + full_end)));
       }
     }
   }
 }
 
 // Partial blocks: the register-blocked P V unless V holds non-finite values (see above).
+template <DType D>
 void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
-  if (values_finite(a)) {
-    accumulate(a, layout, true);
+  if (values_finite<D>(a)) {
+    accumulate<D>(a, layout, true);
   } else {
-    accumulate_visible(a, layout);
+    accumulate_visible<D>(a, layout);
   }
 }
 
@@ -386,17 +427,17 @@ void accumulate_partial(const BlockArgs& a, ScoreLayout layout) {
 // 4 keys against R rows: 4R independent dot products along head_dim, each key vector loaded once
 // for all R rows (the rows' q vectors come from L1), then reduced four at a time. q_rows is zero
 // padded to dim_pad, so only the key rows need a partial load at the tail.
-template <int R>
+template <int R, DType D>
 inline void few_rows_score_4_keys(const BlockArgs& a, int c0, int ld) {
-  const float* key[4];
+  Row<D> key[4];
   GLA_UNROLL
-  for (int i = 0; i < 4; ++i) key[i] = a.k + a.key_rows[c0 + i] * a.k_row_stride;
+  for (int i = 0; i < 4; ++i) key[i] = key_row<D>(a, c0 + i);
   // Streaming these keys' K rows from memory, ask for their V rows too: both are then on the way
   // together, and accumulate finds V in L2 (decode: 8% less time on one thread, bench/NOTES.md 8).
   GLA_UNROLL
   for (int i = 0; i < 4; ++i) {
-    const float* value = a.v + a.key_rows[c0 + i] * a.v_row_stride;
-    for (int t = 0; t < a.head_dim; t += kWidth) simd::prefetch_l2(value + t);
+    const Row<D> value = value_row<D>(a, c0 + i);
+    for (int t = 0; t < a.head_dim; t += 64 / Row<D>::kBytes) value.prefetch(t);
   }
   V acc[R][4];
   GLA_UNROLL
@@ -415,13 +456,13 @@ inline void few_rows_score_4_keys(const BlockArgs& a, int c0, int ld) {
   for (int t = 0; t < full_end; t += kWidth) {
     V k[4];
     GLA_UNROLL
-    for (int i = 0; i < 4; ++i) k[i] = simd::load(key[i] + t);
+    for (int i = 0; i < 4; ++i) k[i] = key[i].load(t);
     step(t, k);
   }
   if (full_end < a.head_dim) {
     V k[4];
     GLA_UNROLL
-    for (int i = 0; i < 4; ++i) k[i] = simd::load_partial(key[i] + full_end, a.head_dim - full_end);
+    for (int i = 0; i < 4; ++i) k[i] = key[i].load_partial(full_end, a.head_dim - full_end);
     step(full_end, k);
   }
   GLA_UNROLL
@@ -429,34 +470,36 @@ inline void few_rows_score_4_keys(const BlockArgs& a, int c0, int ld) {
 }
 
 // One key against every row (the block's last n_keys % 4 keys).
+template <DType D>
 inline void few_rows_score_key(const BlockArgs& a, int c, int ld) {
-  const float* key = a.k + a.key_rows[c] * a.k_row_stride;
+  const Row<D> key = key_row<D>(a, c);
   const int full_end = a.head_dim / kWidth * kWidth;
   for (int r = 0; r < a.rows; ++r) {
     const float* q = a.q_rows + r * a.dim_pad;
     V acc = simd::zero();
-    for (int t = 0; t < full_end; t += kWidth) acc = simd::fmadd(simd::load(q + t), simd::load(key + t), acc);
+    for (int t = 0; t < full_end; t += kWidth) acc = simd::fmadd(simd::load(q + t), key.load(t), acc);
     if (full_end < a.head_dim) {
-      acc = simd::fmadd(simd::load(q + full_end), simd::load_partial(key + full_end, a.head_dim - full_end), acc);
+      acc = simd::fmadd(simd::load(q + full_end), key.load_partial(full_end, a.head_dim - full_end), acc);
     }
     a.s[r * ld + c] = simd::reduce_add(acc);
   }
 }
 
-template <int R>
+template <int R, DType D>
 inline void few_rows_score_blocks(const BlockArgs& a, int ld) {
   int c0 = 0;
-  for (; c0 + 4 <= a.n_keys; c0 += 4) few_rows_score_4_keys<R>(a, c0, ld);
-  for (; c0 < a.n_keys; ++c0) few_rows_score_key(a, c0, ld);
+  for (; c0 + 4 <= a.n_keys; c0 += 4) few_rows_score_4_keys<R, D>(a, c0, ld);
+  for (; c0 < a.n_keys; ++c0) few_rows_score_key<D>(a, c0, ld);
 }
 
+template <DType D>
 void few_rows_scores(const BlockArgs& a, int ld) {
   static_assert(simd::kFewRows <= 4, "few_rows_scores instantiates 1 to 4 rows");
   switch (a.rows) {
-    case 1: few_rows_score_blocks<1>(a, ld); break;
-    case 2: few_rows_score_blocks<2>(a, ld); break;
-    case 3: few_rows_score_blocks<3>(a, ld); break;
-    default: few_rows_score_blocks<4>(a, ld); break;
+    case 1: few_rows_score_blocks<1, D>(a, ld); break;
+    case 2: few_rows_score_blocks<2, D>(a, ld); break;
+    case 3: few_rows_score_blocks<3, D>(a, ld); break;
+    default: few_rows_score_blocks<4, D>(a, ld); break;
   }
   for (int r = 0; r < a.rows; ++r) {
     for (int c = a.n_keys; c < ld; ++c) a.s[r * ld + c] = kNegInf;  // pad keys
@@ -562,24 +605,35 @@ void attend_rows(const BlockArgs& a) {
   }
 #endif
   if (a.full) {
-    accumulate(a, layout, false);
+    accumulate<DType::float32>(a, layout, false);
   } else {
-    accumulate_partial(a, layout);
+    accumulate_partial<DType::float32>(a, layout);
+  }
+}
+
+// Groups of at most kFewRows rows (decode), reading K and V rows of type D (kv_dtype).
+template <DType D>
+void attend_few_rows(const BlockArgs& a) {
+  const int ld = (a.n_keys + kWidth - 1) / kWidth * kWidth;
+  const ScoreLayout layout{1, ld};
+  few_rows_scores<D>(a, ld);
+  if (!a.full) apply_mask(a, layout);
+  few_rows_softmax(a, ld);
+  if (a.full) {
+    accumulate<D>(a, layout, false);
+  } else {
+    accumulate_partial<D>(a, layout);
   }
 }
 
 void attend_block(const BlockArgs& a) {
   if (a.rows <= simd::kFewRows) {
-    const int ld = (a.n_keys + kWidth - 1) / kWidth * kWidth;
-    const ScoreLayout layout{1, ld};
-    few_rows_scores(a, ld);
-    if (!a.full) apply_mask(a, layout);
-    few_rows_softmax(a, ld);
-    if (a.full) {
-      accumulate(a, layout, false);
-    } else {
-      accumulate_partial(a, layout);
+    switch (a.kv_dtype) {
+      case DType::float16: attend_few_rows<DType::float16>(a); return;
+      case DType::bfloat16: attend_few_rows<DType::bfloat16>(a); return;
+      case DType::float32: break;
     }
+    attend_few_rows<DType::float32>(a);
     return;
   }
   attend_rows<false>(a);

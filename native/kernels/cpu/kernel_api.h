@@ -30,17 +30,21 @@ struct BlockArgs {
 
   const float* qt;           // [head_dim][rows_pad]: Q transposed, times scale, zero padded lanes
   const float* q_rows;       // [rows][dim_pad]: the same rows row-major, zero padded
-  const float* k;            // key c of this block starts at k + key_rows[c] * k_row_stride
+  // Key c of this block starts at element key_rows[c] * k_row_stride of k (V likewise), elements
+  // of kv_dtype: float32, except that groups of at most few_rows rows also read float16 and
+  // bfloat16 rows in place (decode streams half the bytes); larger groups get float32 rows.
+  const void* k;
   int64_t k_row_stride;
-  const float* v;
+  const void* v;
   int64_t v_row_stride;
+  DType kv_dtype;
   const int64_t* keys;       // [n_keys] absolute key indices (ascending): what the mask compares
   // [n_keys] where each key's K and V rows are: keys itself when K and V are read in place, 0..n-1
   // when the driver widened the block's rows into scratch (half-precision inputs).
   const int64_t* key_rows;
   // Decode: the K rows of the next block (row c at k_ahead + c * k_row_stride, c < k_ahead_rows),
   // to prefetch while this block accumulates; nullptr when there is none or it is not contiguous.
-  const float* k_ahead;
+  const void* k_ahead;
   int k_ahead_rows;
 
   // Partial blocks only: row r sees key j iff

@@ -122,6 +122,12 @@ struct HeadKV {
   int64_t k_row_stride;
   const void* v;
   int64_t v_row_stride;
+  // KvAccess::pairs_per_head: the head's K and V as bfloat16 pairs (kernel_api.h layouts, key j of
+  // K at k_pairs + j * dim_pairs, key pair j/2 of V at v_pairs + j/2 * dim_pad), and per key block
+  // whether its V is finite; null otherwise (blocks are then packed one at a time).
+  const uint32_t* k_pairs = nullptr;
+  const uint32_t* v_pairs = nullptr;
+  const uint8_t* block_v_finite = nullptr;
 };
 
 // The element at `offset` of a tensor of `dtype`.
@@ -155,7 +161,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   // kernel then reads unit-stride float32 rows whatever the caller's layout. Decode (few rows)
   // reads each row once, so its kernel reads the half rows in place and widens them as it loads:
   // half the bytes of float32 from memory, and no second pass over a scratch copy.
-  const bool widen = p.dtype != DType::float32 && !few_rows;
+  const bool widen = !few_rows && p.dtype != DType::float32;
   a.k = widen ? sc.k_block : kv.k;
   a.k_row_stride = widen ? plan.dim_pad : kv.k_row_stride;
   a.v = widen ? sc.v_block : kv.v;
@@ -213,8 +219,19 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead_rows = 0;
     }
     const int dim = static_cast<int>(p.head_dim);
-    if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim,
-                                        plan.dim_pad, sc.k_pairs, sc.v_pairs)) {
+    if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % plan.block_k == 0) {
+      // The head's pairs, packed once (pairs_per_head), blocks on the grid from key 0.
+      const int64_t j0 = sc.keys[0];
+      if (kv.block_v_finite[j0 / plan.block_k] != 0) {
+        a.k_pairs = kv.k_pairs + j0 * a.dim_pairs;
+        a.v_pairs = kv.v_pairs + j0 / 2 * plan.dim_pad;
+        c.kernels.attend_block_bf16(a);
+        continue;
+      }
+    } else if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, a.n_keys,
+                                               dim, plan.dim_pad, sc.k_pairs, sc.v_pairs)) {
+      a.k_pairs = sc.k_pairs;
+      a.v_pairs = sc.v_pairs;
       c.kernels.attend_block_bf16(a);
       continue;
     }
@@ -309,6 +326,7 @@ struct CallerBuffers {
   std::vector<float> partials;
   std::vector<float> packed_kv;  // KvAccess::packed_up_front: [batch][kv_heads][K, V][kv_seq_len][head_dim]
   std::vector<std::vector<float>> head_kv;  // KvAccess::packed_per_head: one head's K and V per slot
+  std::vector<std::vector<uint32_t>> head_pairs;  // KvAccess::pairs_per_head: pairs and flags per slot
   std::vector<int64_t> batch_groups;        // first group of each batch item, and the end
   std::vector<Scratch> scratch;  // one per parallel_for slot
 };
@@ -338,12 +356,23 @@ enum class KvAccess {
   // Too few heads for that (batch 1 with MQA, many threads), or split-K: one parallel pass packs
   // every head into a call-wide buffer first, then the units run as usual.
   packed_up_front,
+  // bfloat16 products, blocks on a grid from key 0 (no window's lower bound): as packed_per_head,
+  // but into bfloat16 pairs, each block once per head instead of once per unit and block. A
+  // strided layout (bshd) is then read once, in order; per-unit packing read it once per query
+  // tile, 10-30% of a call at head_dim 128 (bench/NOTES.md section 11).
+  pairs_per_head,
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
-  // Half-precision rows are widened into unit-stride float32 blocks anyway, and the bfloat16
-  // products pack every block into pairs (run_blocks).
-  if (p.dtype != DType::float32 || bf16) return KvAccess::in_place;
+  // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
+  if (bf16) {
+    // An even block_k keeps each block's V pairs its own.
+    const bool grid = plan.window_left < 0 && plan.chunks == 1 && plan.block_k % 2 == 0 &&
+                      p.batch * p.kv_heads >= 2 * static_cast<int64_t>(plan.threads);
+    return grid && plan.max_rows > kernels.few_rows ? KvAccess::pairs_per_head : KvAccess::in_place;
+  }
+  // Half-precision rows are widened into unit-stride float32 blocks anyway (run_blocks).
+  if (p.dtype != DType::float32) return KvAccess::in_place;
   if (p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim) return KvAccess::in_place;
   if (plan.max_rows <= kernels.few_rows) return KvAccess::in_place;
   // A bounded window: each key is read by the few groups whose window covers it, and the copy cost
@@ -494,6 +523,53 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     std::copy(sc.row_sum, sc.row_sum + u.rows, part + mr);
     std::copy(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * plan.dim_pad, part + 2 * mr);
   };
+
+  if (kv_access == KvAccess::pairs_per_head) {
+    std::vector<int64_t>& batch_groups = buffers.batch_groups;
+    batch_groups.assign(static_cast<size_t>(p.batch + 1), n_groups);
+    for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+    const int64_t dim_pairs = (p.head_dim + 1) / 2;
+    const int64_t k_words = p.kv_seq_len * dim_pairs;
+    const int64_t v_words = (p.kv_seq_len + 1) / 2 * plan.dim_pad;
+    const int64_t n_blocks = ceil_div(p.kv_seq_len, plan.block_k);
+    if (buffers.head_pairs.size() < static_cast<size_t>(plan.threads)) buffers.head_pairs.resize(static_cast<size_t>(plan.threads));
+    for (int t = 0; t < plan.threads; ++t) {
+      buffers.head_pairs[static_cast<size_t>(t)].resize(static_cast<size_t>(k_words + v_words + ceil_div(n_blocks, 4)));
+    }
+    const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
+    auto head_task = [&](int64_t item, int slot) {
+      const int64_t b = item / p.kv_heads;
+      const int64_t kh = item % p.kv_heads;
+      uint32_t* words = buffers.head_pairs[static_cast<size_t>(slot)].data();
+      HeadKV kv = head_kv_in_place(p, b, kh);
+      kv.k_pairs = words;
+      kv.v_pairs = words + k_words;
+      uint8_t* finite = reinterpret_cast<uint8_t*>(words + k_words + v_words);
+      kv.block_v_finite = finite;
+      Scratch& sc = scratch[slot];
+      const int64_t kv_length = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+      // As packed_per_head: the head's groups in ascending order, each block packed just before
+      // the first unit that reads it.
+      int64_t packed_blocks = 0;
+      for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
+        const int64_t need = std::min(keys_end(p, plan.groups[static_cast<size_t>(gi)]), kv_length);
+        for (; packed_blocks * plan.block_k < need; ++packed_blocks) {
+          const int64_t j0 = packed_blocks * plan.block_k;
+          const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv_length - j0));
+          for (int i = 0; i < n; ++i) sc.keys[i] = j0 + i;
+          finite[packed_blocks] = kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, n,
+                                                        static_cast<int>(p.head_dim), plan.dim_pad,
+                                                        const_cast<uint32_t*>(kv.k_pairs) + j0 * dim_pairs,
+                                                        const_cast<uint32_t*>(kv.v_pairs) + j0 / 2 * plan.dim_pad);
+        }
+        for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
+          run_unit(unit_of(call, gi, hs), 0, kv, sc);
+        }
+      }
+    };
+    parallel_for(p.batch * p.kv_heads, plan.threads, TaskRef(head_task));
+    return;
+  }
 
   if (kv_access == KvAccess::packed_per_head || kv_access == KvAccess::packed_per_batch) {
     std::vector<int64_t>& batch_groups = buffers.batch_groups;

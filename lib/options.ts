@@ -93,7 +93,8 @@ export function validateCall(
   if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', LSE_NAMES, [batch, heads, seqLen]);
 
   const layout = checkLayout(o.layout);
-  const dtype = inputDtype(q, o.dtype);
+  // The common case (a Float32Array and no dtype) decides without a call.
+  const dtype = o.dtype === undefined && isFloat32Array(q) ? 'float32' : inputDtype(q, o.dtype);
   const qArray = tensorArray('q', q, dtype);
   if (qArray.length !== qLength) throw lengthError('q', qArray, Q_NAMES, [batch, heads, seqLen, headDim]);
   const kArray = tensorArray('k', k, dtype);
@@ -158,8 +159,13 @@ export function validateCall(
   };
   // Without `out`, the backend allocates the output once the call is known to be valid (the addon
   // creates it natively, so that an async call can write it in place: no JavaScript has seen it).
-  const result: ResultKind =
-    o.out !== undefined ? { out: o.out } : outDtype === 'float16' && float16ArrayConstructor() !== undefined ? 'float16array' : 'as-is';
+  // The backends return the array they wrote: the caller's out itself, except a Float16Array out,
+  // which travels as a Uint16Array view.
+  let result: ResultKind = 'as-is';
+  if (outDtype === 'float16') {
+    if (o.out !== undefined) result = o.out !== givenOut ? { out: o.out } : 'as-is';
+    else if (float16ArrayConstructor() !== undefined) result = 'float16array';
+  }
   return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend, result };
 }
 
@@ -363,9 +369,9 @@ function arrayKinds(dtype: DType): string {
  * Float16Array becomes a Uint16Array view of the same memory: no copy). Its length is the caller's
  * to check.
  */
-function tensorArray(name: string, value: unknown, dtype: DType, kinds = arrayKinds(dtype)): TensorArray {
+function tensorArray(name: string, value: unknown, dtype: DType, out = false): TensorArray {
   if (dtype === 'float32') {
-    if (!isFloat32Array(value)) throw typeError(name, value, kinds);
+    if (!isFloat32Array(value)) throw typeError(name, value, out ? 'a Float32Array' : arrayKinds(dtype));
     return float32Array(name, value);
   }
   let array: Uint16Array;
@@ -376,7 +382,7 @@ function tensorArray(name: string, value: unknown, dtype: DType, kinds = arrayKi
     if (isDetached(f16)) throw detachedError(name);
     array = new Uint16Array(f16.buffer, f16.byteOffset, f16.length);
   } else {
-    throw typeError(name, value, kinds);
+    throw typeError(name, value, out ? arrayKinds(dtype).replace('dtype is', 'outDtype is') : arrayKinds(dtype));
   }
   if (isDetached(array)) throw detachedError(name);
   return array;
@@ -387,8 +393,7 @@ function detachedError(name: string): TypeError {
 }
 
 function outArray(value: unknown, outDtype: DType): TensorArray {
-  const kinds = outDtype === 'float32' ? 'a Float32Array' : arrayKinds(outDtype).replace('dtype is', 'outDtype is');
-  return tensorArray('options.out', value, outDtype, kinds);
+  return tensorArray('options.out', value, outDtype, true);
 }
 
 /** A usable Float32Array; its length is the caller's to check. */

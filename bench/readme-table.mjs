@@ -53,3 +53,28 @@ const lines = rows.map(([label, id, opts]) => {
   return `| ${label} | ${cells.join(' | ')} | ${bhsd} | ${bestPeer(id)} |`;
 });
 process.stdout.write(`${[head, rule, ...lines].join('\n')}\n`);
+
+// The half-precision variants (bench/ours.mjs HALF_VARIANTS) beside float32 and onnxruntime's
+// float32 MultiHeadAttention, each ratio from the same interleaved rounds.
+const halfRows = [
+  ['full, h8 d64, seqLen 2048, bshd', 'full-h8-d64-s2048-bshd'],
+  ['full, h8 d64, seqLen 4096, bshd', 'full-h8-d64-s4096-bshd'],
+  ['full, h32 d128, seqLen 2048, bshd', 'full-h32-d128-s2048-bshd'],
+  ['causal, h8 d64, seqLen 4096, bshd', 'causal-h8-d64-s4096-bshd'],
+  ['local-global, h8 d64, window [256, 256] + 4 globals, seqLen 16384, bshd', 'lg-h8-d64-s16384-w256-256-g4-bshd'],
+  ['decode, h32 kvh8 d128, kvSeqLen 32768', 'decode-h32-kvh8-d128-s1-kvs32768'],
+];
+const against = (id, impl) => {
+  const r = find(id, impl);
+  const base = find(id, P);
+  if (!r || !base) return '—';
+  return `${fmtTime(r.ms.median)} (${(base.ms.median / r.ms.median).toFixed(2)}x)`;
+};
+const ort = (id) => {
+  const r = find(id, 'ort-mha');
+  return r ? fmtTime(r.ms.median) : '—';
+};
+const halfHead = `| case | ${P} float32 | ${P} bfloat16 | ${P} float32 in, bfloat16 products | ${P} float16 | onnxruntime MultiHeadAttention (float32) |`;
+const halfLines = halfRows.map(([label, id]) =>
+  `| ${label} | ${ours(id, P)} | ${against(id, `${P} bf16`)} | ${against(id, `${P} f32 in, bf16 products`)} | ${against(id, `${P} f16`)} | ${ort(id)} |`);
+process.stdout.write(`\n${[halfHead, `|${' --- |'.repeat(6)}`, ...halfLines].join('\n')}\n`);

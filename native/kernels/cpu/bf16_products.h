@@ -51,6 +51,9 @@ GLA_BF16 inline void score_keys_bf16(const BlockArgs& a, int c0) {
   for (; v0 < vectors; ++v0) score_tile_bf16<RK, 1, E>(a, c0, v0);
 }
 
+// compute_scores' loop over the block with the bfloat16 tiles. Its own function, not a template
+// parameter of compute_scores: the tiles inline only into a function that carries the bf16
+// target attribute, and compute_scores must not (it runs on AVX-512 CPUs without AVX512_BF16).
 template <Epilogue E>
 GLA_BF16 void compute_scores_bf16(const BlockArgs& a) {
   if constexpr (E != Epilogue::store) {

@@ -6,6 +6,11 @@
 //
 // Output rows are written by exactly one unit: tile groups skip rows whose position is a global
 // token, which only their batch's global-rows group writes.
+//
+// Element types: q, k and v share `dtype`, out has `out_dtype`. The kernels compute in float32;
+// half inputs are widened as they are read (Q per unit, K and V per block or, in decode, as the
+// kernel loads them), a half output is rounded once per row. precision bfloat16 on a CPU with
+// bfloat16 products runs the row groups on attend_block_bf16 over packed pairs instead.
 #include "core/driver.h"
 
 #include <algorithm>

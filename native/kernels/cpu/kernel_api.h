@@ -15,7 +15,9 @@ namespace gla {
 namespace cpu {
 
 // One query row group against one block of keys: S = Q K^T, mask, online-softmax update,
-// acc += P V, with K and V read in place (nothing is packed per block).
+// acc += P V, with K and V read where the driver points: the caller's rows in place, a per-head
+// packed copy, or (half precision) a block widened to float32; the bfloat16 products read their
+// own packed pairs (attend_block_bf16).
 // Groups of more than few_rows rows keep scores transposed, s[key][row], with vectors along rows:
 // the softmax then runs down the key axis with plain vector max/add. Groups of at most few_rows
 // rows (decode) keep s[row][key], compute scores as dot products along head_dim and vectorise the

@@ -12,11 +12,14 @@
 //                                 the same through the loader and the plugin's host code on the CPU.
 //   gla_cuda_tests loader-missing the loader with GLA_CUDA_PLUGIN pointing nowhere: a reason, no crash.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -436,6 +439,139 @@ std::vector<Case> gpu_cases() {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Non-finite inputs: the IEEE rules of the README ("Guarantees", "Numbers") on every path of the
+// kernels: the tile kernel at D 64 and at D 256 (K and V in one buffer), the row pass for global
+// query rows, decode with its keys split, head_dim in chunks. The double reference does IEEE
+// arithmetic (a NaN or +inf score makes its row's sum NaN; an infinity or a NaN in V reaches exactly
+// the rows that weigh it; keys past kv_lengths are never read) except for a query row whose every
+// score is NaN, which it takes for a row that sees nothing: those rows are set to NaN by hand.
+
+struct Poison {
+  std::function<void(TestProblem&)> edit;        // writes the non-finite inputs
+  std::vector<std::array<int64_t, 3>> nan_rows;  // (b, h, i): query rows holding a NaN
+};
+
+struct NonFiniteCase {
+  Case c;
+  Poison poison;
+  bool on_gpu = true;  // false: the same problem as the case before, only with forced splits
+};
+
+// Element (b, h, i, d) of q, k or v (h a kv head for k and v).
+void poke(TestProblem& tp, char tensor, int64_t b, int64_t h, int64_t i, int64_t d, float value) {
+  std::vector<float>& t = tensor == 'q' ? tp.q : tensor == 'k' ? tp.k : tp.v;
+  const gla::Strides& st = tensor == 'q' ? tp.p.q_strides : tensor == 'k' ? tp.p.k_strides : tp.p.v_strides;
+  t[static_cast<size_t>(b * st.batch + h * st.head + i * st.seq + d)] = value;
+}
+
+std::vector<NonFiniteCase> nonfinite_cases() {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<NonFiniteCase> cs;
+  auto add = [&](Spec s, Poison poison, int splits = 0, bool on_gpu = true) {
+    cs.push_back(NonFiniteCase{Case{std::move(s), splits, false, 1e-5}, std::move(poison), on_gpu});
+  };
+  {
+    // Tiles of 64: rows 0..39 share key 40's tile but do not see it, and must stay finite.
+    Spec s = make("non-finite: tile d64 causal gqa", 1, 2, 1, 70, 70, 64);
+    s.causal = true;
+    add(s, Poison{[=](TestProblem& tp) {
+                    poke(tp, 'v', 0, 0, 40, 5, inf);   // rows >= 40, column 5: +inf
+                    poke(tp, 'v', 0, 0, 45, 7, nan);   // rows >= 45, column 7: NaN
+                    poke(tp, 'v', 0, 0, 66, 9, -inf);  // rows 66.., in the short last key tile
+                    poke(tp, 'k', 0, 0, 68, 3, nan);   // rows 68, 69 all NaN
+                    poke(tp, 'q', 0, 1, 20, 0, nan);   // row 20 of head 1 all NaN
+                  },
+                  {{0, 1, 20}}});
+  }
+  {
+    Spec s = make("non-finite: tile d256 shared K/V buffer, window+globals", 1, 2, 1, 40, 45, 256);
+    s.causal = true;
+    s.window_left = 9;
+    s.window_right = 4;
+    s.globals = {{2, 30}};  // position 30 is query row 25, a global row
+    add(s, Poison{[=](TestProblem& tp) {
+                    poke(tp, 'v', 0, 0, 20, 100, inf);  // window rows 15..24 and global row 25
+                    poke(tp, 'v', 0, 0, 30, 3, nan);    // a global key: rows 25..39
+                    poke(tp, 'k', 0, 0, 10, 1, nan);    // rows 5..14 and row 25
+                    poke(tp, 'q', 0, 0, 35, 0, nan);
+                  },
+                  {{0, 0, 35}}});
+  }
+  {
+    // Enough keys that the plugin splits them on a GPU too (kMinKeysPerSplit); batch item 1 hides its
+    // NaNs past kv_lengths.
+    Spec s = make("non-finite: decode split, kv_lengths", 2, 4, 1, 1, 1100, 128);
+    s.kv_lengths = {1100, 120};
+    add(s,
+        Poison{[=](TestProblem& tp) {
+                 poke(tp, 'k', 0, 0, 700, 2, nan);  // item 0: every row NaN
+                 poke(tp, 'v', 1, 0, 100, 3, inf);  // item 1: column 3 +inf
+                 poke(tp, 'v', 1, 0, 150, 4, nan);  // padding
+                 poke(tp, 'k', 1, 0, 500, 0, nan);  // padding
+                 poke(tp, 'q', 1, 2, 0, 5, nan);
+               },
+               {{1, 2, 0}}},
+        5);
+  }
+  {
+    Spec s = make("non-finite: head_dim 300 in chunks, global rows", 1, 2, 2, 5, 40, 300);
+    s.window_left = 4;
+    s.window_right = 4;
+    s.globals = {{1, 38}};  // position 38 is query row 3, which sees every key
+    Poison poison{[=](TestProblem& tp) {
+                    poke(tp, 'v', 0, 0, 20, 290, inf);  // row 3 of head 0, in the second chunk
+                    poke(tp, 'v', 0, 1, 1, 0, -inf);    // a global key: every row of head 1, column 0
+                    poke(tp, 'k', 0, 1, 10, 7, nan);    // row 3 of head 1 all NaN
+                  },
+                  {}};
+    add(s, poison);
+    s.name += " split";
+    add(s, poison, 3, false);
+  }
+  {
+    // A +inf score (every q element of dim 3 positive, k[30][3] = +inf) makes the rows that see key
+    // 30 NaN, lse too; a NaN in V reaches only the rows that see key 50.
+    Spec s = make("non-finite: +inf score, window+globals bshd", 1, 2, 1, 70, 70, 32);
+    s.q_layout = s.kv_layout = s.out_layout = Layout::bshd;
+    s.window_left = 5;
+    s.window_right = 3;
+    s.globals = {{0, 17}};
+    add(s, Poison{[=](TestProblem& tp) {
+                    for (int64_t h = 0; h < 2; ++h) {
+                      for (int64_t i = 0; i < 70; ++i) {
+                        const gla::Strides& st = tp.p.q_strides;
+                        float& x = tp.q[static_cast<size_t>(h * st.head + i * st.seq + 3)];
+                        x = std::fabs(x);
+                      }
+                    }
+                    poke(tp, 'k', 0, 0, 30, 3, inf);
+                    poke(tp, 'v', 0, 0, 50, 1, nan);
+                  },
+                  {}});
+  }
+  {
+    // A -inf score weighs 0, but its key is still seen: with +inf or NaN in its V the column comes
+    // out NaN (0 * inf), as in the reference and the CPU kernels. Unmasked: full tiles (and a short
+    // one), then the same keys through the row pass.
+    Poison poison{[=](TestProblem& tp) {
+                    for (int64_t i = 0; i < tp.p.seq_len; ++i) {
+                      float& x = tp.q[static_cast<size_t>(i * tp.p.q_strides.seq + 3)];
+                      x = std::fabs(x);
+                    }
+                    poke(tp, 'k', 0, 0, 20, 3, -inf);
+                    poke(tp, 'v', 0, 0, 20, 5, inf);
+                    poke(tp, 'k', 0, 0, 66, 3, -inf);
+                    poke(tp, 'v', 0, 0, 66, 6, nan);
+                  },
+                  {}};
+    add(make("non-finite: -inf scores on non-finite V, tiles", 1, 1, 1, 70, 70, 32), poison);
+    add(make("non-finite: -inf scores on non-finite V, rows", 1, 1, 1, 3, 70, 32), poison);
+  }
+  return cs;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Runners
 
 struct EmuLauncher {
@@ -480,10 +616,14 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
   return "";
 }
 
-bool run_case(const Case& c, bool gpu, double* worst) {
+bool run_case(const Case& c, bool gpu, double* worst, const Poison* poison = nullptr) {
   TestProblem tp;
   gla_test::build(c.spec, tp);
   tp.poison_outputs();
+  if (poison != nullptr) {
+    poison->edit(tp);
+    tp.snapshot_inputs();
+  }
   std::string error;
   if (gpu) {
     const gla::Outcome o = gla::run_attention_cuda(tp.p);
@@ -499,7 +639,15 @@ bool run_case(const Case& c, bool gpu, double* worst) {
     expect(false, label + ": " + error);
     return false;
   }
-  const gla_test::Reference ref = gla_test::compute_reference(tp);
+  gla_test::Reference ref = gla_test::compute_reference(tp);
+  if (poison != nullptr) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (const std::array<int64_t, 3>& r : poison->nan_rows) {
+      const int64_t row = (r[0] * tp.p.heads + r[1]) * tp.p.seq_len + r[2];
+      ref.lse[static_cast<size_t>(row)] = nan;
+      for (int64_t t = 0; t < tp.p.head_dim; ++t) ref.out[static_cast<size_t>(row * tp.p.head_dim + t)] = nan;
+    }
+  }
   const gla_test::Check chk = gla_test::compare(tp, ref, c.tolerance);
   *worst = std::max(*worst, chk.out_rel_err);
   char errs[96];
@@ -517,7 +665,12 @@ int run_emulated_suite() {
     run_case(c, false, &worst);
     ++n;
   }
-  std::printf("emulated kernels: %d cases, worst out rel L2 %.2e\n", n, worst);
+  for (const NonFiniteCase& c : nonfinite_cases()) {
+    run_case(c.c, false, &worst, &c.poison);
+    ++n;
+  }
+  std::printf("emulated kernels: %d cases (%zu with NaN and infinities), worst out rel L2 %.2e\n", n,
+              nonfinite_cases().size(), worst);
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
@@ -536,6 +689,11 @@ int run_gpu_suite(int skip_code, bool quick) {
   for (const Case& c : quick ? emulated_cases() : gpu_cases()) {
     if (c.force_rows || c.force_splits) continue;  // the plugin schedules for itself
     run_case(c, true, &worst);
+    ++n;
+  }
+  for (const NonFiniteCase& c : nonfinite_cases()) {
+    if (!c.on_gpu) continue;  // the plugin schedules for itself
+    run_case(c.c, true, &worst, &c.poison);
     ++n;
   }
   std::printf("gpu grid: %d cases, worst out rel L2 %.2e\n", n, worst);

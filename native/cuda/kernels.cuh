@@ -6,9 +6,15 @@
 //   scores, scaled inside exp2 (see DeviceProblem::q_sign). Thread (ty, tx) = (tid / 8, tid % 8)
 //   owns TM query rows and, for the scores, TN key columns / for the output, D / 8 dims, so the 8
 //   threads of one row group are 8 adjacent lanes and row reductions are 3 xor-shuffles.
+//   A tile whose V holds an infinity or a NaN (found while staging it, one __syncthreads_or) takes
+//   only each row's visible keys in P V, so that a masked weight 0 never meets them (0 * inf is NaN).
 // row_attention_kernel: one query row per block (decode, global query rows, head_dim > 256), the
 //   row's keys optionally split across blocks; each warp walks keys 8 at a time.
 // merge_rows_kernel: combines the split partial (max, sum, acc) of the row pass.
+// Non-finite inputs follow IEEE arithmetic as the reference does: a NaN or +inf score leaves the
+// row's sum NaN (fmaxf skips a NaN max, exp2 does not), and a NaN sum gives out and lse NaN
+// (inv_sum, lse_from_stats); V is multiplied only into rows that see its key (the row pass never
+// loads an invisible key; the tile pass, see above).
 #pragma once
 
 #include <cmath>
@@ -74,16 +80,58 @@ GLA_DEVICE void store_rows(float* p, const float (&o)[N]) {
 GLA_DEVICE int owned_column(int tx, int j) { return (j >> 2) * 32 + tx * 4 + (j & 3); }
 
 // V of one key tile into smem, row-major [key][dim]; keys past the tile and dims past head_dim are zero.
+// Returns whether any element this thread staged is an infinity or a NaN (sync_threads_or makes it
+// the block's answer).
 template <int D, int BN>
-GLA_DEVICE void stage_values(const DeviceProblem& P, const TileSchedule& sched, const TileDesc& tile,
+GLA_DEVICE bool stage_values(const DeviceProblem& P, const TileSchedule& sched, const TileDesc& tile,
                              const float* GLA_RESTRICT vb, int64_t hd, int tid, float* Vs) {
+  bool bad = false;
   for (int e = tid; e < BN * D; e += kThreads) {
     const int c = e / D;
     const int d = e % D;
     const int64_t j = tile_key(P, sched, tile, c);
     float x = 0.0f;
     if (j >= 0 && d < hd) x = vb[j * P.v_s.seq + d];
+    bad = bad || !finite_value(x);
     Vs[c * D + d] = x;
+  }
+  return bad;
+}
+
+// acc += P V over the BN keys of a tile, for this thread's TM rows (at positions p_rows..) and
+// D / 8 dims. OnlyVisible: only the pairs whose row sees the key are multiplied. Tiles whose V holds
+// an infinity or a NaN need that: a masked pair's weight is exactly 0, and 0 * inf and 0 * NaN are
+// NaN, which would reach rows that do not see the key. A visible pair is multiplied even at weight 0
+// (a -inf score), as IEEE arithmetic does (and the CPU kernels). Every other tile takes the plain FMAs.
+template <int D, int TM, int BN, int PS, bool OnlyVisible>
+GLA_DEVICE void accumulate_values(const DeviceProblem& P, const TileSchedule& sched, const TileDesc& tile,
+                                  const RowMask& m, int64_t b, int64_t p_rows, const float* Pt, const float* Vs,
+                                  int tx, int ty, float (&acc)[TM][D / 8]) {
+#if defined(__CUDACC__)
+#pragma unroll 4
+#endif
+  for (int c = 0; c < BN; ++c) {
+    float pr[TM];
+    load_rows<TM>(Pt + c * PS + ty * TM, pr);
+    bool visible[TM];
+    if constexpr (OnlyVisible) {
+      const int64_t key = tile_key(P, sched, tile, c);
+      const bool key_global = key >= 0 && tile.kind == TileKind::window && is_global_token(P, b, key);
+      GLA_UNROLL
+      for (int i = 0; i < TM; ++i) visible[i] = tile_pair_visible(m, tile, p_rows + i, key, key_global);
+    }
+    GLA_UNROLL
+    for (int g = 0; g < D / 32; ++g) {
+      const simt::f4 v4 = simt::load4(Vs + c * D + g * 32 + tx * 4);
+      GLA_UNROLL
+      for (int i = 0; i < TM; ++i) {
+        if (OnlyVisible && !visible[i]) continue;
+        acc[i][g * 4 + 0] += pr[i] * v4.x;
+        acc[i][g * 4 + 1] += pr[i] * v4.y;
+        acc[i][g * 4 + 2] += pr[i] * v4.z;
+        acc[i][g * 4 + 3] += pr[i] * v4.w;
+      }
+    }
   }
 }
 
@@ -164,10 +212,13 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
       if (j >= 0 && d < hd) x = kb[j * P.k_s.seq + d];
       Kt[d * KS + c] = x;
     }
-    if (!C::kAlias) {
-      stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs);
+    // v_bad (uniform across the block): V of this tile holds an infinity or a NaN.
+    bool v_bad = false;
+    if (C::kAlias) {
+      simt::sync_threads();
+    } else {
+      v_bad = simt::sync_threads_or(stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs));
     }
-    simt::sync_threads();
 
     float s[TM][TN];
     GLA_UNROLL
@@ -244,27 +295,14 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
     simt::sync_threads();  // Pt complete; with kAlias, every read of Kt is done
 
     if (C::kAlias) {
-      stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs);
-      simt::sync_threads();
+      v_bad = simt::sync_threads_or(stage_values<D, BN>(P, sched, tile, vb, hd, tid, Vs));
     }
 
-#if defined(__CUDACC__)
-#pragma unroll 4
-#endif
-    for (int c = 0; c < BN; ++c) {
-      float pr[TM];
-      load_rows<TM>(Pt + c * PS + ty * TM, pr);
-      GLA_UNROLL
-      for (int g = 0; g < D / 32; ++g) {
-        const simt::f4 v4 = simt::load4(Vs + c * D + g * 32 + tx * 4);
-        GLA_UNROLL
-        for (int i = 0; i < TM; ++i) {
-          acc[i][g * 4 + 0] += pr[i] * v4.x;
-          acc[i][g * 4 + 1] += pr[i] * v4.y;
-          acc[i][g * 4 + 2] += pr[i] * v4.z;
-          acc[i][g * 4 + 3] += pr[i] * v4.w;
-        }
-      }
+    const int64_t p_rows = p_first + ty * TM;
+    if (v_bad) {
+      accumulate_values<D, TM, BN, PS, true>(P, sched, tile, m, b, p_rows, Pt, Vs, tx, ty, acc);  // rare
+    } else {
+      accumulate_values<D, TM, BN, PS, false>(P, sched, tile, m, b, p_rows, Pt, Vs, tx, ty, acc);
     }
     simt::sync_threads();  // before the next tile overwrites Kt, Vs and Pt
   }
@@ -285,7 +323,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
     const int64_t qi = i0 + r;
     if (is_global_token(P, b, qi + m.position_offset)) continue;  // the row pass owns global rows
     const float l = row_sum[i];
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const float inv = inv_sum(l);
     float* GLA_RESTRICT ob = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
     GLA_UNROLL
     for (int k = 0; k < DO; ++k) {
@@ -434,7 +472,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   }
 
   if (partial == nullptr) {
-    const float inv = bsum > 0.0f ? 1.0f / bsum : 0.0f;
+    const float inv = inv_sum(bsum);
     float* GLA_RESTRICT orow = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
     for (int d = tid; d < DV; d += kThreads) {
       if (dv0 + d >= hd) break;
@@ -482,7 +520,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   simt::sync_threads();
   float gsum = 0.0f;
   for (int s = 0; s < splits; ++s) gsum += base[s * stride + 1] * weight[s];
-  const float inv = gsum > 0.0f ? 1.0f / gsum : 0.0f;
+  const float inv = inv_sum(gsum);
 
   float* GLA_RESTRICT orow = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
   for (int64_t d = tid; d < P.head_dim; d += kThreads) {

@@ -249,11 +249,22 @@ GLA_HOST_DEVICE inline float exp2_scaled(float s, float ref, float c) {
   return s == -INFINITY ? 0.0f : exp2f((s - ref) * c);
 }
 
+// A row's softmax sum is 0 (it saw no key, or only -inf scores), positive, or NaN: a NaN or +inf
+// score (exp2(inf - inf)) or a NaN in q or k, which the running max (fmaxf) skips but exp2 does not.
+// A NaN sum must reach out and lse as NaN, as IEEE arithmetic gives in the reference.
+GLA_HOST_DEVICE inline bool row_saw_keys(float sum) { return sum > 0.0f || sum != sum; }
+
+// The factor out = acc * inv_sum: 1 / sum (NaN for a NaN sum), 0 for a row that saw no key.
+GLA_HOST_DEVICE inline float inv_sum(float sum) { return row_saw_keys(sum) ? 1.0f / sum : 0.0f; }
+
 // Natural-log LSE from the raw running max and the sum of exp2((s - max) * c); -inf for a row that
-// saw no key.
+// saw no key, NaN for a NaN sum.
 GLA_HOST_DEVICE inline float lse_from_stats(float raw_max, float sum, float c) {
-  return sum > 0.0f ? (raw_max * c + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+  return row_saw_keys(sum) ? (raw_max * c + log2f(sum)) * 0.6931471805599453f : -INFINITY;
 }
+
+// Whether x is finite: x - x is 0 for every finite x and NaN for an infinity or a NaN.
+GLA_HOST_DEVICE inline bool finite_value(float x) { return x - x == 0.0f; }
 
 }  // namespace cuda
 }  // namespace gla

@@ -1,10 +1,12 @@
 // The few SIMT primitives the attention kernels use, for two compilers:
-//  - nvcc: thin wrappers over threadIdx / blockIdx / __syncthreads / __shfl_xor_sync / shared memory;
+//  - nvcc: thin wrappers over threadIdx / blockIdx / __syncthreads(_or) / __shfl_xor_sync / shared
+//    memory;
 //  - a plain C++ compiler: an emulation in which every CUDA thread of a block is an OS thread, so the
 //    very same kernel source runs on the CPU in native/cuda/cuda_tests.cpp. That is how the kernels'
 //    index math, masks and barriers get tested on machines (and CI runs) without a GPU.
-// Kernels must call sync_threads() and shfl_xor() uniformly (every thread of the block, every lane of
-// the warp), as CUDA requires; the emulation turns a divergent call into a reported deadlock.
+// Kernels must call sync_threads(), sync_threads_or() and shfl_xor() uniformly (every thread of the
+// block, every lane of the warp), as CUDA requires; the emulation turns a divergent call into a
+// reported deadlock.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +31,7 @@ GLA_DEVICE int thread_x() { return static_cast<int>(threadIdx.x); }
 GLA_DEVICE int64_t block_x() { return static_cast<int64_t>(blockIdx.x); }
 GLA_DEVICE int64_t block_y() { return static_cast<int64_t>(blockIdx.y); }
 GLA_DEVICE void sync_threads() { __syncthreads(); }
+GLA_DEVICE bool sync_threads_or(bool p) { return __syncthreads_or(p ? 1 : 0) != 0; }
 GLA_DEVICE float shfl_xor(float v, int lane_mask) { return __shfl_xor_sync(0xffffffffu, v, lane_mask); }
 GLA_DEVICE float* shared_floats() {
   extern __shared__ float4 gla_dynamic_smem[];  // float4 so that the carve-outs are 16-byte aligned
@@ -71,22 +74,29 @@ struct alignas(8) f2 {
 
 // A reusable barrier for a fixed number of threads. A wait that lasts a minute means some thread
 // skipped the barrier (divergent __syncthreads or shuffle in the kernel): report it instead of hanging.
+// wait(p) also returns whether any thread arrived with p true (__syncthreads_or): the last arrival
+// publishes the OR of a generation before releasing it, and no thread can complete the next
+// generation (and overwrite it) before every thread has read it.
 class EmuBarrier {
  public:
   explicit EmuBarrier(int count) : count_(count) {}
-  void wait() {
+  bool wait(bool p = false) {
     std::unique_lock<std::mutex> lock(mu_);
     const uint64_t gen = generation_;
+    any_ = any_ || p;
     if (++arrived_ == count_) {
       arrived_ = 0;
+      released_any_ = any_;
+      any_ = false;
       ++generation_;
       cv_.notify_all();
-      return;
+      return released_any_;
     }
     if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return generation_ != gen; })) {
       std::fprintf(stderr, "simt emulation: barrier deadlock (a thread skipped sync_threads/shfl_xor)\n");
       std::abort();
     }
+    return released_any_;
   }
 
  private:
@@ -95,6 +105,8 @@ class EmuBarrier {
   int count_;
   int arrived_ = 0;
   uint64_t generation_ = 0;
+  bool any_ = false;           // OR of the predicates of the generation being gathered
+  bool released_any_ = false;  // OR of the last generation released
 };
 
 struct EmuWarp {
@@ -122,6 +134,7 @@ inline int thread_x() { return emu_self()->thread; }
 inline int64_t block_x() { return emu_self()->block_x; }
 inline int64_t block_y() { return emu_self()->block_y; }
 inline void sync_threads() { emu_self()->block_barrier->wait(); }
+inline bool sync_threads_or(bool p) { return emu_self()->block_barrier->wait(p); }
 inline float* shared_floats() { return emu_self()->smem; }
 
 // Double-buffered slots: a lane writes slot set k % 2 only after the barrier of shuffle k - 1, which

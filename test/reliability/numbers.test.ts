@@ -15,12 +15,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODES, type Mode, attention } from '../helpers/call';
 import type { Kind } from '../helpers/cases';
 import { type HalfDType, halfValue, halfValues, toHalfBits } from '../helpers/half-bits';
 import { BACKENDS, type Backend } from '../helpers/package';
-import { type ReferenceOptions, referenceAttention } from '../reference';
+import { type ReferenceOptions, type ReferenceResult, referenceAttention } from '../reference';
 import {
   type DType, EMULATED_CUDA_PLUGIN, FIXTURES, HALF_DTYPES, PRECISION_TOLERANCE, type Precision, type Problem, changedOutside,
   expectedResultName, guard, ieeeMismatches, makeProblem, precisionMismatches, reference, runNode, tensorValues, typedArrayName, withTimeout,
@@ -43,14 +43,38 @@ const POISONS = [NaN, Infinity, -Infinity];
 const kvIndex = (o: ReferenceOptions, b: number, j: number, d: number): number => ((b * (o.kvHeads ?? o.heads)) * (o.kvSeqLen ?? o.seqLen) + j) * o.headDim + d;
 const qIndex = (o: ReferenceOptions, b: number, h: number, i: number, d: number): number => ((b * o.heads + h) * o.seqLen + i) * o.headDim + d;
 
+// Problems shared by the in-process suites and the cuda run in a child process (at the end).
+const TENSORS = ['q', 'k', 'v'] as const;
+type Tensor = (typeof TENSORS)[number];
+
+/** makeProblem with every 97th element of one tensor `poison`. */
+function poisonedEverywhere(kind: Kind, tensor: Tensor, poison: number): Problem {
+  const p = makeProblem(kind, SHAPES[kind], 11);
+  const target = p[tensor];
+  for (let i = 0; i < target.length; i += 97) target[i] = poison;
+  return p;
+}
+
+/** Sets every key and value past each item's kvLengths (the padding) to `poison`. */
+function poisonPadding(p: Problem, poison: number): void {
+  const options = p.options;
+  const lengths = options.kvLengths ?? [];
+  for (let b = 0; b < options.batch; b++) {
+    for (let j = lengths[b]; j < (options.kvSeqLen ?? options.seqLen); j++) {
+      for (let d = 0; d < options.headDim; d++) {
+        p.k[kvIndex(options, b, j, d)] = poison;
+        p.v[kvIndex(options, b, j, d)] = poison;
+      }
+    }
+  }
+}
+
 describe.each(BACKENDS)('non-finite inputs on the %s backend', (backend) => {
   it.each(MODES)('%s: NaN/±Infinity anywhere in q, k or v never crashes, hangs or writes an input', async (mode) => {
     for (const kind of KINDS) {
       for (const poison of POISONS) {
-        for (const tensor of ['q', 'k', 'v'] as const) {
-          const p = makeProblem(kind, SHAPES[kind], 11);
-          const target = p[tensor];
-          for (let i = 0; i < target.length; i += 97) target[i] = poison;
+        for (const tensor of TENSORS) {
+          const p = poisonedEverywhere(kind, tensor, poison);
           const guards = [guard('q', p.q), guard('k', p.k), guard('v', p.v)];
           const lse = new Float32Array(p.options.batch * p.options.heads * p.options.seqLen);
           const out = await withTimeout(
@@ -68,14 +92,7 @@ describe.each(BACKENDS)('non-finite inputs on the %s backend', (backend) => {
       for (const poison of POISONS) {
         const options = { ...SHAPES[kind], kvLengths: [37, 1] };
         const p = makeProblem(kind, options, 12);
-        for (let b = 0; b < 2; b++) {
-          for (let j = options.kvLengths[b]; j < 80; j++) {
-            for (let d = 0; d < 16; d++) {
-              p.k[kvIndex(options, b, j, d)] = poison;
-              p.v[kvIndex(options, b, j, d)] = poison;
-            }
-          }
-        }
+        poisonPadding(p, poison);
         const want = reference(p);
         for (const mode of MODES) {
           const lse = new Float32Array(2 * 2 * 80);
@@ -152,31 +169,59 @@ describe.each(BACKENDS)('NaN and Infinity propagate as IEEE arithmetic does, on 
   }
 });
 
+// Extreme but finite inputs: head dims 64 and 256 (cuda's tile kernel at both its sizes), a causal
+// kvSeqLen > seqLen, and a local-global mask with global rows (cuda's row pass).
+const EXTREME_SHAPES: Array<[Kind, ReferenceOptions]> = [
+  ['full', { batch: 1, heads: 2, seqLen: 70, headDim: 64, scale: 1 }],
+  ['full', { batch: 1, heads: 1, seqLen: 33, kvSeqLen: 90, headDim: 256, scale: 1, causal: true }],
+  ['localGlobal', { batch: 2, heads: 2, kvHeads: 1, seqLen: 90, headDim: 32, scale: 1, window: [5, 5], globalTokens: [3, 80] }],
+];
+
+/** |x| up to 1e4 in q, k and v, scale 1: logits ~1e9. */
+function extremeProblem(kind: Kind, options: ReferenceOptions): Problem {
+  const p = makeProblem(kind, options, 14, 1e4);
+  for (let i = 0; i < p.v.length; i++) p.v[i] *= 1e4;
+  return p;
+}
+
+/** q and k up to the largest finite float16 (bfloat16: the nearest below it), v up to ~1e4, exact in `dtype`. */
+function extremeHalfProblem(kind: Kind, options: ReferenceOptions, s: number, dtype: HalfDType): Problem {
+  const max = dtype === 'float16' ? 0x7bff : 0x477f; // 65504; bfloat16's nearest below it, 65280
+  const p = halfProblem(kind, options, 15, dtype, 65504);
+  for (let i = s; i < p.q.length; i += 7) p.q[i] = (i % 2 === 0 ? 1 : -1) * halfValue(dtype, max);
+  for (let i = s; i < p.k.length; i += 5) p.k[i] = (i % 3 === 0 ? -1 : 1) * halfValue(dtype, max);
+  for (let i = 0; i < p.v.length; i++) p.v[i] = halfValue(dtype, toHalfBits(dtype, Float32Array.of(p.v[i] * 1e4))[0]);
+  return p;
+}
+
+/**
+ * Finite wherever the reference is, never outside the values' range (a softmax-weighted mean of
+ * them, `slack` allowing for a rounding), and lse finite within lseRelative·|ref| + lseAbsolute.
+ */
+function expectExtreme(
+  what: string, p: Problem, want: ReferenceResult, out: Float32Array, lse: Float32Array, slack: number, lseRelative: number, lseAbsolute: number,
+): void {
+  let vMax = 0;
+  for (const x of p.v) vMax = Math.max(vMax, Math.abs(x));
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i]) && Number.isFinite(want.out[i])) expect.fail(`${what}: out[${i}] = ${out[i]}, reference ${want.out[i]}`);
+    if (Math.abs(out[i]) > vMax * slack) expect.fail(`${what}: out[${i}] = ${out[i]} is outside ±${vMax}`);
+  }
+  for (let r = 0; r < lse.length; r++) {
+    const ok = Number.isFinite(lse[r]) && Math.abs(lse[r] - want.lse[r]) <= lseRelative * Math.abs(want.lse[r]) + lseAbsolute;
+    if (!ok) expect.fail(`${what}: lse[${r}] = ${lse[r]}, reference ${want.lse[r]}`);
+  }
+}
+
 describe.each(BACKENDS)('extreme but finite inputs on the %s backend', (backend) => {
-  const shapes: Array<[Kind, ReferenceOptions]> = [
-    ['full', { batch: 1, heads: 2, seqLen: 70, headDim: 64, scale: 1 }],
-    ['full', { batch: 1, heads: 1, seqLen: 33, kvSeqLen: 90, headDim: 256, scale: 1, causal: true }],
-    ['localGlobal', { batch: 2, heads: 2, kvHeads: 1, seqLen: 90, headDim: 32, scale: 1, window: [5, 5], globalTokens: [3, 80] }],
-  ];
   it.each(MODES)('%s: |x| up to 1e4 with scale 1 (logits ~1e9) give finite outputs, each a mix of the values', async (mode) => {
-    for (const [kind, options] of shapes) {
-      const p = makeProblem(kind, options, 14, 1e4);
-      for (let i = 0; i < p.v.length; i++) p.v[i] *= 1e4;
+    for (const [kind, options] of EXTREME_SHAPES) {
+      const p = extremeProblem(kind, options);
       const want = reference(p);
       expect(want.maxAbsScore).toBeGreaterThan(1e7);
       const lse = new Float32Array(options.batch * options.heads * options.seqLen);
       const out = await attention(kind, mode, p.q, p.k, p.v, { ...options, lse, backend });
-      let vMax = 0;
-      for (const x of p.v) vMax = Math.max(vMax, Math.abs(x));
-      for (let i = 0; i < out.length; i++) {
-        if (!Number.isFinite(out[i]) && Number.isFinite(want.out[i])) expect.fail(`${kind}: out[${i}] = ${out[i]}, reference ${want.out[i]}`);
-        // A softmax-weighted mean of values can never leave their range.
-        if (Math.abs(out[i]) > vMax * (1 + 1e-6)) expect.fail(`${kind}: out[${i}] = ${out[i]} is outside ±${vMax}`);
-      }
-      for (let r = 0; r < lse.length; r++) {
-        const ok = Number.isFinite(lse[r]) && Math.abs(lse[r] - want.lse[r]) <= 1e-5 * Math.abs(want.lse[r]) + 1e-3 * want.maxAbsScore * 1e-3;
-        if (!ok) expect.fail(`${kind}: lse[${r}] = ${lse[r]}, reference ${want.lse[r]}`);
-      }
+      expectExtreme(kind, p, want, out, lse, 1 + 1e-6, 1e-5, 1e-3 * want.maxAbsScore * 1e-3);
     }
   });
 });
@@ -261,14 +306,7 @@ describe.each(BACKENDS)('float16 and bfloat16 NaN and ±Infinity patterns on the
         for (const [n, poison] of POISONS.entries()) {
           const options = { ...SHAPES[kind], kvLengths: [37, 0] };
           const p = halfProblem(kind, options, 12, dtype);
-          for (let b = 0; b < 2; b++) {
-            for (let j = options.kvLengths[b]; j < 80; j++) {
-              for (let d = 0; d < 16; d++) {
-                p.k[kvIndex(options, b, j, d)] = poison;
-                p.v[kvIndex(options, b, j, d)] = poison;
-              }
-            }
-          }
+          poisonPadding(p, poison);
           const nan = NAN_BITS[dtype][n];
           const bits = { q: halfBitsOf(dtype, p.q, nan), k: halfBitsOf(dtype, p.k, nan), v: halfBitsOf(dtype, p.v, nan) };
           const want = reference(p);
@@ -310,38 +348,23 @@ describe.each(BACKENDS)('float16 and bfloat16 NaN and Infinity propagate as IEEE
   }
 });
 
+/** expectExtreme's bounds for a half call: one rounding of the out, lse at the precision's tolerance. */
+function expectExtremeHalf(what: string, p: Problem, want: ReferenceResult, out: Float32Array, lse: Float32Array, precision: Precision, outDtype: DType): void {
+  const relative = precision === 'float32' ? 1e-5 : PRECISION_TOLERANCE.bfloat16;
+  expectExtreme(what, p, want, out, lse, 1 + elementTolerance(precision, outDtype), relative, relative * want.maxAbsScore * 1e-1);
+}
+
 describe.each(BACKENDS)('extreme but finite half inputs on the %s backend', (backend) => {
-  const shapes: Array<[Kind, ReferenceOptions]> = [
-    ['full', { batch: 1, heads: 2, seqLen: 70, headDim: 64, scale: 1 }],
-    ['full', { batch: 1, heads: 1, seqLen: 33, kvSeqLen: 90, headDim: 256, scale: 1, causal: true }],
-    ['localGlobal', { batch: 2, heads: 2, kvHeads: 1, seqLen: 90, headDim: 32, scale: 1, window: [5, 5], globalTokens: [3, 80] }],
-  ];
   it.each(HALF_DTYPES)('%s: q and k up to 65504, the largest finite float16 (logits ~1e10), give finite outputs, each a mix of the values, at both precisions', async (dtype) => {
-    const max = dtype === 'float16' ? 0x7bff : 0x477f; // 65504; bfloat16's nearest below it, 65280
-    for (const [s, [kind, options]] of shapes.entries()) {
-      const p = halfProblem(kind, options, 15, dtype, 65504);
-      for (let i = s; i < p.q.length; i += 7) p.q[i] = (i % 2 === 0 ? 1 : -1) * halfValue(dtype, max);
-      for (let i = s; i < p.k.length; i += 5) p.k[i] = (i % 3 === 0 ? -1 : 1) * halfValue(dtype, max);
-      for (let i = 0; i < p.v.length; i++) p.v[i] = halfValue(dtype, toHalfBits(dtype, Float32Array.of(p.v[i] * 1e4))[0]);
+    for (const [s, [kind, options]] of EXTREME_SHAPES.entries()) {
+      const p = extremeHalfProblem(kind, options, s, dtype);
       const want = reference(p);
       expect(want.maxAbsScore).toBeGreaterThan(1e9);
       const bits = { q: toHalfBits(dtype, p.q), k: toHalfBits(dtype, p.k), v: toHalfBits(dtype, p.v) };
-      let vMax = 0;
-      for (const x of p.v) vMax = Math.max(vMax, Math.abs(x));
       for (const { precision, mode, outDtype } of COMBOS(dtype)) {
         const what = `${kind} #${s} precision ${precision} ${mode} → ${outDtype}`;
         const { out, lse } = await halfCall(kind, mode, dtype, bits, options, { backend, precision, outDtype }, what);
-        const slack = 1 + elementTolerance(precision, outDtype);
-        for (let i = 0; i < out.length; i++) {
-          if (!Number.isFinite(out[i]) && Number.isFinite(want.out[i])) expect.fail(`${what}: out[${i}] = ${out[i]}, reference ${want.out[i]}`);
-          // A softmax-weighted mean of values can never leave their range (but for one rounding).
-          if (Math.abs(out[i]) > vMax * slack) expect.fail(`${what}: out[${i}] = ${out[i]} is outside ±${vMax}`);
-        }
-        const relative = precision === 'float32' ? 1e-5 : PRECISION_TOLERANCE.bfloat16;
-        for (let r = 0; r < lse.length; r++) {
-          const ok = Number.isFinite(lse[r]) && Math.abs(lse[r] - want.lse[r]) <= relative * Math.abs(want.lse[r]) + relative * want.maxAbsScore * 1e-1;
-          if (!ok) expect.fail(`${what}: lse[${r}] = ${lse[r]}, reference ${want.lse[r]}`);
-        }
+        expectExtremeHalf(what, p, want, out, lse, precision, outDtype);
       }
     }
   });
@@ -435,4 +458,240 @@ describe('float16 and bfloat16 on cuda (through the emulated plugin where there 
       if (found.length > 0) expect.fail(`${what}: ${found.join('; ')}`);
     }
   }, 300_000);
+});
+
+// --- The IEEE rules on cuda through the emulated plugin, in a process of its own ---------------------
+// The suites above run on backends() of this process, which lists 'cuda' only with a GPU (or with
+// GLA_CUDA_PLUGIN set before the addon loaded). So that every machine where the emulated plugin is
+// built (build-tests/, ctest's gla_cuda_emulated target: the real kernels compiled for the CPU)
+// checks cuda's IEEE behaviour too, the same problems go to fixtures/cuda-calls.cjs in one child
+// process with GLA_CUDA_PLUGIN pointing at that plugin, and each it() below checks its share of the
+// answers. A call there costs ~0.3-0.7 s whatever its size, so each problem runs once: by turns sync
+// or async, a half problem in one dtype, one (precision, mode, outDtype) and one NaN pattern, chosen
+// so that every value of each still appears. The plugin computes in float32 (its backendReport says
+// bfloat16Products: false), so a half call is held to the tolerance of the precision it computed in.
+
+const EMULATED_IN_PROCESS = EMULATED_CUDA_PLUGIN !== null && process.env.GLA_CUDA_PLUGIN !== undefined &&
+  path.resolve(process.env.GLA_CUDA_PLUGIN) === path.resolve(EMULATED_CUDA_PLUGIN);
+const EMULATED_SKIP = !ADDON_BUILT
+  ? ' — skipped: the native addon is not built, so no plugin can load'
+  : EMULATED_CUDA_PLUGIN === null
+    ? ' — skipped: the emulated CUDA plugin is not built (cmake --build build-tests --target gla_cuda_emulated builds build-tests/libgla_cuda_emulated.so)'
+    : EMULATED_IN_PROCESS
+      ? ' — skipped: GLA_CUDA_PLUGIN loads the emulated plugin in this process, so the suites above ran it as cuda'
+      : '';
+if (EMULATED_SKIP !== '') console.warn(`numbers.test.ts: the IEEE rules on cuda through the emulated plugin${EMULATED_SKIP}`);
+
+type Tensors = { q: Float32Array; k: Float32Array; v: Float32Array } | { q: Uint16Array; k: Uint16Array; v: Uint16Array };
+
+interface ChildCall {
+  id: string;
+  kind: Kind;
+  mode: Mode;
+  dtype: DType;
+  outDtype?: DType;
+  precision?: Precision;
+  options: ReferenceOptions;
+  tensors: Tensors;
+}
+
+/** What a call gave: out's values, lse, and the precision the plugin computed in (for tolerances). */
+interface ChildAnswer {
+  out: Float32Array;
+  lse: Float32Array;
+  precision: Precision;
+}
+
+interface ChildCase {
+  call: ChildCall;
+  check: (answer: ChildAnswer, what: string) => void;
+}
+
+interface ChildResult {
+  id: string;
+  resultType?: string;
+  out?: string;
+  lse?: string;
+  error?: string;
+  ms: number;
+  inputsUntouched: boolean;
+}
+
+const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
+function bytesOf(base64: string): ArrayBuffer {
+  const bytes = Buffer.from(base64, 'base64');
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
+function float32Call(id: string, p: Problem, mode: Mode): ChildCall {
+  return { id, kind: p.kind, mode, dtype: 'float32', options: p.options, tensors: { q: p.q, k: p.k, v: p.v } };
+}
+
+function halfChildCall(id: string, p: Problem, dtype: HalfDType, nan: number, combo: { precision: Precision; mode: Mode; outDtype: DType }): ChildCall {
+  const tensors = { q: halfBitsOf(dtype, p.q, nan), k: halfBitsOf(dtype, p.k, nan), v: halfBitsOf(dtype, p.v, nan) };
+  return { id, kind: p.kind, mode: combo.mode, dtype, outDtype: combo.outDtype, precision: combo.precision, options: p.options, tensors };
+}
+
+const ieeeCheck = (want: ReferenceResult, tolerance: number) => (a: ChildAnswer, what: string): void => {
+  expectNone(ieeeMismatches(a.out, want.out, 16, tolerance), what);
+  expectNone(ieeeMismatches(a.lse, want.lse, 1, tolerance, 'lse', 1), what);
+};
+
+const halfIeeeCheck = (want: ReferenceResult, outDtype: DType) => (a: ChildAnswer, what: string): void => {
+  expectNone(ieeeMismatches(a.out, want.out, 16, elementTolerance(a.precision, outDtype)), what);
+  expectNone(ieeeMismatches(a.lse, want.lse, 1, PRECISION_TOLERANCE[a.precision], 'lse', 1), what);
+};
+
+const CHILD_GROUPS: Array<{ title: string; cases: () => ChildCase[] }> = [
+  ...POISONINGS.map(({ name, poison }, pi) => ({
+    title: `float32: ${name}`,
+    cases: () => KINDS.map((kind, ki) => {
+      const p = makeProblem(kind, SHAPES[kind], 13);
+      poison(p.options, p.q, p.k, p.v);
+      const want = reference(p);
+      return { call: float32Call(`f32 ${name} ${kind}`, p, MODES[(pi + ki) % 2]), check: ieeeCheck(want, 1e-4) };
+    }),
+  })),
+  ...POISONINGS.map(({ name, poison }, pi) => ({
+    title: `float16 and bfloat16: ${name}`,
+    cases: () => KINDS.map((kind, ki) => {
+      const dtype = HALF_DTYPES[(pi + ki) % 2];
+      const combo = COMBOS(dtype)[(pi + 2 * ki) % 4];
+      const p = halfProblem(kind, SHAPES[kind], 13, dtype);
+      poison(p.options, p.q, p.k, p.v);
+      const want = reference(p);
+      const call = halfChildCall(`half ${name} ${kind}`, p, dtype, NAN_BITS[dtype][(pi + ki) % 4], combo);
+      return { call, check: halfIeeeCheck(want, combo.outDtype) };
+    }),
+  })),
+  {
+    title: 'NaN/±Infinity past kvLengths (padding) change nothing; an item with kvLengths 0 is zeros and lse −Infinity',
+    cases: () => [
+      ...KINDS.flatMap((kind, ki) => POISONS.map((poison, qi) => {
+        const p = makeProblem(kind, { ...SHAPES[kind], kvLengths: [37, 1] }, 12);
+        poisonPadding(p, poison);
+        return { call: float32Call(`f32 padding ${kind} ${poison}`, p, MODES[(ki + qi) % 2]), check: ieeeCheck(reference(p), 1e-5) };
+      })),
+      ...KINDS.flatMap((kind, ki) => HALF_DTYPES.map((dtype, di) => {
+        const poison = POISONS[(ki + 2 * di) % 3];
+        const combo = COMBOS(dtype)[(2 * ki + di) % 4];
+        const p = halfProblem(kind, { ...SHAPES[kind], kvLengths: [37, 0] }, 12, dtype);
+        poisonPadding(p, poison);
+        const want = reference(p);
+        const check = (a: ChildAnswer, what: string): void => {
+          halfIeeeCheck(want, combo.outDtype)(a, what);
+          for (let i = a.out.length / 2; i < a.out.length; i++) if (a.out[i] !== 0) expect.fail(`${what}: out[${i}] = ${a.out[i]} in an item that sees nothing`);
+        };
+        return { call: halfChildCall(`half padding ${kind} ${dtype} ${poison}`, p, dtype, NAN_BITS[dtype][ki + 2 * di], combo), check };
+      })),
+    ],
+  },
+  {
+    title: 'NaN/±Infinity (float16/bfloat16: every NaN and ±Inf pattern) anywhere in q, k or v never crashes, hangs or writes an input',
+    cases: () => [
+      ...TENSORS.flatMap((tensor, ti) => POISONS.map((poison, qi) => {
+        const kind = KINDS[(ti + qi) % 2];
+        const p = poisonedEverywhere(kind, tensor, poison);
+        const check = (a: ChildAnswer, what: string): void => expect(a.out.length, what).toBe(p.q.length);
+        return { call: float32Call(`f32 everywhere ${tensor}=${poison}`, p, MODES[qi % 2]), check };
+      })),
+      ...HALF_DTYPES.map((dtype, di) => {
+        const patterns = [...NAN_BITS[dtype], INF_BITS[dtype].pos, INF_BITS[dtype].neg];
+        const p = halfProblem(KINDS[di], SHAPES[KINDS[di]], 11, dtype);
+        const tensors = { q: toHalfBits(dtype, p.q), k: toHalfBits(dtype, p.k), v: toHalfBits(dtype, p.v) };
+        TENSORS.forEach((tensor, ti) => {
+          for (let i = ti, n = 0; i < tensors[tensor].length; i += 97, n++) tensors[tensor][i] = patterns[(n + ti) % patterns.length];
+        });
+        const combo = COMBOS(dtype)[3 - di];
+        const call: ChildCall = { id: `half everywhere ${dtype}`, kind: p.kind, mode: combo.mode, dtype, outDtype: combo.outDtype, precision: combo.precision, options: p.options, tensors };
+        return { call, check: (a: ChildAnswer, what: string) => expect(a.out.length, what).toBe(p.q.length) };
+      }),
+    ],
+  },
+  {
+    title: 'extreme but finite inputs (|x| up to 1e4 with scale 1; half q and k up to 65504) give finite outputs, each a mix of the values',
+    cases: () => [
+      ...EXTREME_SHAPES.map(([kind, options], s) => {
+        const p = extremeProblem(kind, options);
+        const want = reference(p);
+        const check = (a: ChildAnswer, what: string): void => {
+          expect(want.maxAbsScore).toBeGreaterThan(1e7);
+          expectExtreme(what, p, want, a.out, a.lse, 1 + 1e-6, 1e-5, 1e-3 * want.maxAbsScore * 1e-3);
+        };
+        return { call: float32Call(`f32 extreme #${s}`, p, MODES[s % 2]), check };
+      }),
+      ...HALF_DTYPES.map((dtype, di) => {
+        const s = di + 1;
+        const [kind, options] = EXTREME_SHAPES[s];
+        const p = extremeHalfProblem(kind, options, s, dtype);
+        const want = reference(p);
+        const combo = COMBOS(dtype)[1 + di];
+        const tensors = { q: toHalfBits(dtype, p.q), k: toHalfBits(dtype, p.k), v: toHalfBits(dtype, p.v) };
+        const call: ChildCall = { id: `half extreme ${dtype} #${s}`, kind, mode: combo.mode, dtype, outDtype: combo.outDtype, precision: combo.precision, options, tensors };
+        const check = (a: ChildAnswer, what: string): void => {
+          expect(want.maxAbsScore).toBeGreaterThan(1e9);
+          expectExtremeHalf(what, p, want, a.out, a.lse, a.precision, combo.outDtype);
+        };
+        return { call, check };
+      }),
+    ],
+  },
+];
+
+describe(`the IEEE rules on cuda through the emulated plugin, in a process of its own${EMULATED_SKIP}`, () => {
+  const dir = EMULATED_SKIP === '' ? fs.mkdtempSync(path.join(os.tmpdir(), 'gla-numbers-cuda-')) : '';
+  const built = new Map<string, ChildCase[]>();
+  const results = new Map<string, ChildResult>();
+  let report: { available: boolean; reason: string | null; bfloat16Products: boolean } | undefined;
+  let failure: string | null = null;
+
+  beforeAll(async () => {
+    if (EMULATED_SKIP !== '') return;
+    for (const g of CHILD_GROUPS) built.set(g.title, g.cases());
+    const calls = [...built.values()].flat().map(({ call }) => {
+      const { tensors, ...rest } = call;
+      return { ...rest, q: base64Of(tensors.q), k: base64Of(tensors.k), v: base64Of(tensors.v) };
+    });
+    const file = path.join(dir, 'calls.json');
+    fs.writeFileSync(file, JSON.stringify(calls));
+    const r = await runNode([path.join(FIXTURES, 'cuda-calls.cjs'), file], 280_000, { GLA_CUDA_PLUGIN: EMULATED_CUDA_PLUGIN as string });
+    if (r.code !== 0 || r.signal !== null) {
+      failure = `the child process ended with code ${r.code}, signal ${r.signal} after ${r.ms} ms: ${r.stderr.slice(-2000)}`;
+      return;
+    }
+    const parsed = JSON.parse(r.stdout.trim()) as { report?: typeof report; results: ChildResult[] };
+    report = parsed.report;
+    for (const result of parsed.results) results.set(result.id, result);
+  }, 300_000);
+  afterAll(() => {
+    if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(EMULATED_SKIP !== '')('the emulated plugin loads as cuda and answers every call', () => {
+    if (failure !== null) expect.fail(failure);
+    expect(report?.available, `cuda is not available there: ${report?.reason}`).toBe(true);
+    expect(results.size).toBe([...built.values()].flat().length);
+  });
+
+  for (const g of CHILD_GROUPS) {
+    it.skipIf(EMULATED_SKIP !== '')(g.title, () => {
+      if (failure !== null) expect.fail(failure);
+      for (const { call, check } of built.get(g.title) ?? []) {
+        const what = `${call.id} (${call.kind}, ${call.mode}${call.dtype === 'float32' ? '' : `, ${call.dtype} precision ${call.precision} → ${call.outDtype}`})`;
+        const result = results.get(call.id);
+        if (result === undefined) expect.fail(`${what}: no answer from the child process`);
+        if (result.error !== undefined) expect.fail(`${what}: ${result.error}`);
+        expect(result.inputsUntouched, `${what}: an input was written`).toBe(true);
+        const outDtype = call.outDtype ?? 'float32';
+        expect(result.resultType, what).toBe(expectedResultName(outDtype));
+        const outBytes = bytesOf(result.out ?? '');
+        const out = outDtype === 'float32' ? new Float32Array(outBytes) : tensorValues(outDtype, new Uint16Array(outBytes));
+        const lse = new Float32Array(bytesOf(result.lse ?? ''));
+        const precision: Precision = call.precision === 'bfloat16' && report?.bfloat16Products ? 'bfloat16' : 'float32';
+        check({ out, lse, precision }, what);
+      }
+    });
+  }
 });

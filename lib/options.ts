@@ -9,7 +9,8 @@ import { argumentError, describeValue, rangeError, typeError } from './errors';
 import { float16ArrayConstructor, isFloat16Array } from './half';
 import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
 import {
-  type AttentionBuffers, type AttentionProblem, DTYPE_CODES, PRECISION_CODES, type Strides, type TensorArray,
+  type AttentionBuffers, type AttentionProblem, DTYPE_CODES, type DTypeCode, PRECISION_CODES, type Strides,
+  type TensorArray,
 } from './problem';
 import { BACKEND_NAMES, type BackendChoice, type DType, type Layout, type Precision } from './types';
 
@@ -150,7 +151,8 @@ export function validateCall(
   const kvStrides = layoutStrides(layout, kvHeads, kvSeqLen, headDim);
   // One object literal with every field always present, so that every problem has the same shape.
   const problem: AttentionProblem = {
-    dtype: DTYPE_CODES[dtype], outDtype: DTYPE_CODES[outDtype], precision: PRECISION_CODES[precision],
+    dtype: dtypeCode(dtype), outDtype: dtypeCode(outDtype),
+    precision: precision === 'float32' ? PRECISION_CODES.float32 : PRECISION_CODES.bfloat16,
     batch, heads, kvHeads, seqLen, kvSeqLen, headDim,
     qStrides, kStrides: kvStrides, vStrides: kvStrides, outStrides: qStrides,
     scale, causal, windowLeft, windowRight, kvLengths, globalOffsets, globalIndices,
@@ -326,6 +328,11 @@ function layoutStrides(layout: Layout, heads: number, seqLen: number, headDim: n
 }
 
 const DTYPES = "'float32', 'float16' or 'bfloat16'";
+
+/** A comparison, not DTYPE_CODES[dtype]: a keyed load with a variable key is the slow kind in V8. */
+function dtypeCode(dtype: DType): DTypeCode {
+  return dtype === 'float32' ? DTYPE_CODES.float32 : dtype === 'float16' ? DTYPE_CODES.float16 : DTYPE_CODES.bfloat16;
+}
 
 function dtypeName(name: string, value: unknown): DType {
   if (typeof value !== 'string') throw typeError(name, value, DTYPES);

@@ -138,11 +138,11 @@ if(GLA_NATIVE_TESTS)
   # Core's test harness and double reference, compiled in by path (not by target name: the top-level
   # file defines those targets after including this one).
   set(_gla_test_support "${_gla_root}/native/tests/test_problem.cc" "${_gla_root}/native/reference/reference.cc")
-  add_executable(gla_cuda_tests "${_gla_root}/native/cuda/cuda_tests.cpp" ${_gla_test_support})
+  add_executable(gla_cuda_tests "${_gla_root}/native/tests/cuda/cuda_tests.cpp" ${_gla_test_support})
   target_include_directories(gla_cuda_tests PRIVATE "${_gla_root}/native" "${_gla_root}/native/cuda")
   target_link_libraries(gla_cuda_tests PRIVATE gla_core Threads::Threads)
 
-  add_executable(gla_cuda_bench "${_gla_root}/native/cuda/cuda_bench.cpp" "${_gla_root}/native/reference/reference.cc")
+  add_executable(gla_cuda_bench "${_gla_root}/native/tests/cuda/cuda_bench.cpp" "${_gla_root}/native/reference/reference.cc")
   target_include_directories(gla_cuda_bench PRIVATE "${_gla_root}/native" "${_gla_root}/native/cuda")
   target_link_libraries(gla_cuda_bench PRIVATE gla_core Threads::Threads)
 
@@ -155,8 +155,9 @@ if(GLA_NATIVE_TESTS)
 
   # The plugin's own source over a mock CUDA runtime and the CPU emulation of the kernels: loader,
   # ABI, staging and copies, context pool and kernels, end to end, with no GPU (and under sanitizers).
-  add_library(gla_cuda_emulated SHARED "${_gla_root}/native/cuda/plugin_emulated.cpp")
+  add_library(gla_cuda_emulated SHARED "${_gla_root}/native/tests/cuda/plugin_emulated.cpp")
   target_include_directories(gla_cuda_emulated PRIVATE "${_gla_root}/native/include" "${_gla_root}/native/cuda"
+    "${_gla_root}/native/tests/cuda"
     "${CMAKE_CURRENT_BINARY_DIR}/gla_cuda_generated")
   target_link_libraries(gla_cuda_emulated PRIVATE Threads::Threads ${CMAKE_DL_LIBS})
   set_target_properties(gla_cuda_emulated PROPERTIES CXX_VISIBILITY_PRESET hidden POSITION_INDEPENDENT_CODE ON)

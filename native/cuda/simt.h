@@ -2,7 +2,7 @@
 //  - nvcc: thin wrappers over threadIdx / blockIdx / __syncthreads(_or) / __shfl_xor_sync / shared
 //    memory;
 //  - a plain C++ compiler: an emulation in which every CUDA thread of a block is an OS thread, so the
-//    very same kernel source runs on the CPU in native/cuda/cuda_tests.cpp. That is how the kernels'
+//    very same kernel source runs on the CPU in native/tests/cuda/cuda_tests.cpp. That is how the kernels'
 //    index math, masks and barriers get tested on machines (and CI runs) without a GPU.
 // Kernels must call sync_threads(), sync_threads_or() and shfl_xor() uniformly (every thread of the
 // block, every lane of the warp), as CUDA requires; the emulation turns a divergent call into a

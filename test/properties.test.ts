@@ -5,7 +5,12 @@ import { MODES, attention } from './helpers/call';
 import { type Kind, inputLengths, makeInputs } from './helpers/cases';
 import { expectMatchesReference } from './helpers/compare';
 import { BACKENDS } from './helpers/package';
+import type { HalfDType } from './helpers/half-bits';
 import { type ReferenceOptions, referenceAttention } from './reference';
+import {
+  type DType, DTYPES, HALF_DTYPES, PRECISIONS, type Precision, precisionMismatches, tensorValues,
+  truncatedHalfBits,
+} from './reliability/support';
 
 interface Drawn {
   kind: Kind;
@@ -71,6 +76,39 @@ describe.each(BACKENDS)('backend %s on random valid options', (backend) => {
         expectMatchesReference(options, referenceAttention(q, k, v, options), out, lse);
       }),
       { numRuns: RUNS },
+    );
+  });
+});
+
+// The same draws stored as float16 or bfloat16 (or float32 with a half output), with a drawn
+// precision, against the reference of the decoded inputs at that precision's tolerance.
+const stored = fc.record({
+  drawn,
+  dtype: fc.constantFrom<DType>(...DTYPES),
+  halfOut: fc.constantFrom<HalfDType>(...HALF_DTYPES),
+  sameOut: fc.boolean(),
+  precision: fc.constantFrom<Precision>(...PRECISIONS),
+});
+
+describe.each(BACKENDS)('backend %s on random valid options with half precision', (backend) => {
+  it.each(MODES)('%s', async (mode) => {
+    await fc.assert(
+      fc.asyncProperty(stored, async ({ drawn: { kind, options, seed }, dtype, halfOut, sameOut, precision }) => {
+        const values = makeInputs(`property ${seed}`, options);
+        const store = (x: Float32Array) => (dtype === 'float32' ? x : truncatedHalfBits(dtype, x));
+        const q = store(values.q);
+        const k = store(values.k);
+        const v = store(values.v);
+        const outDtype: DType = dtype !== 'float32' && sameOut ? dtype : dtype === 'float32' ? halfOut : 'float32';
+        const n = inputLengths(options);
+        const lse = new Float32Array(n.lse).fill(NaN);
+        const out = outDtype === 'float32' ? new Float32Array(n.q).fill(NaN) : new Uint16Array(n.q).fill(0x7fff);
+        await attention(kind, mode, q, k, v, { ...options, dtype, outDtype, precision, out, lse, backend });
+        const reference = referenceAttention(tensorValues(dtype, q), tensorValues(dtype, k), tensorValues(dtype, v), options);
+        const found = precisionMismatches(options, reference, tensorValues(outDtype, out), lse, outDtype, precision);
+        if (found.length > 0) throw new Error(`${dtype} -> ${outDtype}, precision ${precision}: ${found.join('; ')}`);
+      }),
+      { numRuns: RUNS / 2 },
     );
   });
 });

@@ -467,6 +467,15 @@ AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector
   return packed_problem;
 }
 
+// batch_groups[b] = the index of batch item b's first group (groups are ordered by batch), and
+// batch_groups[batch] = the group count: the per-head flows walk one item's groups.
+const std::vector<int64_t>& first_group_of_each_batch(const Plan& plan, int64_t batch, std::vector<int64_t>& batch_groups) {
+  const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
+  batch_groups.assign(static_cast<size_t>(batch + 1), n_groups);
+  for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+  return batch_groups;
+}
+
 }  // namespace
 
 void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kernels, const DriverConfig& config) {
@@ -529,10 +538,23 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     std::copy(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * plan.dim_pad, part + 2 * mr);
   };
 
+  // One (batch, kv head) of the per-head flows: its groups in ascending order, pack_until(need)
+  // bringing the head's packed copy up to the keys a group reads just before the group's units
+  // run: under causality a unit then finds its newest keys in cache, fresh from the copy, and the
+  // head is never a separate pass over memory. Global rows, which read everything, come last.
+  const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
+  auto walk_head = [&](const std::vector<int64_t>& batch_groups, int64_t b, int64_t kh, const HeadKV& kv, Scratch& sc,
+                       auto&& pack_until) {
+    for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
+      pack_until(keys_end(p, plan.groups[static_cast<size_t>(gi)]));
+      for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
+        run_unit(unit_of(call, gi, hs), 0, kv, sc);
+      }
+    }
+  };
+
   if (kv_access == KvAccess::pairs_per_head) {
-    std::vector<int64_t>& batch_groups = buffers.batch_groups;
-    batch_groups.assign(static_cast<size_t>(p.batch + 1), n_groups);
-    for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+    const std::vector<int64_t>& batch_groups = first_group_of_each_batch(plan, p.batch, buffers.batch_groups);
     const int64_t dim_pairs = (p.head_dim + 1) / 2;
     const int64_t k_words = p.kv_seq_len * dim_pairs;
     const int64_t v_words = (p.kv_seq_len + 1) / 2 * plan.dim_pad;
@@ -541,7 +563,6 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     for (int t = 0; t < plan.threads; ++t) {
       buffers.head_pairs[static_cast<size_t>(t)].resize(static_cast<size_t>(k_words + v_words + ceil_div(n_blocks, 4)));
     }
-    const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
     auto head_task = [&](int64_t item, int slot) {
       const int64_t b = item / p.kv_heads;
       const int64_t kh = item % p.kv_heads;
@@ -553,11 +574,10 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
       kv.block_v_finite = finite;
       Scratch& sc = scratch[slot];
       const int64_t kv_length = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
-      // As packed_per_head: the head's groups in ascending order, each block packed just before
-      // the first unit that reads it.
+      // Whole blocks on the grid from key 0, each with its V-finite flag.
       int64_t packed_blocks = 0;
-      for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
-        const int64_t need = std::min(keys_end(p, plan.groups[static_cast<size_t>(gi)]), kv_length);
+      walk_head(batch_groups, b, kh, kv, sc, [&](int64_t keys_needed) {
+        const int64_t need = std::min(keys_needed, kv_length);
         for (; packed_blocks * plan.block_k < need; ++packed_blocks) {
           const int64_t j0 = packed_blocks * plan.block_k;
           const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv_length - j0));
@@ -567,26 +587,20 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
                                                         const_cast<uint32_t*>(kv.k_pairs) + j0 * dim_pairs,
                                                         const_cast<uint32_t*>(kv.v_pairs) + j0 / 2 * plan.dim_pad);
         }
-        for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
-          run_unit(unit_of(call, gi, hs), 0, kv, sc);
-        }
-      }
+      });
     };
     parallel_for(p.batch * p.kv_heads, plan.threads, TaskRef(head_task));
     return;
   }
 
   if (kv_access == KvAccess::packed_per_head || kv_access == KvAccess::packed_per_batch) {
-    std::vector<int64_t>& batch_groups = buffers.batch_groups;
-    batch_groups.assign(static_cast<size_t>(p.batch + 1), n_groups);
-    for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+    const std::vector<int64_t>& batch_groups = first_group_of_each_batch(plan, p.batch, buffers.batch_groups);
     const bool per_batch = kv_access == KvAccess::packed_per_batch;
     const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
     if (buffers.head_kv.size() < static_cast<size_t>(plan.threads)) buffers.head_kv.resize(static_cast<size_t>(plan.threads));
     for (int t = 0; t < plan.threads; ++t) {
       buffers.head_kv[static_cast<size_t>(t)].resize(static_cast<size_t>(per_batch ? p.kv_heads * head_floats : head_floats));
     }
-    const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
     if (per_batch) {
       auto batch_task = [&](int64_t b, int slot) {
         float* packed = buffers.head_kv[static_cast<size_t>(slot)].data();
@@ -607,21 +621,13 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
       const int64_t kh = item % p.kv_heads;
       float* packed = buffers.head_kv[static_cast<size_t>(slot)].data();
       const HeadKV kv = packed_head(p, packed);
-      // The head's groups in ascending order, packing each row just before the first unit that
-      // reads it: under causality a unit then finds its newest keys in cache, fresh from the copy,
-      // and the head is never a separate pass over memory. Global rows, which read everything,
-      // come last.
       int64_t packed_end = 0;
-      for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
-        const int64_t need = keys_end(p, plan.groups[static_cast<size_t>(gi)]);
+      walk_head(batch_groups, b, kh, kv, scratch[slot], [&](int64_t need) {
         if (need > packed_end) {
           pack_head_rows(p, b, kh, packed_end, need, packed);
           packed_end = need;
         }
-        for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
-          run_unit(unit_of(call, gi, hs), 0, kv, scratch[slot]);
-        }
-      }
+      });
     };
     parallel_for(p.batch * p.kv_heads, plan.threads, TaskRef(head_task));
     return;

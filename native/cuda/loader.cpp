@@ -225,7 +225,11 @@ struct WidenedProblem {
   std::vector<float> q, k, v, out;
 };
 
-const cpu::CpuKernels& conversion_kernels() { return *dispatch::kernels_for(supported_isas().front()); }
+// The best CPU kernels' conversions (looked up once: supported_isas() builds a vector).
+const cpu::CpuKernels& conversion_kernels() {
+  static const cpu::CpuKernels& kernels = *dispatch::kernels_for(supported_isas().front());
+  return kernels;
+}
 
 void widen_tensor(const void* src, DType dtype, int64_t elements, std::vector<float>& dst) {
   dst.resize(static_cast<size_t>(elements));

@@ -5,7 +5,7 @@
 
 /**
  * The numeric fields of struct gla::AttentionProblem (native/include/gla/problem.h), minus buffers
- * and the optional Int32Arrays, packed into one Float64Array: one napi_get_typedarray_info reads
+ * and the optional metadata arrays, packed into one Float64Array: one napi_get_typedarray_info reads
  * them all, where ~30 named-property lookups of a plain object were most of a tiny call's native
  * time. Entry 0 is the layout version, then the fields in the order of the addon's field table
  * (GLA_PROBLEM_FIELDS in native/addon/problem_reader.h), which problemFields() returns and
@@ -42,6 +42,7 @@ export interface NativeBinding {
     out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
     isa: NativeIsa,
   ): NativeTensor;
   /**
@@ -57,6 +58,7 @@ export interface NativeBinding {
     out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
     isa: NativeIsa,
   ): Promise<NativeTensor>;
   /** CUDA plugin probe: null when usable, else the reason it is not. Never throws. */
@@ -67,12 +69,14 @@ export interface NativeBinding {
     out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
   ): NativeTensor;
   cudaAttentionAsync(
     q: NativeTensor, k: NativeTensor, v: NativeTensor,
     out: NativeTensor | null, lse: Float32Array | null,
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
+    qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
   ): Promise<NativeTensor>;
 }
 

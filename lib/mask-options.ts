@@ -1,4 +1,5 @@
-// Validation of the options that shape the mask (kvLengths, window, globalTokens), kept apart from
+// Validation of the options that shape the mask and the scores (kvLengths, qLengths, window,
+// globalTokens, softcap, alibiSlopes, sinkLogits), kept apart from
 // options.ts because each has its own small grammar. Called only by options.ts.
 import { argumentError, rangeError, typeError } from './errors';
 
@@ -15,17 +16,46 @@ function integerIn(name: string, value: unknown, min: number, max: number, expec
   return value;
 }
 
-export function normaliseKvLengths(value: unknown, batch: number, kvSeqLen: number): Int32Array {
+/** kvLengths or qLengths: one integer per batch item in [0, max]. */
+export function normaliseLengths(name: string, value: unknown, batch: number, max: number, maxName: string): Int32Array {
   if (!isList(value)) {
-    throw typeError('options.kvLengths', value, `an array or typed array of batch = ${batch} integers`);
+    throw typeError(name, value, `an array or typed array of batch = ${batch} integers`);
   }
   if (value.length !== batch) {
-    throw argumentError(RangeError, 'options.kvLengths', `has length ${value.length}`, `batch = ${batch}`);
+    throw argumentError(RangeError, name, `has length ${value.length}`, `batch = ${batch}`);
   }
   const lengths = new Int32Array(batch);
-  const expected = `an integer in [0, kvSeqLen] = [0, ${kvSeqLen}]`;
-  for (let b = 0; b < batch; b++) lengths[b] = integerIn(`options.kvLengths[${b}]`, value[b], 0, kvSeqLen, expected);
+  const expected = `an integer in [0, ${maxName}] = [0, ${max}]`;
+  for (let b = 0; b < batch; b++) lengths[b] = integerIn(`${name}[${b}]`, value[b], 0, max, expected);
   return lengths;
+}
+
+// The kernels compute in float32, where a larger magnitude is Infinity.
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** softcap: 0 (off) or a finite positive float32. */
+export function normaliseSoftcap(value: unknown): number {
+  const expected = `0 (off) or a finite number > 0 (at most ${FLOAT32_MAX})`;
+  if (typeof value !== 'number') throw typeError('options.softcap', value, expected);
+  if (!(value >= 0 && value <= FLOAT32_MAX)) throw rangeError('options.softcap', value, expected);
+  return value;
+}
+
+/** alibiSlopes or sinkLogits: one finite float32 per query head. */
+export function normaliseHeadValues(name: string, value: unknown, heads: number): Float32Array {
+  if (!isList(value)) throw typeError(name, value, `an array or typed array of heads = ${heads} finite numbers`);
+  if (value.length !== heads) {
+    throw argumentError(RangeError, name, `has length ${value.length}`, `heads = ${heads}`);
+  }
+  const values = new Float32Array(heads);
+  const expected = `a finite number, |x| ≤ ${FLOAT32_MAX}`;
+  for (let h = 0; h < heads; h++) {
+    const x = value[h];
+    if (typeof x !== 'number') throw typeError(`${name}[${h}]`, x, expected);
+    if (!(Math.abs(x) <= FLOAT32_MAX)) throw rangeError(`${name}[${h}]`, x, expected);
+    values[h] = x;
+  }
+  return values;
 }
 
 /** [left, right] with -1 for an unbounded side. */

@@ -7,7 +7,7 @@ import { isFloat32Array, isUint16Array } from 'node:util/types';
 import { isDetached } from './detached';
 import { argumentError, describeValue, rangeError, typeError } from './errors';
 import { float16ArrayConstructor, isFloat16Array } from './half';
-import { normaliseGlobalTokens, normaliseKvLengths, normaliseWindow } from './mask-options';
+import { normaliseGlobalTokens, normaliseHeadValues, normaliseLengths, normaliseSoftcap, normaliseWindow } from './mask-options';
 import {
   type AttentionBuffers, type AttentionProblem, DTYPE_CODES, type DTypeCode, PRECISION_CODES, type Strides,
   type TensorArray,
@@ -46,6 +46,7 @@ export const BACKEND_ENV = 'GLOBAL_LOCAL_ATTENTION_BACKEND';
 const COMMON_KEYS = [
   'batch', 'heads', 'seqLen', 'headDim', 'kvHeads', 'kvSeqLen', 'layout', 'scale', 'causal',
   'kvLengths', 'out', 'lse', 'backend', 'threads', 'dtype', 'outDtype', 'precision',
+  'qLengths', 'softcap', 'alibiSlopes', 'sinkLogits',
 ] as const;
 const LOCAL_GLOBAL_KEYS = ['window', 'globalTokens'] as const;
 const FULL_KEY_SET: ReadonlySet<string> = new Set(COMMON_KEYS);
@@ -107,7 +108,11 @@ export function validateCall(
 
   const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : float32Scale(o.scale);
   const causal = o.causal === undefined ? false : boolean('options.causal', o.causal);
-  const kvLengths = o.kvLengths === undefined ? null : normaliseKvLengths(o.kvLengths, batch, kvSeqLen);
+  const kvLengths = o.kvLengths === undefined ? null : normaliseLengths('options.kvLengths', o.kvLengths, batch, kvSeqLen, 'kvSeqLen');
+  const qLengths = o.qLengths === undefined ? null : normaliseLengths('options.qLengths', o.qLengths, batch, seqLen, 'seqLen');
+  const softcap = o.softcap === undefined ? 0 : normaliseSoftcap(o.softcap);
+  const alibiSlopes = o.alibiSlopes === undefined ? null : normaliseHeadValues('options.alibiSlopes', o.alibiSlopes, heads);
+  const sinkLogits = o.sinkLogits === undefined ? null : normaliseHeadValues('options.sinkLogits', o.sinkLogits, heads);
 
   let windowLeft = -1;
   let windowRight = -1;
@@ -155,7 +160,8 @@ export function validateCall(
     precision: precision === 'float32' ? PRECISION_CODES.float32 : PRECISION_CODES.bfloat16,
     batch, heads, kvHeads, seqLen, kvSeqLen, headDim,
     qStrides, kStrides: kvStrides, vStrides: kvStrides, outStrides: qStrides,
-    scale, causal, windowLeft, windowRight, kvLengths, globalOffsets, globalIndices,
+    scale, causal, windowLeft, windowRight, kvLengths, qLengths, softcap, alibiSlopes, sinkLogits,
+    globalOffsets, globalIndices,
     // An upper bound, so asking for more than this machine has means all it has.
     threads: Math.min(threads, availableCores()),
   };
@@ -192,6 +198,10 @@ interface GivenOptions {
   dtype: unknown;
   outDtype: unknown;
   precision: unknown;
+  qLengths: unknown;
+  softcap: unknown;
+  alibiSlopes: unknown;
+  sinkLogits: unknown;
 }
 
 /**
@@ -209,6 +219,7 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
     kvSeqLen: undefined, layout: undefined, scale: undefined, causal: undefined, kvLengths: undefined,
     out: undefined, lse: undefined, backend: undefined, threads: undefined, window: undefined, globalTokens: undefined,
     dtype: undefined, outDtype: undefined, precision: undefined,
+    qLengths: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined,
   };
   const local = kind === 'localGlobalAttention';
   for (const key of Object.keys(o)) {
@@ -233,6 +244,10 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
       case 'dtype': given.dtype = value; break;
       case 'outDtype': given.outDtype = value; break;
       case 'precision': given.precision = value; break;
+      case 'qLengths': given.qLengths = value; break;
+      case 'softcap': given.softcap = value; break;
+      case 'alibiSlopes': given.alibiSlopes = value; break;
+      case 'sinkLogits': given.sinkLogits = value; break;
       case 'window': if (local) { given.window = value; break; } throw unknownKey(kind, key);
       case 'globalTokens': if (local) { given.globalTokens = value; break; } throw unknownKey(kind, key);
       default: throw unknownKey(kind, key);

@@ -39,6 +39,17 @@ export interface AttentionProblem {
   windowRight: number;
   /** One per batch item in [0, kvSeqLen], or null when every key is present. */
   kvLengths: Int32Array | null;
+  /** One per batch item in [0, seqLen], or null when every query row is real. Query i of item b
+   *  sits at position p = i + kvLength(b) - qLength(b); rows i >= qLength(b) are padding (zeros,
+   *  lse -Infinity, no work). kvLength(b) is kvLengths[b] or kvSeqLen, qLength(b) qLengths[b] or seqLen. */
+  qLengths: Int32Array | null;
+  /** > 0: every scaled score s becomes softcap·tanh(s / softcap) (Gemma 2); 0 = off. */
+  softcap: number;
+  /** One slope per query head, or null: the score (after softcap) gains -slope·|p - j| (ALiBi). */
+  alibiSlopes: Float32Array | null;
+  /** One logit per query head, or null: exp(sink - max) joins each row's softmax denominator with no
+   *  value vector (gpt-oss sinks); lse includes it, and a row that sees no key gets zeros, lse = sink. */
+  sinkLogits: Float32Array | null;
   /** CSR global tokens: batch b owns globalIndices[globalOffsets[b] .. globalOffsets[b+1]),
    *  sorted ascending and unique, each in [0, kvSeqLen). Both null when there are none. */
   globalOffsets: Int32Array | null;

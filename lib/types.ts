@@ -81,16 +81,42 @@ export interface AttentionOptions<Out extends DType = 'float32'> {
   /** Multiplies every q·k score before the softmax. Finite; default 1/√headDim. */
   scale?: number;
   /**
-   * Causal masking, bottom-right aligned as in FlashAttention: query i sits at absolute position
-   * p = i + kvSeqLen − seqLen and sees keys j ≤ p. A single decode query (seqLen 1) sees the whole
-   * cache. Queries with p < 0 (seqLen > kvSeqLen) see nothing: zeros and lse −Infinity.
+   * Causal masking, bottom-right aligned as in FlashAttention, per sequence: query i of batch item b
+   * sits at absolute position p = i + kvLength(b) − qLength(b) (kvLength(b) is `kvLengths[b]` or
+   * kvSeqLen, qLength(b) is `qLengths[b]` or seqLen) and sees keys j ≤ p. A single decode query
+   * (seqLen 1) sees the whole of its own cache. Queries with p < 0 see nothing: zeros and lse −Infinity.
    */
   causal?: boolean;
   /**
    * One valid length per batch item, each an integer in [0, kvSeqLen]: keys j ≥ kvLengths[b] are
-   * invisible (right-padded batches). Default: every key is present.
+   * invisible (right-padded batches, a decode batch over caches of different lengths), and each
+   * sequence's queries are aligned to the end of its own keys (see `causal`). Default: every key is present.
    */
   kvLengths?: IntegerList;
+  /**
+   * One count of real query rows per batch item, each an integer in [0, seqLen]; rows i ≥ qLengths[b]
+   * are padding: they come out zeros with lse −Infinity, and no work is spent on them. A
+   * right-padded prefill batch passes `qLengths` = `kvLengths`. Default: seqLen for every item.
+   */
+  qLengths?: IntegerList;
+  /**
+   * Soft-capping of the scores (Gemma 2, Grok): each scaled score s becomes softcap·tanh(s / softcap)
+   * before the ALiBi bias and the softmax. A number > 0; 0 or absent is off.
+   */
+  softcap?: number;
+  /**
+   * ALiBi: one slope per query head (`heads` finite numbers). The score of the query at position p
+   * for key j (after scale and softcap) gains −slope·|p − j|, with p as in `causal`.
+   */
+  alibiSlopes?: ArrayLike<number>;
+  /**
+   * Learned attention sinks (gpt-oss `sinks`, onnxruntime `head_sink`): one logit per query head
+   * (`heads` finite numbers) that joins every row's softmax denominator with no value vector, so the
+   * weights are exp(s_j − m) / (Σ exp(s_i − m) + exp(sink − m)). `lse` includes the sink; a row that
+   * sees no key gets zeros and lse = the sink logit. Not the same as StreamingLLM's sink *tokens*,
+   * which are real keys (`globalTokens` of {@link localGlobalAttention}).
+   */
+  sinkLogits?: ArrayLike<number>;
   /**
    * Element type of q, k and v. Default: from q's array (Float32Array: `'float32'`, Float16Array:
    * `'float16'`); required for a Uint16Array, whose bits could be either half type. q, k and v
@@ -110,7 +136,8 @@ export interface AttentionOptions<Out extends DType = 'float32'> {
   /**
    * Optional Float32Array of batch·heads·seqLen elements, in [batch, heads, seq] order for both
    * layouts, filled with the natural log of the sum of exp of each query row's scaled visible scores
-   * (−Infinity for a row that sees no key). Must not overlap q, k or v.
+   * (and of its sink logit, with `sinkLogits`; −Infinity for a row that sees no key, and for
+   * padding rows). Must not overlap q, k or v.
    */
   lse?: Float32Array;
   /**

@@ -77,12 +77,12 @@ function requireBinding(): NativeBinding {
 /**
  * The problem crosses into the addon as one Float64Array: the layout version, then these fields of
  * the AttentionProblem (a dotted name is a nested one; booleans travel as 0 or 1), plus the three
- * optional Int32Arrays as separate arguments. This list is the JS half of the one field table; the
+ * optional metadata arrays as separate arguments. This list is the JS half of the one field table; the
  * C++ half is GLA_PROBLEM_FIELDS in native/addon/problem_reader.h, and the addon's problemFields()
  * must name exactly these in this order, which loadAddon checks. Adding a field is one name here
  * and one row there; bump the version on both sides when a field changes meaning.
  */
-export const NATIVE_PROBLEM_LAYOUT_VERSION = 3;
+export const NATIVE_PROBLEM_LAYOUT_VERSION = 4;
 export const NATIVE_PROBLEM_FIELDS = [
   'dtype', 'outDtype', 'precision',
   'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
@@ -90,7 +90,7 @@ export const NATIVE_PROBLEM_FIELDS = [
   'kStrides.batch', 'kStrides.head', 'kStrides.seq',
   'vStrides.batch', 'vStrides.head', 'vStrides.seq',
   'outStrides.batch', 'outStrides.head', 'outStrides.seq',
-  'scale', 'causal', 'windowLeft', 'windowRight', 'threads',
+  'scale', 'causal', 'windowLeft', 'windowRight', 'softcap', 'threads',
 ] as const;
 
 /** What the addon must report from problemFields(): the version, then every name above. */
@@ -154,11 +154,11 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
     },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
+      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, isa);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, isa);
+      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, isa);
     },
   };
 }
@@ -186,11 +186,11 @@ export function cudaBackend(): BackendImpl {
     bfloat16Products: () => false,
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
+      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices);
+      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits);
     },
   };
 }

@@ -7,6 +7,12 @@
 // An online softmax (running max and sum, rescaling the accumulator) means no tile of scores ever
 // outlives its key tile, so scratch is a few tiles, never seqLen x kvSeqLen.
 //
+// The serving options stay out of the common path. Each batch item has its own alignment (query i
+// sits at i + kvLength(b) - qLength(b)) and its own count of real rows: a query tile stops at
+// qLength(b) and its padding rows are written as zeros without any work. Softcap and ALiBi rewrite
+// a tile's scores in one extra pass, taken per tile only when either is on, and attention sinks
+// join a row's softmax once, when the row is finished.
+//
 // Each tile is two small matrix products, S = Q·Kᵀ and O += P·V. The query, key and value rows of a
 // tile are first copied into contiguous Float64Array scratch ("packed"), whatever the layout, so the
 // two products are plain loops over dense rows: V8 then keeps the accumulators of a 2×4 block in
@@ -107,7 +113,6 @@ class TileKernel {
   private readonly p: AttentionProblem;
   private readonly b: KernelBuffers;
   private readonly s: Scratch;
-  private readonly positionOffset: number;
   private readonly dim: number;
   private readonly qSeq: number;
   private readonly kSeq: number;
@@ -116,6 +121,10 @@ class TileKernel {
 
   // Per batch item.
   private batch = -1;
+  /** kvLength(b) - qLength(b): query i of this batch item sits at position i + positionOffset. */
+  private positionOffset = 0;
+  /** qLength(b): rows at or after it are padding. */
+  private queryLength = 0;
   private mask!: RowMask;
   private unboundedMask!: RowMask;
   private globals: Int32Array = new Int32Array(0);
@@ -128,18 +137,25 @@ class TileKernel {
   private vHeadBase = 0;
   private outHeadBase = 0;
   private lseHeadBase = 0;
+  /** ALiBi slope of the current query head; 0 without ALiBi, where the bias vanishes. */
+  private slope = 0;
+  /** Sink logit of the current query head, used only when the problem has sinks. */
+  private sink = 0;
+
+  /** Softcap or ALiBi is on: every tile's scores need transformScores. Fixed for the call. */
+  private readonly transformsScores: boolean;
 
   constructor(problem: AttentionProblem, buffers: KernelBuffers, scratch: Scratch) {
     this.p = problem;
     this.b = buffers;
     this.s = scratch;
-    this.positionOffset = problem.kvSeqLen - problem.seqLen;
     this.dim = problem.headDim;
     this.qSeq = problem.qStrides.seq;
     this.kSeq = problem.kStrides.seq;
     this.vSeq = problem.vStrides.seq;
     this.outSeq = problem.outStrides.seq;
     this.globalMap = new Uint8Array(problem.globalIndices === null ? 0 : problem.kvSeqLen);
+    this.transformsScores = problem.softcap > 0 || problem.alibiSlopes !== null;
   }
 
   attendQueryTile(batch: number, head: number, first: number, end: number): void {
@@ -152,15 +168,22 @@ class TileKernel {
     this.vHeadBase = batch * p.vStrides.batch + kvHead * p.vStrides.head;
     this.outHeadBase = batch * p.outStrides.batch + head * p.outStrides.head;
     this.lseHeadBase = (batch * p.heads + head) * p.seqLen;
+    this.slope = p.alibiSlopes === null ? 0 : p.alibiSlopes[head];
+    this.sink = p.sinkLogits === null ? 0 : p.sinkLogits[head];
+
+    // Padding rows cost no work: the tile's real rows end at qLength(b).
+    const realEnd = Math.max(first, Math.min(end, this.queryLength));
+    if (realEnd < end) this.writePaddingRows(realEnd, end);
+    if (realEnd === first) return;
 
     let globalRowCount = 0;
-    for (let i = first; i < end; i++) {
+    for (let i = first; i < realEnd; i++) {
       const isGlobal = this.isGlobalPosition(i + this.positionOffset);
       s.rowIsGlobal[i - first] = isGlobal ? 1 : 0;
       if (isGlobal) s.globalRows[globalRowCount++] = i;
     }
 
-    this.attendRows(this.mask, first, end, true);
+    this.attendRows(this.mask, first, realEnd, true);
     if (globalRowCount === 0) return;
     // A global query sees every key: its own single-row pass with the window lifted. Globals need no
     // gathering there because the window range already holds every allowed key.
@@ -175,12 +198,26 @@ class TileKernel {
     const p = this.p;
     this.batch = batch;
     const kvLength = p.kvLengths === null ? p.kvSeqLen : p.kvLengths[batch];
+    this.queryLength = p.qLengths === null ? p.seqLen : p.qLengths[batch];
+    // Each sequence's real queries are aligned to the end of its own keys (bottom-right, per item).
+    this.positionOffset = kvLength - this.queryLength;
     this.mask = makeMask(kvLength, this.positionOffset, p.causal, p.windowLeft, p.windowRight);
     this.unboundedMask = makeMask(kvLength, this.positionOffset, p.causal, -1, -1);
     if (p.globalOffsets === null || p.globalIndices === null) return;
     for (const j of this.globals) this.globalMap[j] = 0;
     this.globals = p.globalIndices.subarray(p.globalOffsets[batch], p.globalOffsets[batch + 1]);
     for (const j of this.globals) this.globalMap[j] = 1;
+  }
+
+  /** Rows [first, end) are padding (at or after qLength(b)): zeros and lse -Infinity. */
+  private writePaddingRows(first: number, end: number): void {
+    const { out, lse } = this.b;
+    const dim = this.dim;
+    for (let i = first; i < end; i++) {
+      const outBase = this.outHeadBase + i * this.outSeq;
+      out.fill(0, outBase, outBase + dim);
+    }
+    if (lse !== null) lse.fill(-Infinity, this.lseHeadBase + first, this.lseHeadBase + end);
   }
 
   private isGlobalPosition(position: number): boolean {
@@ -274,6 +311,7 @@ class TileKernel {
     const paddedKeys = (keyCount + 3) & ~3;
     this.packKeysAndValues(keyCount);
     this.computeScores(pairedRows, paddedKeys);
+    if (this.transformsScores) this.transformScores(first, rows, keyCount);
 
     for (let r = 0; r < pairedRows; r++) {
       const base = r * KEY_TILE;
@@ -372,6 +410,29 @@ class TileKernel {
   }
 
   /**
+   * Softcap, then the ALiBi bias (FlashAttention 2's order), on the scores of rows [first, first +
+   * rows) against keyIndex[0 .. keyCount). Hidden pairs are transformed too and then masked to
+   * -Infinity as usual: masking first would lose a genuine -Infinity score, which softcap maps to
+   * -softcap. Global rows are skipped, as accumulate discards their scores.
+   */
+  private transformScores(first: number, rows: number, keyCount: number): void {
+    const { scores, keyIndex, rowIsGlobal } = this.s;
+    const softcap = this.p.softcap;
+    const slope = this.slope;
+    for (let r = 0; r < rows; r++) {
+      if (rowIsGlobal[r] === 1) continue;
+      const base = r * KEY_TILE;
+      if (softcap > 0) {
+        for (let c = 0; c < keyCount; c++) scores[base + c] = softcap * Math.tanh(scores[base + c] / softcap);
+      }
+      if (slope !== 0) {
+        const position = first + r + this.positionOffset;
+        for (let c = 0; c < keyCount; c++) scores[base + c] -= slope * Math.abs(position - keyIndex[c]);
+      }
+    }
+  }
+
+  /**
    * acc[r] = acc[r] · rowScale[r] + Σ_c P[r][c] · values[c] for r < rows (even), c < keyCount.
    * A block of 2 rows × 4 dims stays in registers across the whole key loop.
    */
@@ -431,6 +492,10 @@ class TileKernel {
    * -Infinity, a row whose sum is NaN (a NaN or +Infinity score) gets NaN, as IEEE arithmetic would.
    */
   private finishRows(first: number, end: number): void {
+    if (this.p.sinkLogits !== null) {
+      this.finishRowsWithSink(first, end);
+      return;
+    }
     const { out, lse } = this.b;
     const { acc, rowSum, rowMax, rowIsGlobal, stride } = this.s;
     const dim = this.dim;
@@ -443,6 +508,33 @@ class TileKernel {
       const inverse = sum > 0 ? 1 / sum : sum === 0 ? 0 : NaN;
       for (let d = 0; d < dim; d++) out[outBase + d] = acc[accBase + d] * inverse;
       if (lse !== null) lse[this.lseHeadBase + i] = sum > 0 ? rowMax[r] + Math.log(sum) : sum === 0 ? -Infinity : NaN;
+    }
+  }
+
+  /**
+   * finishRows with the head's sink logit in every row's softmax: a key with no value vector. The
+   * running state needs no change for it; it joins once here, under the larger of the two maxima:
+   * sum' = sum · exp(max - M) + exp(sink - M) with M = max(max, sink). A row that saw nothing has
+   * max -Infinity and sum 0, so it gets zeros and lse = sink; a NaN max or sum still gives NaN.
+   */
+  private finishRowsWithSink(first: number, end: number): void {
+    const { out, lse } = this.b;
+    const { acc, rowSum, rowMax, rowIsGlobal, stride } = this.s;
+    const dim = this.dim;
+    const sink = this.sink;
+    for (let i = first; i < end; i++) {
+      const r = i - first;
+      if (rowIsGlobal[r] === 1) continue;
+      const outBase = this.outHeadBase + i * this.outSeq;
+      const accBase = r * stride;
+      const max = rowMax[r];
+      const jointMax = Math.max(max, sink);
+      // 0 for a row that saw nothing (max -Infinity): its zero acc and sum drop out.
+      const keysRescale = Math.exp(max - jointMax);
+      const sum = rowSum[r] * keysRescale + Math.exp(sink - jointMax);
+      const inverse = keysRescale / sum;
+      for (let d = 0; d < dim; d++) out[outBase + d] = acc[accBase + d] * inverse;
+      if (lse !== null) lse[this.lseHeadBase + i] = jointMax + Math.log(sum);
     }
   }
 }

@@ -3,6 +3,8 @@
 import type { AttentionProblem, KernelBuffers } from '../problem';
 
 export interface WorkerRequest {
+  /** Structured-cloned with each request: its typed-array fields (kvLengths, qLengths, alibiSlopes,
+   *  sinkLogits, the global-token CSR) arrive as copies of the same type, so it needs no encoding. */
   problem: AttentionProblem;
   buffers: KernelBuffers;
   firstUnit: number;

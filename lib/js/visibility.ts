@@ -5,7 +5,7 @@
 export interface RowMask {
   /** Keys j >= kvLength are invisible (kvLengths[b], or kvSeqLen). */
   kvLength: number;
-  /** kvSeqLen - seqLen: query i sits at position i + positionOffset. */
+  /** kvLength(b) - qLength(b): query i of batch item b sits at position i + positionOffset. */
   positionOffset: number;
   /** -1 = unbounded. */
   windowLeft: number;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <type_traits>
 
 namespace gla_addon {
 
@@ -13,7 +14,7 @@ namespace {
 
 const char* const kArgNames[kMaxArgs] = {
     "q", "k", "v", "out", "lse", "problem fields", "problem.kvLengths", "problem.globalOffsets",
-    "problem.globalIndices", "isa",
+    "problem.globalIndices", "problem.qLengths", "problem.alibiSlopes", "problem.sinkLogits", "isa",
 };
 
 const char* typed_array_name(napi_typedarray_type type) {
@@ -69,16 +70,19 @@ bool read_tensor(const CallArgs& args, size_t index, gla::DType dtype, bool opti
   return true;
 }
 
-// An optional Int32Array, copied (the problem outlives the call for the async entry points, and JS
+// An optional array of T (Int32Array or Float32Array), copied (the problem outlives the call for the async entry points, and JS
 // may change the array meanwhile). Absent leaves `values` empty and `present` false.
-bool read_int32_array(const CallArgs& args, size_t index, std::vector<int32_t>& values, bool& present,
-                      std::string& error) {
+template <typename T>
+bool read_metadata_array(const CallArgs& args, size_t index, std::vector<T>& values, bool& present,
+                         std::string& error) {
   void* raw = nullptr;
   size_t length = 0;
-  if (!read_typed_array(args, index, napi_int32_array, true, raw, length, present, error)) return false;
+  static_assert(std::is_same<T, int32_t>::value || std::is_same<T, float>::value, "Int32Array or Float32Array");
+  const napi_typedarray_type want = std::is_same<T, float>::value ? napi_float32_array : napi_int32_array;
+  if (!read_typed_array(args, index, want, true, raw, length, present, error)) return false;
   if (!present) return true;
-  // A zero-length Int32Array may have a null data pointer: nothing to copy then.
-  const int32_t* begin = static_cast<const int32_t*>(raw);
+  // A zero-length typed array may have a null data pointer: nothing to copy then.
+  const T* begin = static_cast<const T*>(raw);
   if (length > 0) {
     values.assign(begin, begin + length);
   } else {
@@ -137,8 +141,8 @@ bool read_precision(double number, const char* name, gla::Precision* value, std:
 void read_problem(const CallArgs& args, ReadProblem& read) {
   std::string& error = read.error;
   gla::AttentionProblem& p = read.problem;
-  if (args.argc < kArgGlobalIndices + 1) {
-    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices)";
+  if (args.argc < kArgSinkLogits + 1) {
+    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices, qLengths, alibiSlopes, sinkLogits)";
     return;
   }
 
@@ -184,9 +188,15 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   bool has_lengths = false;
   bool has_offsets = false;
   bool has_indices = false;
-  if (!read_int32_array(args, kArgKvLengths, read.kv_lengths, has_lengths, error) ||
-      !read_int32_array(args, kArgGlobalOffsets, read.global_offsets, has_offsets, error) ||
-      !read_int32_array(args, kArgGlobalIndices, read.global_indices, has_indices, error)) {
+  bool has_q_lengths = false;
+  bool has_slopes = false;
+  bool has_sinks = false;
+  if (!read_metadata_array(args, kArgKvLengths, read.kv_lengths, has_lengths, error) ||
+      !read_metadata_array(args, kArgGlobalOffsets, read.global_offsets, has_offsets, error) ||
+      !read_metadata_array(args, kArgGlobalIndices, read.global_indices, has_indices, error) ||
+      !read_metadata_array(args, kArgQLengths, read.q_lengths, has_q_lengths, error) ||
+      !read_metadata_array(args, kArgAlibiSlopes, read.alibi_slopes, has_slopes, error) ||
+      !read_metadata_array(args, kArgSinkLogits, read.sink_logits, has_sinks, error)) {
     return;
   }
   if (has_offsets != has_indices) {
@@ -196,6 +206,18 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   // Lengths are checked against batch by gla::validate_problem; here only what it cannot see.
   if (has_lengths && static_cast<int64_t>(read.kv_lengths.size()) != p.batch) {
     error = "problem.kvLengths must have batch entries";
+    return;
+  }
+  if (has_q_lengths && static_cast<int64_t>(read.q_lengths.size()) != p.batch) {
+    error = "problem.qLengths must have batch entries";
+    return;
+  }
+  if (has_slopes && static_cast<int64_t>(read.alibi_slopes.size()) != p.heads) {
+    error = "problem.alibiSlopes must have heads entries";
+    return;
+  }
+  if (has_sinks && static_cast<int64_t>(read.sink_logits.size()) != p.heads) {
+    error = "problem.sinkLogits must have heads entries";
     return;
   }
   if (has_offsets && static_cast<int64_t>(read.global_offsets.size()) != p.batch + 1) {
@@ -208,6 +230,9 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
     return;
   }
   p.kv_lengths = has_lengths ? read.kv_lengths.data() : nullptr;
+  p.q_lengths = has_q_lengths ? read.q_lengths.data() : nullptr;
+  p.alibi_slopes = has_slopes ? read.alibi_slopes.data() : nullptr;
+  p.sink_logits = has_sinks ? read.sink_logits.data() : nullptr;
   // An empty Int32Array has no data pointer worth trusting; an empty global list is no global list.
   p.global_offsets = has_offsets ? read.global_offsets.data() : nullptr;
   p.global_indices = has_indices ? read.global_indices.data() : nullptr;

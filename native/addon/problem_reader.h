@@ -1,6 +1,6 @@
 // Turns the arguments of binding.d.ts (already validated by lib/options.ts) into a
 // gla::AttentionProblem: the buffers, the numeric problem fields packed into one Float64Array in
-// the fixed order below, and the three optional Int32Arrays. Nothing is copied but the small
+// the fixed order below, and the optional metadata arrays. Nothing is copied but the small
 // metadata arrays (kv lengths, global tokens), which the problem then points into.
 //
 // Why one Float64Array instead of a plain object: reading ~30 named properties through N-API was
@@ -58,9 +58,10 @@ namespace gla_addon {
   X(causal, "causal", flag)                               \
   X(window_left, "windowLeft", integer)                   \
   X(window_right, "windowRight", integer)                 \
+  X(softcap, "softcap", real)                             \
   X(threads, "threads", count)
 
-constexpr double kProblemLayoutVersion = 3;
+constexpr double kProblemLayoutVersion = 4;
 
 #define GLA_COUNT_FIELD(member, name, kind) +1
 constexpr int kProblemFieldCount = 1 GLA_PROBLEM_FIELDS(GLA_COUNT_FIELD);  // with the version
@@ -74,7 +75,8 @@ constexpr int kOutDtypeField = 2;
 extern const char* const kProblemFieldNames[kProblemFieldCount];
 
 // Argument positions shared by every attention entry point:
-// (q, k, v, out, lse|null, fields, kvLengths|null, globalOffsets|null, globalIndices|null[, isa]).
+// (q, k, v, out, lse|null, fields, kvLengths|null, globalOffsets|null, globalIndices|null,
+//  qLengths|null, alibiSlopes|null, sinkLogits|null[, isa]).
 enum ArgIndex : size_t {
   kArgQ = 0,
   kArgK,
@@ -85,6 +87,9 @@ enum ArgIndex : size_t {
   kArgKvLengths,
   kArgGlobalOffsets,
   kArgGlobalIndices,
+  kArgQLengths,
+  kArgAlibiSlopes,
+  kArgSinkLogits,
   kArgIsa,  // CPU entry points only
   kMaxArgs
 };
@@ -102,10 +107,13 @@ struct ReadProblem {
   std::vector<int32_t> kv_lengths;
   std::vector<int32_t> global_offsets;
   std::vector<int32_t> global_indices;
+  std::vector<int32_t> q_lengths;
+  std::vector<float> alibi_slopes;
+  std::vector<float> sink_logits;
   std::string error;  // non-empty: the arguments were not what binding.d.ts promises
 };
 
-// Reads argv[kArgQ .. kArgGlobalIndices]. The returned problem's metadata pointers refer into the
+// Reads argv[kArgQ .. kArgSinkLogits]. The returned problem's metadata pointers refer into the
 // ReadProblem itself, so it must not be copied after this call (it is held by pointer).
 void read_problem(const CallArgs& args, ReadProblem& read);
 

@@ -41,7 +41,7 @@ struct Call {
     return plan.has_globals ? global_map + b * p.kv_seq_len : nullptr;
   }
   bool is_global_query(int64_t b, int64_t i) const {
-    const int64_t position = i + plan.position_offset;
+    const int64_t position = i + position_offset(p, b);
     return plan.has_globals && position >= 0 && position < p.kv_seq_len && globals_of(b)[position] != 0;
   }
 };
@@ -84,8 +84,12 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   for (int r = 0; r < u.rows; ++r) {
     const int64_t h = u.h0 + r / g.n_rows;
     const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
-    const int64_t position = i + c.plan.position_offset;
+    const int64_t position = i + mask.position_offset;
     sc.rows[r] = i;
+    if (p.alibi_slopes != nullptr) {
+      sc.row_slope[r] = p.alibi_slopes[h];
+      sc.row_position[r] = position;
+    }
     const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
     float* row = few ? sc.q_rows + static_cast<int64_t>(r) * dim_pad : sc.row_buffer;
     if (p.dtype == DType::float32) {
@@ -116,6 +120,8 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
     if (p.causal) allowed_end = std::min(allowed_end, position + 1);
     sc.allowed_end[r] = std::max<int64_t>(allowed_end, 0);
   }
+  // Padding lanes weigh nothing in ALiBi's bias (their scores are never written out).
+  if (p.alibi_slopes != nullptr) std::fill(sc.row_slope + u.rows, sc.row_slope + rows_pad, 0.0f);
   std::fill(sc.acc, sc.acc + static_cast<int64_t>(u.rows) * dim_pad, 0.0f);
   if (c.bf16 && !few) c.kernels.pack_q_pairs(sc.qt, rows_pad, static_cast<int>(p.head_dim), sc.qt_pairs);
 }
@@ -194,6 +200,11 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.row_max = sc.row_max;
   a.row_sum = sc.row_sum;
   a.acc = sc.acc;
+  a.softcap = p.softcap;
+  a.row_slope = p.alibi_slopes != nullptr ? sc.row_slope : nullptr;
+  a.row_position = sc.row_position;
+  a.alibi_rows = sc.alibi_rows;
+  a.alibi_keys = sc.alibi_keys;
 
   for (int64_t block = block_begin; block < block_end; ++block) {
     if (block < g.n_range_blocks) {
@@ -250,6 +261,8 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
 
 // Normalises one row's state into out (and lse). A row that saw nothing gets zeros and -inf; a
 // row whose sum is NaN (it saw a NaN score, or +inf: exp(inf - inf)) gets NaN throughout.
+// A learned sink (sink_logits) joins the denominator here, once per row: the running state is
+// rescaled to max(max, sink), so a row that saw nothing gets zeros and lse = sink.
 // A half-precision out gets the float32 row rounded once (nearest even), through row_buffer.
 void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc,
                float* row_buffer) {
@@ -258,7 +271,15 @@ void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float 
   const bool narrow = p.out_dtype != DType::float32;
   float* out = narrow ? row_buffer : static_cast<float*>(p.out) + offset;
   float lse = kNegInf;
-  if (sum > 0.0f || sum != sum) {
+  if (p.sink_logits != nullptr && sum == sum) {
+    const float sink = p.sink_logits[h];
+    const float shift = max > sink ? max : sink;
+    const float keep = max == kNegInf ? 0.0f : std::exp(max - shift);
+    const float total = sum * keep + std::exp(sink - shift);
+    const float weight = keep / total;
+    for (int64_t t = 0; t < p.head_dim; ++t) out[t] = weight == 0.0f ? 0.0f : acc[t] * weight;
+    lse = shift + std::log(total);
+  } else if (sum > 0.0f || sum != sum) {
     for (int64_t t = 0; t < p.head_dim; ++t) out[t] = acc[t] / sum;
     lse = max + std::log(sum);
   } else {
@@ -268,6 +289,26 @@ void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float 
     c.kernels.narrow_row(out, static_cast<int>(p.head_dim), p.out_dtype, static_cast<uint16_t*>(p.out) + offset);
   }
   if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = lse;
+}
+
+// Rows at and past q_length(b) are padding: zeros and lse -inf, and no group computes them.
+void write_padding_rows(const AttentionProblem& p) {
+  if (p.q_lengths == nullptr) return;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t h = 0; h < p.heads; ++h) {
+      for (int64_t i = q_length_of(p, b); i < p.seq_len; ++i) {
+        const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+        if (p.out_dtype == DType::float32) {
+          float* out = static_cast<float*>(p.out) + offset;
+          std::fill(out, out + p.head_dim, 0.0f);
+        } else {
+          uint16_t* out = static_cast<uint16_t*>(p.out) + offset;
+          std::fill(out, out + p.head_dim, uint16_t{0});  // +0 in both half formats
+        }
+        if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = kNegInf;
+      }
+    }
+  }
 }
 
 void write_rows(const Call& c, const Unit& u, const float* max, const float* sum, const float* acc,
@@ -476,12 +517,9 @@ const std::vector<int64_t>& first_group_of_each_batch(const Plan& plan, int64_t 
   return batch_groups;
 }
 
-}  // namespace
-
-void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kernels, const DriverConfig& config) {
-  CallerBuffers& buffers = caller_buffers();
-  Plan& plan = buffers.plan;
-  make_plan(original, kernels, pool_concurrency(), config, &plan);
+// Runs every unit of the plan in buffers.plan.
+void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, CallerBuffers& buffers) {
+  const Plan& plan = buffers.plan;
   if (plan.groups.empty()) return;
   const bool bf16 = original.precision == Precision::bfloat16 && kernels.attend_block_bf16 != nullptr;
   const KvAccess kv_access = choose_kv_access(original, plan, kernels, bf16);
@@ -649,6 +687,16 @@ void run_validated(const AttentionProblem& original, const cpu::CpuKernels& kern
     };
     parallel_for(pairs, plan.threads, TaskRef(merge));
   }
+}
+
+}  // namespace
+
+void run_validated(const AttentionProblem& problem, const cpu::CpuKernels& kernels, const DriverConfig& config) {
+  CallerBuffers& buffers = caller_buffers();
+  make_plan(problem, kernels, pool_concurrency(), config, &buffers.plan);
+  run_plan(problem, kernels, buffers);
+  // Last, after every allocation of the call: a bad_alloc in run_plan leaves out untouched.
+  write_padding_rows(problem);
 }
 
 }  // namespace core

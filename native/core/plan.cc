@@ -53,10 +53,16 @@ void finish_group(const AttentionProblem& p, const Plan& plan, RowGroup& g) {
 
 }  // namespace
 
+int64_t q_length_of(const AttentionProblem& p, int64_t b) {
+  return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len;
+}
+
+int64_t position_offset(const AttentionProblem& p, int64_t b) { return kv_length_of(p, b) - q_length_of(p, b); }
+
 RowMask row_mask(const AttentionProblem& p, const Plan& plan, int64_t b, bool global_rows) {
   RowMask m;
   m.kv_length = kv_length_of(p, b);
-  m.position_offset = plan.position_offset;
+  m.position_offset = position_offset(p, b);
   m.window_left = global_rows ? -1 : plan.window_left;
   m.window_right = global_rows ? -1 : plan.window_right;
   m.causal = p.causal;
@@ -65,7 +71,7 @@ RowMask row_mask(const AttentionProblem& p, const Plan& plan, int64_t b, bool gl
 
 int64_t group_row(const AttentionProblem& p, const Plan& plan, const RowGroup& g, int r) {
   if (!g.global_rows) return g.first + r;
-  return static_cast<int64_t>(p.global_indices[g.first + r]) - plan.position_offset;
+  return static_cast<int64_t>(p.global_indices[g.first + r]) - position_offset(p, g.batch);
 }
 
 int64_t gathered_key(const AttentionProblem& p, const RowGroup& g, int64_t n) {
@@ -95,7 +101,6 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
     plan.block_k *= 2;
   }
   plan.vector_width = width;
-  plan.position_offset = p.kv_seq_len - p.seq_len;
   // A bound that reaches past every key is the same as no bound; normalising it keeps every
   // position +- window expression far from int64 overflow (validate_problem caps the lengths).
   const int64_t covering = p.seq_len + p.kv_seq_len;
@@ -113,22 +118,25 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
   plan.has_globals = p.global_offsets != nullptr && p.global_offsets[p.batch] > 0;
 
   for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t i0 = 0; i0 < p.seq_len; i0 += plan.block_q) {
+    // Padding rows (at and past q_length) get no group: the driver writes them as zeros.
+    const int64_t q_length = q_length_of(p, b);
+    const int64_t offset = position_offset(p, b);
+    for (int64_t i0 = 0; i0 < q_length; i0 += plan.block_q) {
       RowGroup g{};
       g.batch = b;
       g.global_rows = false;
-      g.n_rows = static_cast<int>(std::min<int64_t>(plan.block_q, p.seq_len - i0));
+      g.n_rows = static_cast<int>(std::min<int64_t>(plan.block_q, q_length - i0));
       g.first = i0;
-      g.p_first = i0 + plan.position_offset;
+      g.p_first = i0 + offset;
       g.p_last = g.p_first + g.n_rows - 1;
       finish_group(p, plan, g);
       plan.groups.push_back(g);
     }
     if (!plan.has_globals) continue;
-    // Global query rows: globals at positions of existing query rows, [offset, offset + seq_len).
+    // Global query rows: globals at positions of real query rows, [offset, offset + q_length).
     const int64_t begin = p.global_offsets[b], end = p.global_offsets[b + 1];
-    const int64_t row_begin = lower_bound_index(p.global_indices, begin, end, plan.position_offset);
-    const int64_t row_end = lower_bound_index(p.global_indices, row_begin, end, plan.position_offset + p.seq_len);
+    const int64_t row_begin = lower_bound_index(p.global_indices, begin, end, offset);
+    const int64_t row_end = lower_bound_index(p.global_indices, row_begin, end, offset + q_length);
     for (int64_t first = row_begin; first < row_end; first += plan.block_q) {
       RowGroup g{};
       g.batch = b;

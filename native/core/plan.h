@@ -43,7 +43,6 @@ struct Plan {
   int block_k = 0;
   int dim_pad = 0;   // head_dim rounded up to the kernel's vector width
   int vector_width = 1;
-  int64_t position_offset = 0;  // kv_seq_len - seq_len
   int64_t window_left = -1;     // normalised: a bound reaching past every key is -1
   int64_t window_right = -1;
   bool has_globals = false;
@@ -65,6 +64,13 @@ void make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, 
 // The same, returned by value (tests).
 Plan make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, int pool_threads,
                const DriverConfig& config);
+
+// Query i of batch item b sits at position i + position_offset(problem, b): each sequence is aligned
+// to the end of its own keys, kv_length(b) - q_length(b) (problem.h).
+int64_t position_offset(const AttentionProblem& problem, int64_t b);
+
+// Query rows of batch item b that are real (q_lengths[b], or seq_len); the rest are padding.
+int64_t q_length_of(const AttentionProblem& problem, int64_t b);
 
 // The position rule of a row group of batch b (global rows see through an unbounded window).
 RowMask row_mask(const AttentionProblem& problem, const Plan& plan, int64_t b, bool global_rows);

@@ -28,8 +28,8 @@ void Scratch::reserve(const ScratchShape& shape) {
   const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp,
                                  wk * dp, wk * dp, shape.widened ? dp : 0,
                                  shape.bf16 ? dp / 2 * rp : 0, shape.bf16 ? bk * (dp / 2) : 0, key_pairs * dp,
-                                 key_pairs * rp};
-  const size_t int_counts[] = {bk, bq, bq, bq, bq, wk};
+                                 key_pairs * rp, rp, rp, bk + 16};
+  const size_t int_counts[] = {bk, bq, bq, bq, bq, wk, bq};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
   for (size_t n : int_counts) total += aligned_bytes(n, sizeof(int64_t));
@@ -74,7 +74,11 @@ void Scratch::reserve(const ScratchShape& shape) {
   k_pairs = take_words(float_counts[12]);
   v_pairs = take_words(float_counts[13]);
   p_pairs = take_words(float_counts[14]);
+  row_slope = take_floats(rp);
+  alibi_rows = take_floats(rp);
+  alibi_keys = take_floats(float_counts[17]);
   block_rows = shape.widened ? take_ints(wk) : nullptr;
+  row_position = take_ints(bq);
   if (shape.widened) {
     for (size_t c = 0; c < wk; ++c) block_rows[c] = static_cast<int64_t>(c);
   }

@@ -51,6 +51,11 @@ class Scratch {
   uint32_t* k_pairs = nullptr;     // [block_k][dim_pad / 2]
   uint32_t* v_pairs = nullptr;     // [(block_k + 1) / 2][dim_pad]
   uint32_t* p_pairs = nullptr;     // [(block_k + 1) / 2][rows_pad]
+  // ALiBi (kernel_api.h, BlockArgs): each row's slope and position, and the kernel's own scratch.
+  float* row_slope = nullptr;      // [rows_pad]
+  int64_t* row_position = nullptr; // [block_q]
+  float* alibi_rows = nullptr;     // [rows_pad]
+  float* alibi_keys = nullptr;     // [block_k + 16]
 
  private:
   std::unique_ptr<unsigned char[]> storage_;

@@ -197,6 +197,26 @@ Outcome validate_problem(const AttentionProblem& p) {
     }
   }
 
+  if (p.q_lengths != nullptr) {
+    for (int64_t b = 0; b < p.batch; ++b) {
+      if (p.q_lengths[b] < 0 || p.q_lengths[b] > p.seq_len) {
+        return fail("q_lengths[%lld] = %d is outside [0, seq_len = %lld]", (long long)b, p.q_lengths[b],
+                    (long long)p.seq_len);
+      }
+    }
+  }
+  if (!(p.softcap >= 0.0f && std::isfinite(p.softcap))) return fail("softcap must be 0 (off) or finite and > 0, got %g", (double)p.softcap);
+  const struct {
+    const char* name;
+    const float* values;
+  } head_values[] = {{"alibi_slopes", p.alibi_slopes}, {"sink_logits", p.sink_logits}};
+  for (const auto& list : head_values) {
+    if (list.values == nullptr) continue;
+    for (int64_t h = 0; h < p.heads; ++h) {
+      if (!std::isfinite(list.values[h])) return fail("%s[%lld] must be finite, got %g", list.name, (long long)h, (double)list.values[h]);
+    }
+  }
+
   if ((p.global_offsets == nullptr) != (p.global_indices == nullptr)) {
     return fail("global_offsets and global_indices must be both null or both set");
   }

@@ -44,7 +44,9 @@ struct AttentionProblem {
 
   float scale = 1.0f;
 
-  // Query i sits at absolute key position p = i + kv_seq_len - seq_len (bottom-right alignment).
+  // Query i of batch item b sits at absolute key position p = i + kv_length(b) - q_length(b)
+  // (bottom-right alignment per sequence; kv_length(b) = kv_lengths[b] or kv_seq_len, q_length(b)
+  // = q_lengths[b] or seq_len). Rows i >= q_length(b) are padding: zeros, lse -inf, no work.
   // Key j is visible to query p when all of these hold:
   //   j < kv_length(b)
   //   !causal || j <= p
@@ -56,6 +58,16 @@ struct AttentionProblem {
 
   // Optional, one per batch item, each in [0, kv_seq_len]. nullptr means every key is present.
   const int32_t* kv_lengths = nullptr;
+  // Optional, one per batch item, each in [0, seq_len]. nullptr means every query row is real.
+  const int32_t* q_lengths = nullptr;
+
+  // The score of a visible pair, before the softmax:
+  //   s = scale * q.k;  if softcap > 0: s = softcap * tanh(s / softcap);  if alibi: s -= slope_h * |p - j|
+  // and with sinks the softmax denominator of every row of query head h gains exp(sink_h - max)
+  // (no value vector): lse includes it, a row that sees no key gets zeros and lse = sink_h.
+  float softcap = 0.0f;                  // 0 = off, else finite and > 0
+  const float* alibi_slopes = nullptr;   // optional: [heads], finite
+  const float* sink_logits = nullptr;    // optional: [heads], finite
 
   // Optional global tokens in CSR form: the tokens of batch b are
   // global_indices[global_offsets[b] .. global_offsets[b + 1]), sorted ascending, unique, each in

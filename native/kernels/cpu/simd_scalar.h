@@ -31,6 +31,7 @@ inline void store_partial(float* p, V x, int n) {
 inline V add(V a, V b) { return a + b; }
 inline V sub(V a, V b) { return a - b; }
 inline V mul(V a, V b) { return a * b; }
+inline V div(V a, V b) { return a / b; }
 inline V fmadd(V a, V b, V c) { return a * b + c; }
 inline V max(V a, V b) { return a > b ? a : b; }
 inline V min(V a, V b) { return a < b ? a : b; }

@@ -86,8 +86,9 @@ export const allCases = [
   ...withHalf(withTwin({ ...full(2048), heads: 32, headDim: 128 })),
 
   // Causal: masked tiles must be skipped (target: <= 0.55x the non-causal time at s4096).
+  // The bshd s4096 twin also runs with the serving options (softcap, ALiBi, sinks; ours.mjs).
   causal(2048, { quick: true }),
-  ...withHalf(withTwin(causal(4096))),
+  ...withHalf(withTwin(causal(4096))).map((c) => (c.layout === 'bshd' ? { ...c, serving: true } : c)),
   causal(16384), // the reference point for GroupQueryAttention's sliding window below
 
   // Local-global: linear in seqLen (target: t(65536) / t(8192) <= 8.5).
@@ -121,6 +122,7 @@ export const allCases = [
     measure: 'bytes',
     quick: true,
     half: true,
+    serving: true,
   },
 
   // Per-call overhead of the sync API, options built per call (target: < 2 us per call).

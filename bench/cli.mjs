@@ -9,7 +9,7 @@ import { groups as allGroups, selectCases } from './cases.mjs';
 import { measureAsyncCost, measureSubmission } from './async-cost.mjs';
 import { machineInfo, measurePeak, startLoadMonitor } from './machine.mjs';
 import { callsFor, randomTensor, relL2, timeInterleaved, TOLERANCE } from './measure.mjs';
-import { HALF_VARIANTS, loadPackage, ourImpl } from './ours.mjs';
+import { HALF_VARIANTS, loadPackage, ourImpl, SERVING_VARIANTS } from './ours.mjs';
 import { loadPeers } from './peers/index.mjs';
 import { naiveAttention, naiveRows, pickRows, sampleRows } from './peers/naive.mjs';
 import { ortVersion } from './peers/ort.mjs';
@@ -188,9 +188,12 @@ async function prepareAndCheck(c, impl, ctx) {
       firstMs = performance.now() - t0;
     }
     const out = isRef ? ctx.ref.full : p.output();
+    // An implementation that computes the case with extra options is checked against the
+    // reference with the same options.
+    const ref = impl.referenceOptions ? reference({ ...c, ...impl.referenceOptions(c) }, ctx.inputs, ctx.quick) : ctx.ref;
     const check = isRef
-      ? { against: ctx.ref.against, reference: true, pass: true }
-      : { against: ctx.ref.against, relL2: relL2(ctx.ref.pick(out), ctx.ref.expected) };
+      ? { against: ref.against, reference: true, pass: true }
+      : { against: ref.against, relL2: relL2(ref.pick(out), ref.expected) };
     if (!isRef) check.pass = check.relL2 <= (impl.tolerance ?? TOLERANCE);
     if (!check.pass) {
       await p.dispose();
@@ -293,7 +296,12 @@ async function main() {
     primaryForLayouts && !pkg.error && typeof pkg.api.encodeBfloat16 === 'function'
       ? HALF_VARIANTS.map((variant) => ourImpl(pkg.api, primaryForLayouts, { variant }))
       : [];
-  const impls = [...ours, ...layoutTwin, ...halfVariants, ...peers];
+  // And with the serving options, on the cases marked `serving` (builds without them skip).
+  const servingVariants =
+    primaryForLayouts && !pkg.error && typeof pkg.api.encodeBfloat16 === 'function'
+      ? SERVING_VARIANTS.map((variant) => ourImpl(pkg.api, primaryForLayouts, { variant }))
+      : [];
+  const impls = [...ours, ...layoutTwin, ...halfVariants, ...servingVariants, ...peers];
 
   const machine = machineInfo({ threads, isa: available, ortVersion: ortVersion() });
   machine.backendsSkipped = (pkg.report ?? []).filter((r) => !r.available).map(({ name, reason }) => ({ name, reason }));

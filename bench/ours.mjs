@@ -47,6 +47,22 @@ export const HALF_VARIANTS = [
 export const TOLERANCE_HALF = 1e-2;
 
 /**
+ * Our primary backend with the serving options (lib/types.ts), beside its plain run on the cases
+ * marked `serving` (cases.mjs), for the "at most 10% over the same call without them" targets.
+ * `options(c)` adds them to the call; the bench checks each against the naive reference computed
+ * with the same options (bench/peers/naive.mjs knows them). Values as real models use them:
+ * Gemma 2's attention softcap 50, BLOOM's ALiBi slopes 2^(-8(h+1)/heads), gpt-oss-like sinks.
+ */
+const alibiSlopes = (heads) => Array.from({ length: heads }, (_, h) => 2 ** ((-8 * (h + 1)) / heads));
+const sinkLogits = (heads) => Array.from({ length: heads }, (_, h) => 0.5 + 0.25 * (h % 4));
+export const SERVING_VARIANTS = [
+  { suffix: 'softcap', options: () => ({ softcap: 50 }) },
+  { suffix: 'alibi', options: (c) => ({ alibiSlopes: alibiSlopes(c.heads) }) },
+  { suffix: 'sinks', options: (c) => ({ sinkLogits: sinkLogits(c.heads) }) },
+  { suffix: 'softcap+alibi+sinks', options: (c) => ({ softcap: 50, alibiSlopes: alibiSlopes(c.heads), sinkLogits: sinkLogits(c.heads) }) },
+];
+
+/**
  * A bench implementation for one backend, in the shape the peers use. With `layout`, it runs every
  * case in that layout instead of the case's own, as `<backend> <layout>`: on a bshd case, the
  * primary backend also runs in bhsd, interleaved, for the bshd-against-bhsd ratio.
@@ -56,9 +72,12 @@ export function ourImpl(api, backend, { layout, variant } = {}) {
     name: variant ? `${backend} ${variant.suffix}` : layout ? `${backend} ${layout}` : backend,
     backend,
     ours: true,
-    tolerance: variant ? TOLERANCE_HALF : undefined,
+    tolerance: variant?.dtype || variant?.precision ? TOLERANCE_HALF : undefined,
+    // The options the reference must apply too (serving variants).
+    referenceOptions: variant?.options,
     why: (c) => {
       if (layout && c.layout !== 'bshd') return 'runs only beside a bshd case';
+      if (variant?.options) return c.serving ? null : 'serving-option cases only';
       if (variant && (!c.half || (variant.decodeOnly && c.group !== 'decode'))) return 'half-precision cases only';
       return null;
     },
@@ -92,6 +111,7 @@ export function ourImpl(api, backend, { layout, variant } = {}) {
         decode = (x) => decodeHalf(x);
       }
       if (variant?.precision) base.precision = variant.precision;
+      if (variant?.options) Object.assign(base, variant.options(c));
       let last;
       return {
         // Sync, so the timing holds no promise or event-loop cost; the async API runs the

@@ -128,6 +128,16 @@ export function evaluateTargets(results, primary, asyncCost = [], asyncSubmissio
       return { value: `${ratio.toFixed(2)}x (full ${fullRatio.toFixed(2)}x)`, pass: ratio >= 0.9 * fullRatio };
     });
   }
+  // The serving options (bench/ours.mjs SERVING_VARIANTS) against the same call without them.
+  for (const c of ['causal-h8-d64-s4096-bshd', 'decode-h32-kvh8-d128-s1-kvs32768']) {
+    for (const suffix of ['softcap', 'alibi', 'sinks', 'softcap+alibi+sinks']) {
+      const impl = `${P} ${suffix}`;
+      add(`serving ${suffix} ${c}`, `${impl} <= 1.10x the time of the same call without it on ${c}`, () => {
+        const ratio = need(c, impl).ms.median / need(c, P).ms.median;
+        return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 1.1 };
+      });
+    }
+  }
   add('tiny sync call', `${P} sync call, seqLen 1, headDim 64, options built per call: < 2 µs`, () => {
     const us = need('tiny-h1-d64-s1', P).ms.median * 1000;
     return { value: `${us.toFixed(2)} µs`, pass: us < 2 };

@@ -1,7 +1,8 @@
 // The package's visibility rule, restated for the bench: the naive peer and the FLOP counts must
 // agree with the library on which (query, key) pairs exist, or every GFLOP/s figure is wrong.
 //
-// Query i sits at position p = i + kvSeqLen - seqLen and sees key j iff
+// Query i of item b sits at position p = i + kvLen(b) - seqLen (the bench passes no qLengths) and
+// sees key j iff
 //   j < kvLen && (!causal || j <= p) && ((p - left <= j <= p + right) || j global || p global)
 // with left/right = -1 meaning unbounded.
 
@@ -30,7 +31,7 @@ export function maskOf(o) {
     causal: !!o.causal,
     left,
     right,
-    offset: kvSeqLen - o.seqLen,
+    offsetOf: (b) => (o.kvLengths ? o.kvLengths[b] : kvSeqLen) - o.seqLen,
     kvLen: (b) => (o.kvLengths ? o.kvLengths[b] : kvSeqLen),
     globals: (b) => [...new Set(globals(b))].sort((x, y) => x - y),
   };
@@ -54,7 +55,7 @@ export function countVisiblePairs(o) {
     const gSet = new Set(g);
     let rows = 0;
     for (let i = 0; i < o.seqLen; i++) {
-      const p = i + m.offset;
+      const p = i + m.offsetOf(b);
       const end = allowedEnd(m, kvLen, p);
       if (gSet.has(p)) {
         rows += end;
@@ -76,7 +77,7 @@ export function countVisiblePairs(o) {
  * them need no per-key test: keys [lo, hi) and then each key of `extra` (globals outside it).
  */
 export function rowKeys(m, b, i) {
-  const p = i + m.offset;
+  const p = i + m.offsetOf(b);
   const end = allowedEnd(m, m.kvLen(b), p);
   const g = m.globals(b);
   if (g.includes(p)) return { lo: 0, hi: end, extra: [] };

@@ -24,6 +24,8 @@ export type {
   WindowOption,
 } from './types';
 export { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from './half';
+export { mergeAttentionStates, mergeAttentionStatesSync } from './merge';
+export type { AttentionState, MergeAttentionStatesOptions } from './merge';
 
 function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): unknown {
   const { problem, buffers, backend: choice, result } = validateCall(kind, q, k, v, options);

@@ -26,7 +26,7 @@ function run(source: string): { status: number | null; stdout: string; stderr: s
 
 describe('the README examples', () => {
   it('has the examples this test knows', () => {
-    expect(BLOCKS).toHaveLength(4);
+    expect(BLOCKS).toHaveLength(7);
   });
 
   it('the quick start prints the backends and the result length', () => {
@@ -46,6 +46,30 @@ describe('the README examples', () => {
     const r = run(block('last step, first value'));
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^last step, first value: -?\d/m);
+  });
+
+  it('the serving batches see what the README says each sequence sees', () => {
+    const source = block("qLengths: [8, 3]");
+    const r = run(source);
+    expect(r.status, r.stderr).toBe(0);
+    // Every `// line` comment that follows a console.log is the line it prints.
+    const shown = [...source.matchAll(/^\/\/ ((?:decode|prompt 2):.*)$/gm)].map((m) => m[1]);
+    expect(shown).toHaveLength(2);
+    expect(r.stdout.trim().split('\n')).toEqual(shown);
+  });
+
+  it('a sink takes exp(sink - lse) of the weight', () => {
+    const r = run(block('sinkLogits, lse'));
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^total weight (\d\.\d{4}) = 1 - exp\(sink - lse\) (\d\.\d{4})$/m.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(m?.[1]).toBe(m?.[2]);
+  });
+
+  it('merging two halves of the keys matches one call', () => {
+    const r = run(block('mergeAttentionStatesSync'));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^merged matches one call: true$/m);
   });
 
   it('giving out away mid-call rejects with the message the README shows', () => {

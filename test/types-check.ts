@@ -59,3 +59,5 @@ fullAttentionSync(new Float64Array(8), k, v, full);
 fullAttentionSync(q, k, v, { ...full, backend: 'gpu' });
 // @ts-expect-error unknown layout
 fullAttentionSync(q, k, v, { ...full, layout: 'bsdh' });
+declare const mergeSync: typeof import('../dist/index.js').mergeAttentionStatesSync;
+void (mergeSync([{ out: sync, lse: new Float32Array(16) }], { batch: 1, heads: 2, seqLen: 8, headDim: 64 }) satisfies { out: Float32Array; lse: Float32Array });

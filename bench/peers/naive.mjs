@@ -17,20 +17,29 @@ function attendRow(q, k, v, o, m, b, h, i, out, outOff, scores, acc) {
   const { lo, hi, extra } = rowKeys(m, b, i);
   const keys = hi - lo + extra.length;
   const keyAt = (n) => (n < hi - lo ? lo + n : extra[n - (hi - lo)]);
+  // The serving options (lib/types.ts): softcap, then ALiBi's -slope·|p - j|, then a sink logit in
+  // the denominator.
+  const softcap = o.softcap ?? 0;
+  const slope = o.alibiSlopes ? o.alibiSlopes[h] : 0;
+  const sink = o.sinkLogits ? o.sinkLogits[h] : -Infinity;
+  const p = i + m.offsetOf(b);
   for (let t = 0; t < d; t++) acc[t] = 0;
   if (keys === 0) {
     for (let t = 0; t < d; t++) out[outOff + t] = 0; // fully masked row: 0 by convention
     return;
   }
-  let max = -Infinity;
+  let max = sink;
   for (let n = 0; n < keys; n++) {
     const kOff = (kvBase + keyAt(n)) * d;
     let dot = 0;
     for (let t = 0; t < d; t++) dot += q[qOff + t] * k[kOff + t];
-    scores[n] = dot * scale;
+    let score = dot * scale;
+    if (softcap > 0) score = softcap * Math.tanh(score / softcap);
+    score -= slope * Math.abs(p - keyAt(n));
+    scores[n] = score;
     if (scores[n] > max) max = scores[n];
   }
-  let sum = 0;
+  let sum = Math.exp(sink - max);
   for (let n = 0; n < keys; n++) {
     const e = Math.exp(scores[n] - max);
     sum += e;
@@ -70,7 +79,7 @@ export function sampleRows(o, count = 48) {
   }
   for (let b = 0; b < o.batch; b++)
     for (const g of m.globals(b)) {
-      const i = g - m.offset;
+      const i = g - m.offsetOf(b);
       if (i >= 0 && i < o.seqLen) rows.add((b * o.heads + Math.floor(rand() * o.heads)) * o.seqLen + i);
     }
   const want = Math.min(rows.size + count, bh * o.seqLen);

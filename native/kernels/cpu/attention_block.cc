@@ -84,10 +84,60 @@ inline Row<D> value_row(const BlockArgs& a, int c) {
   return {static_cast<const unsigned char*>(a.v) + a.key_rows[c] * a.v_row_stride * Row<D>::kBytes};
 }
 
+// cap * tanh(x / cap), with tanh(t) = sign(t) (1 - e) / (1 + e), e = exp(-2|t|): the exp never
+// overflows, +-inf scores give +-cap, and a NaN stays NaN. Near 0 the subtraction costs absolute
+// accuracy of about cap * 2^-23, well inside float32 attention's rounding.
+inline V soft_cap(V x, V cap, V inv_cap) {
+  const V t = simd::mul(x, inv_cap);
+  const V e = simd::exp(simd::mul(simd::abs(t), simd::broadcast(-2.0f)));
+  const V one = simd::broadcast(1.0f);
+  const V tanh_magnitude = simd::div(simd::sub(one, e), simd::add(one, e));
+  return simd::mul(cap, simd::select_less(t, simd::zero(), simd::sub(simd::zero(), tanh_magnitude), tanh_magnitude));
+}
+
+inline bool transforms_scores(const BlockArgs& a) { return a.softcap > 0.0f || a.row_slope != nullptr; }
+
+// ALiBi distances are taken from the block's first key, so they stay exact in float32 however long
+// the sequence: alibi_rows[r] = p_r - keys[0] and alibi_keys[c] = keys[c] - keys[0], once per block.
+void prepare_score_transform(const BlockArgs& a) {
+  if (a.row_slope == nullptr) return;
+  const int64_t origin = a.keys[0];
+  for (int r = 0; r < a.rows_pad; ++r) a.alibi_rows[r] = r < a.rows ? static_cast<float>(a.row_position[r] - origin) : 0.0f;
+  for (int c = 0; c < a.n_keys; ++c) a.alibi_keys[c] = static_cast<float>(a.keys[c] - origin);
+}
+
+// softcap, then ALiBi's -slope * |p - j| (problem.h's order), on a tile's scores in registers,
+// before the epilogue takes its max or its weights; a partial block's mask comes afterwards and
+// sets masked pairs to -inf whatever this made of them.
+template <int RK, int NV>
+inline void transform_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
+  if (a.softcap > 0.0f) {
+    const V cap = simd::broadcast(a.softcap);
+    const V inv_cap = simd::broadcast(1.0f / a.softcap);
+    GLA_UNROLL
+    for (int i = 0; i < RK; ++i)
+      GLA_UNROLL
+      for (int v = 0; v < NV; ++v) acc[i][v] = soft_cap(acc[i][v], cap, inv_cap);
+  }
+  if (a.row_slope != nullptr) {
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const V position = simd::load(a.alibi_rows + (v0 + v) * kWidth);
+      const V slope = simd::load(a.row_slope + (v0 + v) * kWidth);
+      GLA_UNROLL
+      for (int i = 0; i < RK; ++i) {
+        const V distance = simd::abs(simd::sub(position, simd::broadcast(a.alibi_keys[c0 + i])));
+        acc[i][v] = simd::fnmadd(slope, distance, acc[i][v]);
+      }
+    }
+  }
+}
+
 // The end of a score tile, whatever computed its products (float32 FMAs here, bfloat16 dot products
 // in bf16_products.h): the epilogue E applied to RK keys x NV vectors of rows.
 template <int RK, int NV, Epilogue E>
 inline void finish_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
+  if (transforms_scores(a)) transform_score_tile<RK, NV>(a, c0, v0, acc);
   if constexpr (E != Epilogue::store) {
     float* m = a.alpha + v0 * kWidth;
     GLA_UNROLL
@@ -219,51 +269,14 @@ void apply_mask(const BlockArgs& a, ScoreLayout layout) {
   }
 }
 
-// cap * tanh(x / cap), with tanh(t) = sign(t) (1 - e) / (1 + e), e = exp(-2|t|): the exp never
-// overflows, +-inf scores give +-cap, and a NaN stays NaN. Near 0 the subtraction costs absolute
-// accuracy of about cap * 2^-23, well inside float32 attention's rounding.
-inline V soft_cap(V x, V cap, V inv_cap) {
-  const V t = simd::mul(x, inv_cap);
-  const V magnitude = simd::max(t, simd::sub(simd::zero(), t));
-  const V e = simd::exp(simd::mul(magnitude, simd::broadcast(-2.0f)));
-  const V one = simd::broadcast(1.0f);
-  const V tanh_magnitude = simd::div(simd::sub(one, e), simd::add(one, e));
-  return simd::mul(cap, simd::select_less(t, simd::zero(), simd::sub(simd::zero(), tanh_magnitude), tanh_magnitude));
-}
-
-inline bool transforms_scores(const BlockArgs& a) { return a.softcap > 0.0f || a.row_slope != nullptr; }
-
-// softcap, then ALiBi's -slope * |p - j|, on a block's raw scores (problem.h's order), before the
-// mask: masked pairs are set to -inf afterwards whatever this made of them. Distances are taken
-// from the block's first key, so they stay exact in float32 however long the sequence.
-void transform_scores(const BlockArgs& a, ScoreLayout layout, bool few_rows) {
+// The same transform for the few-rows (decode) layout s[row][key], as a pass over the block's
+// scores with vectors along keys; the pad keys past n_keys stay -inf.
+void transform_few_rows_scores(const BlockArgs& a, int ld) {
   const bool cap_on = a.softcap > 0.0f;
   const bool alibi = a.row_slope != nullptr;
   const V cap = simd::broadcast(a.softcap);
   const V inv_cap = simd::broadcast(cap_on ? 1.0f / a.softcap : 0.0f);
   const int64_t origin = a.keys[0];
-  if (!few_rows) {
-    // s[key][row]: vectors along rows.
-    if (alibi) {
-      for (int r = 0; r < a.rows_pad; ++r) a.alibi_rows[r] = r < a.rows ? static_cast<float>(a.row_position[r] - origin) : 0.0f;
-    }
-    for (int c = 0; c < a.n_keys; ++c) {
-      float* s = a.s + c * layout.key_stride;
-      const V key = simd::broadcast(static_cast<float>(a.keys[c] - origin));
-      for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) {
-        V x = simd::load(s + r0);
-        if (cap_on) x = soft_cap(x, cap, inv_cap);
-        if (alibi) {
-          const V d = simd::sub(simd::load(a.alibi_rows + r0), key);
-          x = simd::sub(x, simd::mul(simd::load(a.row_slope + r0), simd::max(d, simd::sub(simd::zero(), d))));
-        }
-        simd::store(s + r0, x);
-      }
-    }
-    return;
-  }
-  // s[row][key] (few rows): vectors along keys; the pad keys past n_keys stay -inf.
-  const int ld = layout.row_stride;
   if (alibi) {
     for (int c = 0; c < ld; ++c) a.alibi_keys[c] = c < a.n_keys ? static_cast<float>(a.keys[c] - origin) : 0.0f;
   }
@@ -274,10 +287,7 @@ void transform_scores(const BlockArgs& a, ScoreLayout layout, bool few_rows) {
     for (int c0 = 0; c0 < ld; c0 += kWidth) {
       V x = simd::load(s + c0);
       if (cap_on) x = soft_cap(x, cap, inv_cap);
-      if (alibi) {
-        const V d = simd::sub(position, simd::load(a.alibi_keys + c0));
-        x = simd::sub(x, simd::mul(slope, simd::max(d, simd::sub(simd::zero(), d))));
-      }
+      if (alibi) x = simd::fnmadd(slope, simd::abs(simd::sub(position, simd::load(a.alibi_keys + c0))), x);
       simd::store(s + c0, x);
     }
     for (int c = a.n_keys; c < ld; ++c) s[c] = kNegInf;
@@ -653,15 +663,15 @@ bool try_fused_block(const BlockArgs& a) {
 template <bool Bf16>
 void attend_rows(const BlockArgs& a) {
   const ScoreLayout layout{a.rows_pad, 1};
-  if (a.full && !transforms_scores(a)) {
+  if (transforms_scores(a)) prepare_score_transform(a);
+  if (a.full) {
     if (!try_fused_block<Bf16>(a)) {
       compute_scores_with<Epilogue::max, Bf16>(a);
       online_softmax<true>(a);
     }
   } else {
     compute_scores_with<Epilogue::store, Bf16>(a);
-    if (transforms_scores(a)) transform_scores(a, layout, false);
-    if (!a.full) apply_mask(a, layout);
+    apply_mask(a, layout);
     online_softmax<false>(a);
   }
 #if defined(GLA_KERNEL_BF16_DOT)
@@ -683,7 +693,7 @@ void attend_few_rows(const BlockArgs& a) {
   const int ld = (a.n_keys + kWidth - 1) / kWidth * kWidth;
   const ScoreLayout layout{1, ld};
   few_rows_scores<D>(a, ld);
-  if (transforms_scores(a)) transform_scores(a, layout, true);
+  if (transforms_scores(a)) transform_few_rows_scores(a, ld);
   if (!a.full) apply_mask(a, layout);
   few_rows_softmax(a, ld);
   if (a.full) {

@@ -3,7 +3,7 @@
 //   V, kWidth, kScoreKeys/kScoreVecs and kAccRows/kAccVecs (register blocking of the products),
 //   kBlockRows/kBlockKeys (default tile for head_dim <= 128), kFewRows (decode path threshold),
 //   zero, broadcast, load, store, load_partial, store_partial (explicit tails: n < kWidth lanes),
-//   add, sub, mul, div, fmadd, max, min, reduce_add, reduce_add_4, reduce_max, first, prefetch_l2 (a cache hint),
+//   add, sub, mul, div, fmadd, fnmadd, abs, max, min, reduce_add, reduce_add_4, reduce_max, first, prefetch_l2 (a cache hint),
 //   round_nearest, scale_pow2, select_less (the pieces the shared exp is built from);
 //   for half precision, H (kWidth 16-bit lanes) with load_u16, load_u16_partial, store_u16,
 //   store_u16_partial, widen_f16, widen_bf16 (exact), narrow_f16, narrow_bf16 (nearest even, NaN

@@ -42,6 +42,9 @@ inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 inline V div(V a, V b) { return _mm256_div_ps(a, b); }
 inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+// c - a * b, and |x| (the sign bit cleared).
+inline V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+inline V abs(V x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
 inline V max(V a, V b) { return _mm256_max_ps(a, b); }
 inline V min(V a, V b) { return _mm256_min_ps(a, b); }
 // out[i] = reduce_add(x[i]), i < 4, sharing the shuffles (see simd_avx512.h).

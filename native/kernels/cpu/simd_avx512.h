@@ -39,6 +39,9 @@ inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 inline V div(V a, V b) { return _mm512_div_ps(a, b); }
 inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+// c - a * b, and |x| (the sign bit cleared).
+inline V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+inline V abs(V x) { return _mm512_abs_ps(x); }
 inline V max(V a, V b) { return _mm512_max_ps(a, b); }
 inline V min(V a, V b) { return _mm512_min_ps(a, b); }
 inline float reduce_add(V x) {

@@ -2,6 +2,7 @@
 // the compiler is free to vectorise the loops for the baseline ISA (SSE2, NEON).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -33,6 +34,9 @@ inline V sub(V a, V b) { return a - b; }
 inline V mul(V a, V b) { return a * b; }
 inline V div(V a, V b) { return a / b; }
 inline V fmadd(V a, V b, V c) { return a * b + c; }
+// c - a * b, and |x| (the sign bit cleared).
+inline V fnmadd(V a, V b, V c) { return c - a * b; }
+inline V abs(V x) { return std::fabs(x); }
 inline V max(V a, V b) { return a > b ? a : b; }
 inline V min(V a, V b) { return a < b ? a : b; }
 inline float reduce_add(V x) { return x; }

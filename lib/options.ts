@@ -46,7 +46,7 @@ export const BACKEND_ENV = 'GLOBAL_LOCAL_ATTENTION_BACKEND';
 const COMMON_KEYS = [
   'batch', 'heads', 'seqLen', 'headDim', 'kvHeads', 'kvSeqLen', 'layout', 'scale', 'causal',
   'kvLengths', 'out', 'lse', 'backend', 'threads', 'dtype', 'outDtype', 'precision',
-  'qLengths', 'softcap', 'alibiSlopes', 'sinkLogits',
+  'qLengths', 'softcap', 'alibiSlopes', 'sinkLogits', 'blockTable', 'pageSize',
 ] as const;
 const LOCAL_GLOBAL_KEYS = ['window', 'globalTokens'] as const;
 const FULL_KEY_SET: ReadonlySet<string> = new Set(COMMON_KEYS);
@@ -85,13 +85,20 @@ export function validateCall(
   if (heads % kvHeads !== 0) {
     throw rangeError('options.kvHeads', kvHeads, `a divisor of heads = ${heads}`);
   }
-  const kvSeqLen = o.kvSeqLen === undefined ? seqLen : positiveInteger('options.kvSeqLen', o.kvSeqLen, MAX_SEQ_LEN);
+  const paging = o.blockTable === undefined ? null : pagingOf(o, batch);
+  if (paging === null && o.pageSize !== undefined) {
+    throw argumentError(RangeError, 'options.pageSize', 'is given without options.blockTable', 'both, for a paged KV cache, or neither');
+  }
+  const kvSeqLen = o.kvSeqLen === undefined
+    ? (paging === null ? seqLen : Math.min(paging.maxBlocks * paging.pageSize, MAX_SEQ_LEN))
+    : positiveInteger('options.kvSeqLen', o.kvSeqLen, paging === null ? MAX_SEQ_LEN : paging.maxBlocks * paging.pageSize);
 
   const qLength = batch * heads * seqLen * headDim;
-  const kvLength = batch * kvHeads * kvSeqLen * headDim;
+  // A paged pool holds whole pages: its length says how many (checked below).
+  const kvLength = paging === null ? batch * kvHeads * kvSeqLen * headDim : -1;
   const lseLength = batch * heads * seqLen;
   if (qLength > MAX_ELEMENTS) throw tooManyElements('q and out', Q_NAMES, [batch, heads, seqLen, headDim]);
-  if (kvLength > MAX_ELEMENTS) throw tooManyElements('k and v', KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  if (paging === null && kvLength > MAX_ELEMENTS) throw tooManyElements('k and v', KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
   if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', LSE_NAMES, [batch, heads, seqLen]);
 
   const layout = checkLayout(o.layout);
@@ -100,15 +107,34 @@ export function validateCall(
   const qArray = tensorArray('q', q, dtype);
   if (qArray.length !== qLength) throw lengthError('q', qArray, Q_NAMES, [batch, heads, seqLen, headDim]);
   const kArray = tensorArray('k', k, dtype);
-  if (kArray.length !== kvLength) throw lengthError('k', kArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
   const vArray = tensorArray('v', v, dtype);
-  if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  let pageCount = 0;
+  if (paging === null) {
+    if (kArray.length !== kvLength) throw lengthError('k', kArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+    if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+  } else {
+    const pageElements = paging.pageSize * kvHeads * headDim;
+    if (kArray.length % pageElements !== 0) {
+      throw argumentError(
+        RangeError, 'k', `has length ${kArray.length}`,
+        `whole pages of pageSize·kvHeads·headDim = ${paging.pageSize}·${kvHeads}·${headDim} = ${pageElements} elements (a paged pool [pageCount, pageSize, kvHeads, headDim])`,
+      );
+    }
+    if (vArray.length !== kArray.length) {
+      throw argumentError(RangeError, 'v', `has length ${vArray.length}`, `k's length ${kArray.length} (the same page pool shape)`);
+    }
+    pageCount = kArray.length / pageElements;
+  }
   const outDtype = o.outDtype === undefined ? dtype : dtypeName('options.outDtype', o.outDtype);
   const precision = precisionName(o.precision, dtype);
 
   const scale = o.scale === undefined ? 1 / Math.sqrt(headDim) : float32Scale(o.scale);
   const causal = o.causal === undefined ? false : boolean('options.causal', o.causal);
+  if (paging !== null && o.kvLengths === undefined) {
+    throw argumentError(TypeError, 'options.kvLengths', 'is missing', 'one cache length per batch item with options.blockTable');
+  }
   const kvLengths = o.kvLengths === undefined ? null : normaliseLengths('options.kvLengths', o.kvLengths, batch, kvSeqLen, 'kvSeqLen');
+  if (paging !== null && kvLengths !== null) checkBlockTable(paging, kvLengths, pageCount);
   const qLengths = o.qLengths === undefined ? null : normaliseLengths('options.qLengths', o.qLengths, batch, seqLen, 'seqLen');
   const softcap = o.softcap === undefined ? 0 : normaliseSoftcap(o.softcap);
   const alibiSlopes = o.alibiSlopes === undefined ? null : normaliseHeadValues('options.alibiSlopes', o.alibiSlopes, heads);
@@ -153,7 +179,11 @@ export function validateCall(
   const backend = backendChoice(o.backend);
 
   const qStrides = layoutStrides(layout, heads, seqLen, headDim);
-  const kvStrides = layoutStrides(layout, kvHeads, kvSeqLen, headDim);
+  // A page pool is [pageCount, pageSize, kvHeads, headDim] whatever the layout of q and out: its rows
+  // are kvHeads·headDim apart, and batch items reach them through the block table only.
+  const kvStrides = paging === null
+    ? layoutStrides(layout, kvHeads, kvSeqLen, headDim)
+    : { batch: 0, head: headDim, seq: kvHeads * headDim };
   // One object literal with every field always present, so that every problem has the same shape.
   const problem: AttentionProblem = {
     dtype: dtypeCode(dtype), outDtype: dtypeCode(outDtype),
@@ -161,6 +191,10 @@ export function validateCall(
     batch, heads, kvHeads, seqLen, kvSeqLen, headDim,
     qStrides, kStrides: kvStrides, vStrides: kvStrides, outStrides: qStrides,
     scale, causal, windowLeft, windowRight, kvLengths, qLengths, softcap, alibiSlopes, sinkLogits,
+    blockTable: paging === null ? null : paging.table,
+    maxBlocks: paging === null ? 0 : paging.maxBlocks,
+    pageSize: paging === null ? 0 : paging.pageSize,
+    pageCount,
     globalOffsets, globalIndices,
     // An upper bound, so asking for more than this machine has means all it has.
     threads: Math.min(threads, availableCores()),
@@ -175,6 +209,49 @@ export function validateCall(
     else if (float16ArrayConstructor() !== undefined) result = 'float16array';
   }
   return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend, result };
+}
+
+interface Paging {
+  table: Int32Array;
+  maxBlocks: number;
+  pageSize: number;
+}
+
+/** blockTable (batch × maxBlocks, row-major) and pageSize; the entries are checked by checkBlockTable. */
+function pagingOf(o: GivenOptions, batch: number): Paging {
+  const table = o.blockTable;
+  if (!(table instanceof Int32Array)) {
+    throw typeError('options.blockTable', table, 'an Int32Array of batch × maxBlocks page indices (row-major)');
+  }
+  if (isDetached(table)) {
+    throw argumentError(TypeError, 'options.blockTable', 'is an Int32Array whose buffer is detached', 'a usable Int32Array');
+  }
+  if (table.length === 0 || table.length % batch !== 0) {
+    throw argumentError(RangeError, 'options.blockTable', `has length ${table.length}`, `a positive multiple of batch = ${batch} (batch × maxBlocks)`);
+  }
+  if (o.pageSize === undefined) {
+    throw argumentError(TypeError, 'options.pageSize', 'is missing', 'the rows per page (a positive integer) with options.blockTable');
+  }
+  const pageSize = positiveInteger('options.pageSize', o.pageSize, MAX_SEQ_LEN);
+  return { table, maxBlocks: table.length / batch, pageSize };
+}
+
+/** Every entry that covers a key below its item's length is a page of the pool, checked before any work. */
+function checkBlockTable(paging: Paging, kvLengths: Int32Array, pageCount: number): void {
+  const { table, maxBlocks, pageSize } = paging;
+  for (let b = 0; b < kvLengths.length; b++) {
+    const used = Math.ceil(kvLengths[b] / pageSize);
+    for (let n = 0; n < used; n++) {
+      const index = b * maxBlocks + n;
+      const page = table[index];
+      if (!(page >= 0 && page < pageCount)) {
+        throw argumentError(
+          RangeError, `options.blockTable[${index}]`, `is ${page} (batch item ${b}, block ${n}, which holds keys below kvLengths[${b}] = ${kvLengths[b]})`,
+          `a page index in [0, pageCount) = [0, ${pageCount}) (k holds ${pageCount} pages)`,
+        );
+      }
+    }
+  }
 }
 
 /** Every option, read once; undefined where not given. */
@@ -199,6 +276,8 @@ interface GivenOptions {
   outDtype: unknown;
   precision: unknown;
   qLengths: unknown;
+  blockTable: unknown;
+  pageSize: unknown;
   softcap: unknown;
   alibiSlopes: unknown;
   sinkLogits: unknown;
@@ -219,7 +298,7 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
     kvSeqLen: undefined, layout: undefined, scale: undefined, causal: undefined, kvLengths: undefined,
     out: undefined, lse: undefined, backend: undefined, threads: undefined, window: undefined, globalTokens: undefined,
     dtype: undefined, outDtype: undefined, precision: undefined,
-    qLengths: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined,
+    qLengths: undefined, blockTable: undefined, pageSize: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined,
   };
   const local = kind === 'localGlobalAttention';
   for (const key of Object.keys(o)) {
@@ -245,6 +324,8 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
       case 'outDtype': given.outDtype = value; break;
       case 'precision': given.precision = value; break;
       case 'qLengths': given.qLengths = value; break;
+      case 'blockTable': given.blockTable = value; break;
+      case 'pageSize': given.pageSize = value; break;
       case 'softcap': given.softcap = value; break;
       case 'alibiSlopes': given.alibiSlopes = value; break;
       case 'sinkLogits': given.sinkLogits = value; break;

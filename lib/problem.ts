@@ -50,6 +50,14 @@ export interface AttentionProblem {
   /** One logit per query head, or null: exp(sink - max) joins each row's softmax denominator with no
    *  value vector (gpt-oss sinks); lse includes it, and a row that sees no key gets zeros, lse = sink. */
   sinkLogits: Float32Array | null;
+  /** Paged K/V: k and v are pools of pageCount pages of pageSize rows ([pageCount, pageSize, kvHeads,
+   *  headDim]; kStrides/vStrides.batch are 0), and key j of item b is pool row
+   *  blockTable[b·maxBlocks + ⌊j/pageSize⌋]·pageSize + j mod pageSize. Null (and the three counts 0)
+   *  when K and V are plain tensors. Entries for keys ≥ kvLength(b) are never read. */
+  blockTable: Int32Array | null;
+  maxBlocks: number;
+  pageSize: number;
+  pageCount: number;
   /** CSR global tokens: batch b owns globalIndices[globalOffsets[b] .. globalOffsets[b+1]),
    *  sorted ascending and unique, each in [0, kvSeqLen). Both null when there are none. */
   globalOffsets: Int32Array | null;

@@ -82,7 +82,7 @@ function requireBinding(): NativeBinding {
  * must name exactly these in this order, which loadAddon checks. Adding a field is one name here
  * and one row there; bump the version on both sides when a field changes meaning.
  */
-export const NATIVE_PROBLEM_LAYOUT_VERSION = 4;
+export const NATIVE_PROBLEM_LAYOUT_VERSION = 5;
 export const NATIVE_PROBLEM_FIELDS = [
   'dtype', 'outDtype', 'precision',
   'batch', 'heads', 'kvHeads', 'seqLen', 'kvSeqLen', 'headDim',
@@ -90,7 +90,7 @@ export const NATIVE_PROBLEM_FIELDS = [
   'kStrides.batch', 'kStrides.head', 'kStrides.seq',
   'vStrides.batch', 'vStrides.head', 'vStrides.seq',
   'outStrides.batch', 'outStrides.head', 'outStrides.seq',
-  'scale', 'causal', 'windowLeft', 'windowRight', 'softcap', 'threads',
+  'scale', 'causal', 'windowLeft', 'windowRight', 'softcap', 'pageSize', 'maxBlocks', 'pageCount', 'threads',
 ] as const;
 
 /** What the addon must report from problemFields(): the version, then every name above. */
@@ -154,11 +154,11 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
     },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, isa);
+      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, isa);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, isa);
+      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, isa);
     },
   };
 }
@@ -186,11 +186,11 @@ export function cudaBackend(): BackendImpl {
     bfloat16Products: () => false,
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits);
+      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits);
+      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable);
     },
   };
 }

@@ -285,10 +285,15 @@ class TileKernel {
     const { k, v } = this.b;
     const { keys, values, keyIndex, stride } = this.s;
     const dim = this.dim;
+    const table = this.p.blockTable;
+    const pageSize = this.p.pageSize;
+    const tableBase = this.batch * this.p.maxBlocks;
     for (let c = 0; c < keyCount; c++) {
       const j = keyIndex[c];
-      const kSrc = this.kHeadBase + j * this.kSeq;
-      const vSrc = this.vHeadBase + j * this.vSeq;
+      // A paged cache: key j is row j mod pageSize of the item's page ⌊j / pageSize⌋ in the pool.
+      const row = table === null ? j : table[tableBase + Math.floor(j / pageSize)] * pageSize + (j % pageSize);
+      const kSrc = this.kHeadBase + row * this.kSeq;
+      const vSrc = this.vHeadBase + row * this.vSeq;
       const dst = c * stride;
       for (let d = 0; d < dim; d++) {
         keys[dst + d] = k[kSrc + d];

@@ -14,7 +14,7 @@ namespace {
 
 const char* const kArgNames[kMaxArgs] = {
     "q", "k", "v", "out", "lse", "problem fields", "problem.kvLengths", "problem.globalOffsets",
-    "problem.globalIndices", "problem.qLengths", "problem.alibiSlopes", "problem.sinkLogits", "isa",
+    "problem.globalIndices", "problem.qLengths", "problem.alibiSlopes", "problem.sinkLogits", "problem.blockTable", "isa",
 };
 
 const char* typed_array_name(napi_typedarray_type type) {
@@ -141,8 +141,8 @@ bool read_precision(double number, const char* name, gla::Precision* value, std:
 void read_problem(const CallArgs& args, ReadProblem& read) {
   std::string& error = read.error;
   gla::AttentionProblem& p = read.problem;
-  if (args.argc < kArgSinkLogits + 1) {
-    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices, qLengths, alibiSlopes, sinkLogits)";
+  if (args.argc < kArgBlockTable + 1) {
+    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices, qLengths, alibiSlopes, sinkLogits, blockTable)";
     return;
   }
 
@@ -191,12 +191,14 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   bool has_q_lengths = false;
   bool has_slopes = false;
   bool has_sinks = false;
+  bool has_table = false;
   if (!read_metadata_array(args, kArgKvLengths, read.kv_lengths, has_lengths, error) ||
       !read_metadata_array(args, kArgGlobalOffsets, read.global_offsets, has_offsets, error) ||
       !read_metadata_array(args, kArgGlobalIndices, read.global_indices, has_indices, error) ||
       !read_metadata_array(args, kArgQLengths, read.q_lengths, has_q_lengths, error) ||
       !read_metadata_array(args, kArgAlibiSlopes, read.alibi_slopes, has_slopes, error) ||
-      !read_metadata_array(args, kArgSinkLogits, read.sink_logits, has_sinks, error)) {
+      !read_metadata_array(args, kArgSinkLogits, read.sink_logits, has_sinks, error) ||
+      !read_metadata_array(args, kArgBlockTable, read.block_table, has_table, error)) {
     return;
   }
   if (has_offsets != has_indices) {
@@ -220,6 +222,10 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
     error = "problem.sinkLogits must have heads entries";
     return;
   }
+  if (has_table && static_cast<int64_t>(read.block_table.size()) != p.batch * p.max_blocks) {
+    error = "problem.blockTable must have batch * maxBlocks entries";
+    return;
+  }
   if (has_offsets && static_cast<int64_t>(read.global_offsets.size()) != p.batch + 1) {
     error = "problem.globalOffsets must have batch + 1 entries";
     return;
@@ -233,6 +239,7 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   p.q_lengths = has_q_lengths ? read.q_lengths.data() : nullptr;
   p.alibi_slopes = has_slopes ? read.alibi_slopes.data() : nullptr;
   p.sink_logits = has_sinks ? read.sink_logits.data() : nullptr;
+  p.block_table = has_table ? read.block_table.data() : nullptr;
   // An empty Int32Array has no data pointer worth trusting; an empty global list is no global list.
   p.global_offsets = has_offsets ? read.global_offsets.data() : nullptr;
   p.global_indices = has_indices ? read.global_indices.data() : nullptr;

@@ -59,9 +59,12 @@ namespace gla_addon {
   X(window_left, "windowLeft", integer)                   \
   X(window_right, "windowRight", integer)                 \
   X(softcap, "softcap", real)                             \
+  X(page_size, "pageSize", integer)                       \
+  X(max_blocks, "maxBlocks", integer)                     \
+  X(page_count, "pageCount", integer)                     \
   X(threads, "threads", count)
 
-constexpr double kProblemLayoutVersion = 4;
+constexpr double kProblemLayoutVersion = 5;
 
 #define GLA_COUNT_FIELD(member, name, kind) +1
 constexpr int kProblemFieldCount = 1 GLA_PROBLEM_FIELDS(GLA_COUNT_FIELD);  // with the version
@@ -76,7 +79,7 @@ extern const char* const kProblemFieldNames[kProblemFieldCount];
 
 // Argument positions shared by every attention entry point:
 // (q, k, v, out, lse|null, fields, kvLengths|null, globalOffsets|null, globalIndices|null,
-//  qLengths|null, alibiSlopes|null, sinkLogits|null[, isa]).
+//  qLengths|null, alibiSlopes|null, sinkLogits|null, blockTable|null[, isa]).
 enum ArgIndex : size_t {
   kArgQ = 0,
   kArgK,
@@ -90,6 +93,7 @@ enum ArgIndex : size_t {
   kArgQLengths,
   kArgAlibiSlopes,
   kArgSinkLogits,
+  kArgBlockTable,
   kArgIsa,  // CPU entry points only
   kMaxArgs
 };
@@ -110,10 +114,11 @@ struct ReadProblem {
   std::vector<int32_t> q_lengths;
   std::vector<float> alibi_slopes;
   std::vector<float> sink_logits;
+  std::vector<int32_t> block_table;
   std::string error;  // non-empty: the arguments were not what binding.d.ts promises
 };
 
-// Reads argv[kArgQ .. kArgSinkLogits]. The returned problem's metadata pointers refer into the
+// Reads argv[kArgQ .. kArgBlockTable]. The returned problem's metadata pointers refer into the
 // ReadProblem itself, so it must not be copied after this call (it is held by pointer).
 void read_problem(const CallArgs& args, ReadProblem& read);
 

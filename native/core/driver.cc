@@ -179,7 +179,11 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.v_row_stride = widen ? plan.dim_pad : kv.v_row_stride;
   a.kv_dtype = widen ? DType::float32 : p.dtype;
   a.keys = sc.keys;
-  a.key_rows = widen ? sc.block_rows : sc.keys;
+  // Where each key's K and V rows are: its own index, the widened block's rows, or (paged) its
+  // pool row, looked up once per block.
+  const bool paged = p.block_table != nullptr;
+  const int64_t* source_rows = paged ? sc.pool_rows : sc.keys;
+  a.key_rows = widen ? sc.block_rows : source_rows;
   // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
   // float32 path instead when its V holds an inf or NaN (whose masked weights must not meet it).
   const bool bf16 = c.bf16 && u.rows > c.kernels.few_rows;
@@ -234,6 +238,15 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead = nullptr;
       a.k_ahead_rows = 0;
     }
+    if (paged) {
+      const int32_t* table = p.block_table + g.batch * p.max_blocks;
+      for (int k = 0; k < a.n_keys; ++k) {
+        const int64_t j = sc.keys[k];
+        sc.pool_rows[k] = static_cast<int64_t>(table[j / p.page_size]) * p.page_size + j % p.page_size;
+      }
+      a.k_ahead = nullptr;  // the next block's rows are not contiguous
+      a.k_ahead_rows = 0;
+    }
     const int dim = static_cast<int>(p.head_dim);
     if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % plan.block_k == 0) {
       // The head's pairs, packed once (pairs_per_head), blocks on the grid from key 0.
@@ -244,7 +257,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
         c.kernels.attend_block_bf16(a);
         continue;
       }
-    } else if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, a.n_keys,
+    } else if (bf16 && c.kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, source_rows, a.n_keys,
                                                dim, plan.dim_pad, sc.k_pairs, sc.v_pairs)) {
       a.k_pairs = sc.k_pairs;
       a.v_pairs = sc.v_pairs;
@@ -252,8 +265,8 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       continue;
     }
     if (widen) {
-      c.kernels.widen_rows(p.dtype, kv.k, kv.k_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.k_block, plan.dim_pad);
-      c.kernels.widen_rows(p.dtype, kv.v, kv.v_row_stride, sc.keys, a.n_keys, dim, 1.0f, sc.v_block, plan.dim_pad);
+      c.kernels.widen_rows(p.dtype, kv.k, kv.k_row_stride, source_rows, a.n_keys, dim, 1.0f, sc.k_block, plan.dim_pad);
+      c.kernels.widen_rows(p.dtype, kv.v, kv.v_row_stride, source_rows, a.n_keys, dim, 1.0f, sc.v_block, plan.dim_pad);
     }
     c.kernels.attend_block(a);
   }
@@ -410,6 +423,8 @@ enum class KvAccess {
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
+  // A paged cache is read where its pages are (each block's rows looked up in the block table).
+  if (p.block_table != nullptr) return KvAccess::in_place;
   // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
   if (bf16) {
     // An even block_k keeps each block's V pairs its own.

@@ -56,6 +56,8 @@ class Scratch {
   int64_t* row_position = nullptr; // [block_q]
   float* alibi_rows = nullptr;     // [rows_pad]
   float* alibi_keys = nullptr;     // [block_k + 16]
+  // Paged K and V: the pool row of each key of a block (problem.h, block_table).
+  int64_t* pool_rows = nullptr;    // [block_k]
 
  private:
   std::unique_ptr<unsigned char[]> storage_;

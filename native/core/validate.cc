@@ -135,9 +135,26 @@ Outcome validate_problem(const AttentionProblem& p) {
   if (p.window_left < -1) return fail("window_left must be >= -1 (-1 = unbounded), got %lld", (long long)p.window_left);
   if (p.window_right < -1) return fail("window_right must be >= -1 (-1 = unbounded), got %lld", (long long)p.window_right);
 
+  const bool paged = p.block_table != nullptr;
+  if (paged) {
+    if (p.page_size < 1 || p.page_size > kMaxDim || p.max_blocks < 1 || p.max_blocks > kMaxDim || p.page_count < 0 ||
+        p.page_count > kMaxDim) {
+      return fail("paged k/v needs page_size and max_blocks in [1, %lld] and page_count in [0, %lld] (got %lld, %lld, %lld)",
+                  (long long)kMaxDim, (long long)kMaxDim, (long long)p.page_size, (long long)p.max_blocks,
+                  (long long)p.page_count);
+    }
+    if (p.kv_seq_len > p.max_blocks * p.page_size) {
+      return fail("kv_seq_len %lld exceeds max_blocks * page_size = %lld", (long long)p.kv_seq_len,
+                  (long long)(p.max_blocks * p.page_size));
+    }
+    if (p.k_strides.batch != 0 || p.v_strides.batch != 0) return fail("paged k/v must have batch strides 0");
+  }
+
   Outcome error;
   const int64_t q_extents[4] = {p.batch, p.heads, p.seq_len, p.head_dim};
-  const int64_t kv_extents[4] = {p.batch, p.kv_heads, p.kv_seq_len, p.head_dim};
+  // Paged: the strided extent is the pool's rows, every batch item reading within it.
+  const int64_t kv_extents[4] = {paged ? 1 : p.batch, p.kv_heads, paged ? p.page_count * p.page_size : p.kv_seq_len,
+                                 p.head_dim};
   const int64_t q_strides[4] = {p.q_strides.batch, p.q_strides.head, p.q_strides.seq, 1};
   const int64_t k_strides[4] = {p.k_strides.batch, p.k_strides.head, p.k_strides.seq, 1};
   const int64_t v_strides[4] = {p.v_strides.batch, p.v_strides.head, p.v_strides.seq, 1};
@@ -197,6 +214,19 @@ Outcome validate_problem(const AttentionProblem& p) {
     }
   }
 
+  if (paged) {
+    for (int64_t b = 0; b < p.batch; ++b) {
+      const int64_t kv_length = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+      const int64_t used = (kv_length + p.page_size - 1) / p.page_size;
+      for (int64_t n = 0; n < used; ++n) {
+        const int32_t page = p.block_table[b * p.max_blocks + n];
+        if (page < 0 || page >= p.page_count) {
+          return fail("block_table[%lld] = %d (batch %lld, block %lld) is outside [0, page_count = %lld)",
+                      (long long)(b * p.max_blocks + n), page, (long long)b, (long long)n, (long long)p.page_count);
+        }
+      }
+    }
+  }
   if (p.q_lengths != nullptr) {
     for (int64_t b = 0; b < p.batch; ++b) {
       if (p.q_lengths[b] < 0 || p.q_lengths[b] > p.seq_len) {

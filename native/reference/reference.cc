@@ -36,10 +36,22 @@ double element(const void* base, DType dtype, int64_t offset) {
 
 }  // namespace
 
+int64_t reference_kv_length(const AttentionProblem& p, int64_t b) {
+  return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+}
+
+int64_t reference_q_length(const AttentionProblem& p, int64_t b) {
+  return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len;
+}
+
+int64_t reference_position(const AttentionProblem& p, int64_t b, int64_t i) {
+  return i + reference_kv_length(p, b) - reference_q_length(p, b);
+}
+
 bool reference_visible(const AttentionProblem& p, int64_t b, int64_t i, int64_t j) {
-  const int64_t position = i + p.kv_seq_len - p.seq_len;
-  const int64_t kv_length = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
-  if (j >= kv_length) return false;
+  if (i >= reference_q_length(p, b)) return false;  // a padding row
+  const int64_t position = reference_position(p, b, i);
+  if (j >= reference_kv_length(p, b)) return false;
   if (p.causal && j > position) return false;
   // Written as differences so that a huge window cannot overflow.
   const bool in_window = (p.window_left < 0 || position - j <= p.window_left) &&
@@ -47,21 +59,50 @@ bool reference_visible(const AttentionProblem& p, int64_t b, int64_t i, int64_t 
   return in_window || is_global(p, b, j) || is_global(p, b, position);
 }
 
+double reference_score(const AttentionProblem& p, int64_t b, int64_t h, int64_t i, int64_t j, double dot) {
+  double s = static_cast<double>(p.scale) * dot;
+  if (p.softcap > 0.0f) {
+    const double cap = static_cast<double>(p.softcap);
+    s = cap * std::tanh(s / cap);
+  }
+  if (p.alibi_slopes != nullptr) {
+    const double distance = std::fabs(static_cast<double>(reference_position(p, b, i) - j));
+    s -= static_cast<double>(p.alibi_slopes[h]) * distance;
+  }
+  return s;
+}
+
 void reference_attention(const AttentionProblem& p, std::vector<double>& out, std::vector<double>& lse) {
+  reference_attention(p, out, lse, nullptr);
+}
+
+void reference_attention(const AttentionProblem& p, std::vector<double>& out, std::vector<double>& lse,
+                         std::vector<char>* sees_no_key) {
+  const double inf = std::numeric_limits<double>::infinity();
   const int64_t rows = p.batch * p.heads * p.seq_len;
   out.assign(static_cast<size_t>(rows * p.head_dim), 0.0);
-  lse.assign(static_cast<size_t>(rows), -std::numeric_limits<double>::infinity());
+  lse.assign(static_cast<size_t>(rows), -inf);
+  if (sees_no_key != nullptr) sees_no_key->assign(static_cast<size_t>(rows), 1);
   std::vector<double> scores(static_cast<size_t>(p.kv_seq_len));
   std::vector<char> visible(static_cast<size_t>(p.kv_seq_len));
   const int64_t group = p.heads / p.kv_heads;
 
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t i = 0; i < p.seq_len; ++i) {
-      for (int64_t j = 0; j < p.kv_seq_len; ++j) visible[j] = reference_visible(p, b, i, j);
+      // Padding rows: out 0, lse -inf (as assigned), sinks or not.
+      if (i >= reference_q_length(p, b)) continue;
+      bool any_visible = false;
+      for (int64_t j = 0; j < p.kv_seq_len; ++j) {
+        visible[j] = reference_visible(p, b, i, j);
+        any_visible = any_visible || visible[j];
+      }
       for (int64_t h = 0; h < p.heads; ++h) {
         const int64_t kh = h / group;
+        const int64_t row = (b * p.heads + h) * p.seq_len + i;
+        if (sees_no_key != nullptr) (*sees_no_key)[row] = any_visible ? 0 : 1;
         const int64_t q_row = b * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
-        double max = -std::numeric_limits<double>::infinity();
+        // max over the visible scores (a NaN score never becomes the max, but reaches the sum below).
+        double max = -inf;
         for (int64_t j = 0; j < p.kv_seq_len; ++j) {
           if (!visible[j]) continue;
           const int64_t k_row = b * p.k_strides.batch + kh * p.k_strides.head + j * p.k_strides.seq;
@@ -69,22 +110,30 @@ void reference_attention(const AttentionProblem& p, std::vector<double>& out, st
           for (int64_t t = 0; t < p.head_dim; ++t) {
             dot += element(p.q, p.dtype, q_row + t) * element(p.k, p.dtype, k_row + t);
           }
-          scores[j] = static_cast<double>(p.scale) * dot;
+          scores[j] = reference_score(p, b, h, i, j, dot);
           if (scores[j] > max) max = scores[j];
         }
-        const int64_t row = (b * p.heads + h) * p.seq_len + i;
-        if (max == -std::numeric_limits<double>::infinity()) continue;  // no visible key
+        const bool has_sink = p.sink_logits != nullptr;
+        const double sink = has_sink ? static_cast<double>(p.sink_logits[h]) : -inf;
+        if (max == -inf) {
+          // No visible key (or none with a score above -inf): out stays 0; lse is the sink's alone.
+          if (has_sink) lse[row] = sink;
+          continue;
+        }
+        // m = max(max_j s_j, sink); D = sum_j exp(s_j - m) [+ exp(sink - m)].
+        const double m = has_sink && sink > max ? sink : max;
         double sum = 0.0;
         double* o = out.data() + row * p.head_dim;
         for (int64_t j = 0; j < p.kv_seq_len; ++j) {
           if (!visible[j]) continue;
-          const double w = std::exp(scores[j] - max);
+          const double w = std::exp(scores[j] - m);
           sum += w;
           const int64_t v_row = b * p.v_strides.batch + kh * p.v_strides.head + j * p.v_strides.seq;
           for (int64_t t = 0; t < p.head_dim; ++t) o[t] += w * element(p.v, p.dtype, v_row + t);
         }
+        if (has_sink) sum += std::exp(sink - m);
         for (int64_t t = 0; t < p.head_dim; ++t) o[t] /= sum;
-        lse[row] = max + std::log(sum);
+        lse[row] = m + std::log(sum);
       }
     }
   }

@@ -1,6 +1,6 @@
 // gla_tests <suite>: the CPU core checked against the double-precision reference, on every ISA
-// this machine supports. Suites: isas exp validate grid concurrency copy random half (no argument:
-// all).
+// this machine supports. Suites: isas exp validate grid concurrency copy random half serving (no
+// argument: all).
 // Registered with ctest one suite per entry; under GLA_SANITIZE the same suites run instrumented
 // (the random suite then doubles as a fuzz driver).
 #include <algorithm>
@@ -655,6 +655,8 @@ void suite_random(int count) {
   // Element types and precision from a stream of their own, so that the shapes drawn from rng stay
   // those of the float32-only suite; about half the problems stay float32 throughout.
   std::mt19937_64 type_rng(20261201);
+  // The serving options likewise (so that the shapes and types stay those drawn before them).
+  std::mt19937_64 serving_rng(20260313);
   const DType dtypes[] = {DType::float32, DType::float16, DType::bfloat16};
   auto pick = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(rng)); };
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p; };
@@ -724,6 +726,36 @@ void suite_random(int count) {
       s.dtype = dtypes[three(type_rng)];
       s.out_dtype = dtypes[three(type_rng)];
       s.precision = two(type_rng) == 1 ? Precision::bfloat16 : Precision::float32;
+    }
+
+    // The serving options (problem.h) from a stream of their own too; about half the problems get
+    // at least one of them.
+    if (std::uniform_int_distribution<int>(0, 1)(serving_rng) == 1) {
+      auto serving_chance = [&](double p) { return std::uniform_real_distribution<double>(0.0, 1.0)(serving_rng) < p; };
+      auto serving_pick = [&](int64_t lo, int64_t hi) {
+        return std::uniform_int_distribution<int64_t>(lo, hi)(serving_rng);
+      };
+      if (serving_chance(0.5)) {
+        for (int64_t b = 0; b < s.batch; ++b) {
+          const int64_t r = serving_pick(0, 4);
+          s.q_lengths.push_back(static_cast<int32_t>(r == 0 ? 0 : r == 1 ? s.seq_len : serving_pick(0, s.seq_len)));
+        }
+      }
+      if (serving_chance(0.4)) {
+        const float caps[] = {0.5f, 2.0f, 5.0f, 20.0f, 50.0f};
+        s.softcap = caps[serving_pick(0, 4)];
+      }
+      if (serving_chance(0.4)) {
+        for (int64_t h = 0; h < s.heads; ++h) {
+          s.alibi_slopes.push_back(serving_chance(0.15) ? -std::uniform_real_distribution<float>(0.0f, 0.1f)(serving_rng)
+                                                        : std::uniform_real_distribution<float>(0.0f, 1.0f)(serving_rng));
+        }
+      }
+      if (serving_chance(0.4)) {
+        for (int64_t h = 0; h < s.heads; ++h) {
+          s.sink_logits.push_back(std::uniform_real_distribution<float>(-8.0f, 8.0f)(serving_rng));
+        }
+      }
     }
 
     TestProblem tp;
@@ -1107,6 +1139,653 @@ void suite_half() {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Serving options (problem.h): per-sequence q_lengths (and the per-sequence alignment
+// p = i + kv_length(b) - q_length(b)), softcap, ALiBi slopes and attention sinks, alone and together,
+// on every ISA, with split-K and small tiles, float32 and the half types; and their validation.
+
+// Defaults at 1 and 2 threads, small tiles, forced split-K (chunked merges) with odd tiles, and a
+// thread count above the problem's natural one.
+const std::pair<int, DriverConfig> kServingVariants[] = {
+    {1, DriverConfig{}},
+    {2, DriverConfig{}},
+    {2, DriverConfig{16, 40, 0, 0}},
+    {3, DriverConfig{7, 24, 3, 0}},
+    {2, DriverConfig{5, 9, 2, 0}},
+    {1, DriverConfig{3, 7, 5, 0}},
+    {4, DriverConfig{0, 0, 4, 0}},
+};
+
+// Beyond compare: padding rows are +0 bit for bit with lse -inf; with sinks, a real row that sees no
+// key is exactly 0 with lse = its head's sink.
+void check_serving_rows(const TestProblem& tp, const gla_test::Reference& ref, const std::string& where) {
+  const gla::AttentionProblem& p = tp.p;
+  bool padding_ok = true, sink_rows_ok = true;
+  std::string first_bad;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t q_length = gla::reference_q_length(p, b);
+    for (int64_t h = 0; h < p.heads; ++h) {
+      for (int64_t i = 0; i < p.seq_len; ++i) {
+        const int64_t row = (b * p.heads + h) * p.seq_len + i;
+        const int64_t base = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+        const std::string at = "[b=" + std::to_string(b) + ",h=" + std::to_string(h) + ",i=" + std::to_string(i) + "]";
+        if (i >= q_length) {
+          bool zero = true;
+          for (int64_t t = 0; t < p.head_dim; ++t) {
+            const size_t e = static_cast<size_t>(base + t);
+            if (p.out_dtype == DType::float32) {
+              uint32_t bits;
+              std::memcpy(&bits, &tp.out[e], sizeof bits);
+              zero = zero && bits == 0;
+            } else {
+              zero = zero && tp.out16[e] == 0;
+            }
+          }
+          const bool lse_ok = p.lse == nullptr || (std::isinf(p.lse[row]) && p.lse[row] < 0);
+          if ((!zero || !lse_ok) && padding_ok) first_bad += " padding row" + at + (zero ? "" : " out not +0") + (lse_ok ? "" : " lse not -inf");
+          padding_ok = padding_ok && zero && lse_ok;
+        } else if (p.sink_logits != nullptr && !ref.sees_no_key.empty() && ref.sees_no_key[static_cast<size_t>(row)] &&
+                   !std::isnan(ref.lse[static_cast<size_t>(row)])) {
+          bool zero = true;
+          for (int64_t t = 0; t < p.head_dim; ++t) zero = zero && tp.out_at(base + t) == 0.0;
+          const double sink = p.sink_logits[h];
+          const bool lse_ok = p.lse == nullptr || std::fabs(p.lse[row] - sink) <= 1e-6 * std::max(1.0, std::fabs(sink));
+          if ((!zero || !lse_ok) && sink_rows_ok) {
+            first_bad += " sink row that sees no key" + at + (zero ? "" : " out not 0") +
+                         (lse_ok ? "" : " lse " + std::to_string(p.lse[row]) + " != sink " + std::to_string(sink));
+          }
+          sink_rows_ok = sink_rows_ok && zero && lse_ok;
+        }
+      }
+    }
+  }
+  expect(padding_ok && sink_rows_ok, where + ": padding / no-key sink rows:" + first_bad);
+}
+
+// Every ISA x every variant, compare + check_serving_rows. Returns the number of runs.
+int run_serving(TestProblem& tp, const gla_test::Reference& ref, const std::string& label) {
+  int runs = 0;
+  for (Isa isa : gla::supported_isas()) {
+    for (const auto& v : kServingVariants) {
+      run_and_compare(tp, ref, isa, v.first, v.second, label);
+      check_serving_rows(tp, ref, label + " isa=" + gla::isa_name(isa) + " threads=" + std::to_string(v.first) + " " +
+                                      config_text(v.second));
+      ++runs;
+    }
+  }
+  return runs;
+}
+
+// Slopes as ALiBi makes them for n heads (2^(-8 (h + 1) / n)).
+std::vector<float> alibi_slopes(int64_t heads) {
+  std::vector<float> s;
+  for (int64_t h = 0; h < heads; ++h) s.push_back(std::exp2(-8.0f * static_cast<float>(h + 1) / static_cast<float>(heads)));
+  return s;
+}
+
+std::vector<float> sinks_for(int64_t heads) {
+  const float values[] = {0.5f, -1.0f, 2.5f, -7.0f, 4.0f, 0.0f, 12.0f, -30.0f};
+  std::vector<float> s;
+  for (int64_t h = 0; h < heads; ++h) s.push_back(values[h % 8]);
+  return s;
+}
+
+std::vector<Spec> serving_specs() {
+  std::vector<Spec> specs;
+  auto base = [](const char* name, int64_t s, int64_t kv, int64_t d) {
+    Spec x;
+    x.name = name;
+    x.seq_len = s;
+    x.kv_seq_len = kv;
+    x.head_dim = d;
+    x.heads = 2;
+    x.kv_heads = 2;
+    x.seed = static_cast<uint64_t>(s * 60013 + kv * 307 + d) ^ 0x5e4fu;
+    return x;
+  };
+  auto add = [&](Spec s) { specs.push_back(std::move(s)); };
+
+  // --- q_lengths with kv_lengths ---
+  {
+    // A padded decode batch: one new token per sequence, sequences of different lengths. Item 1's
+    // token sits at position 49 (not 127): with the old alignment its window would hold no key.
+    Spec d = base("padded decode", 1, 128, 64);
+    d.batch = 2;
+    d.heads = 4;
+    d.kv_heads = 2;
+    d.causal = true;
+    d.window_left = 31;
+    d.window_right = 0;
+    d.kv_lengths = {128, 50};
+    d.q_lengths = {1, 1};
+    add(d);
+    Spec dg = d;
+    dg.name = "padded decode, global tokens";
+    dg.globals = {{0, 1, 2, 3}};
+    add(dg);
+    Spec dz = d;
+    dz.name = "padded decode, an idle slot";
+    dz.batch = 3;
+    dz.kv_lengths = {128, 50, 7};
+    dz.q_lengths = {1, 0, 1};
+    dz.globals = {{0, 1, 2, 3}};
+    add(dz);
+    // Speculative decode: several new tokens per sequence, padded to seq_len 4; item 2 has fewer
+    // keys than queries (its first row sits at position -1 and, causal, sees no key).
+    Spec sd = base("padded speculative decode", 4, 128, 32);
+    sd.batch = 4;
+    sd.heads = 2;
+    sd.kv_heads = 1;
+    sd.causal = true;
+    sd.kv_lengths = {128, 50, 2, 0};
+    sd.q_lengths = {4, 2, 3, 1};
+    add(sd);
+  }
+  {
+    // Right-padded prefill: q_lengths = kv_lengths, causal (each item's own square).
+    Spec pf = base("right-padded prefill", 64, 64, 32);
+    pf.batch = 3;
+    pf.causal = true;
+    pf.kv_lengths = {64, 37, 5};
+    pf.q_lengths = {64, 37, 5};
+    add(pf);
+    Spec pw = pf;
+    pw.name = "right-padded prefill, window + globals, GQA bshd";
+    pw.heads = 4;
+    pw.kv_heads = 2;
+    pw.q_layout = pw.kv_layout = pw.out_layout = Layout::bshd;
+    pw.window_left = 8;
+    pw.window_right = 0;
+    pw.globals = {{0, 1}, {0, 20}, {4}};
+    add(pw);
+    // Chunked prefill: a chunk of new queries against a longer cache, per-sequence lengths.
+    Spec ch = base("chunked prefill, q < kv per sequence", 40, 100, 24);
+    ch.batch = 3;
+    ch.causal = true;
+    ch.kv_lengths = {100, 60, 17};
+    ch.q_lengths = {40, 13, 17};
+    ch.q_layout = Layout::bhsd_padded;
+    ch.out_layout = Layout::bshd_padded;
+    add(ch);
+    Spec nc = ch;
+    nc.name = "q_lengths non-causal window";
+    nc.causal = false;
+    nc.window_left = 5;
+    nc.window_right = 3;
+    add(nc);
+  }
+  {
+    Spec z = base("q_lengths all 0", 20, 30, 16);
+    z.batch = 2;
+    z.q_lengths = {0, 0};
+    add(z);
+    Spec zs = z;
+    zs.name = "q_lengths all 0, sinks";
+    zs.sink_logits = sinks_for(zs.heads);
+    add(zs);
+    Spec zm = base("q_lengths 0 and full", 20, 30, 16);
+    zm.batch = 3;
+    zm.causal = true;
+    zm.q_lengths = {0, 20, 7};
+    add(zm);
+  }
+
+  // --- softcap ---
+  {
+    Spec big = base("softcap 30, large logits", 100, 100, 64);
+    big.values = Values::integers;
+    big.scale = 1.0f;
+    big.softcap = 30.0f;
+    add(big);
+    Spec bigc = big;
+    bigc.name = "softcap 50, large logits causal window globals";
+    bigc.scale = 0.5f;
+    bigc.softcap = 50.0f;
+    bigc.causal = true;
+    bigc.window_left = 10;
+    bigc.window_right = 0;
+    bigc.globals = {{0, 64}};
+    add(bigc);
+    Spec small = base("softcap 0.5", 70, 90, 32);
+    small.softcap = 0.5f;
+    small.scale = 2.0f;
+    add(small);
+    Spec dec = base("softcap decode", 1, 2048, 64);
+    dec.heads = 4;
+    dec.kv_heads = 1;
+    dec.values = Values::integers;
+    dec.scale = 0.25f;
+    dec.softcap = 20.0f;
+    add(dec);
+  }
+
+  // --- ALiBi ---
+  {
+    Spec c = base("alibi causal", 100, 100, 32);
+    c.heads = c.kv_heads = 4;
+    c.causal = true;
+    c.alibi_slopes = alibi_slopes(4);
+    add(c);
+    Spec n = base("alibi non-causal seq < kv", 60, 80, 16);
+    n.heads = n.kv_heads = 3;
+    n.alibi_slopes = {0.5f, 0.03125f, -0.0625f};  // a negative slope too: finite is all that is asked
+    add(n);
+    Spec n2 = base("alibi non-causal seq > kv", 80, 50, 16);
+    n2.alibi_slopes = {0.25f, 1.0f};
+    add(n2);
+    Spec w = base("alibi windowed", 120, 120, 24);
+    w.heads = w.kv_heads = 2;
+    w.window_left = 16;
+    w.window_right = 4;
+    w.globals = {{0, 77}};
+    w.alibi_slopes = {0.125f, 0.75f};
+    add(w);
+    Spec g = base("alibi GQA", 64, 96, 32);
+    g.batch = 2;
+    g.heads = 6;
+    g.kv_heads = 2;
+    g.causal = true;
+    g.kv_lengths = {96, 40};
+    g.alibi_slopes = alibi_slopes(6);
+    add(g);
+    Spec b = base("alibi bshd padded", 45, 45, 20);
+    b.batch = 2;
+    b.heads = 4;
+    b.kv_heads = 2;
+    b.q_layout = Layout::bshd;
+    b.kv_layout = Layout::bshd_padded;
+    b.out_layout = Layout::bshd;
+    b.causal = true;
+    b.alibi_slopes = alibi_slopes(4);
+    add(b);
+    Spec d = base("alibi decode", 1, 3000, 64);
+    d.heads = 2;
+    d.kv_heads = 1;
+    d.alibi_slopes = {0.001f, 0.01f};
+    add(d);
+  }
+
+  // --- sinks ---
+  {
+    Spec c = base("sinks causal", 80, 80, 32);
+    c.heads = c.kv_heads = 4;
+    c.causal = true;
+    c.sink_logits = sinks_for(4);
+    add(c);
+    Spec w = base("sinks sliding window", 100, 100, 16);
+    w.heads = w.kv_heads = 8;
+    w.causal = true;
+    w.window_left = 8;
+    w.window_right = 0;
+    w.sink_logits = sinks_for(8);  // includes a dominating 12 and a negligible -30
+    add(w);
+    // Rows that see no key: causal with seq > kv (the first 20 rows sit before key 0), and items
+    // with kv_length 0: out 0, lse = sink.
+    Spec e = base("sinks, rows that see no key", 50, 30, 16);
+    e.batch = 3;
+    e.causal = true;
+    e.kv_lengths = {30, 0, 10};
+    e.sink_logits = sinks_for(2);
+    add(e);
+    Spec e2 = base("sinks, kv_seq_len 0", 7, 0, 8);
+    e2.heads = e2.kv_heads = 3;
+    e2.sink_logits = sinks_for(3);
+    add(e2);
+    Spec d = base("sinks decode split", 1, 4096, 64);
+    d.heads = 4;
+    d.kv_heads = 2;
+    d.batch = 2;
+    d.kv_lengths = {4096, 0};
+    d.sink_logits = sinks_for(4);
+    add(d);
+    Spec big = base("sinks, large logits", 60, 60, 32);
+    big.values = Values::integers;
+    big.scale = 1.0f;
+    big.causal = true;
+    big.sink_logits = {100.0f, -100.0f};
+    add(big);
+  }
+
+  // --- all together ---
+  {
+    Spec a = base("all: q/kv lengths, softcap, alibi, sinks, window, globals, GQA", 48, 96, 40);
+    a.batch = 3;
+    a.heads = 6;
+    a.kv_heads = 3;
+    a.causal = true;
+    a.window_left = 20;
+    a.window_right = 0;
+    a.globals = {{0, 1, 2, 3}, {}, {5, 50}};
+    a.kv_lengths = {96, 30, 3};
+    a.q_lengths = {48, 12, 6};
+    a.softcap = 10.0f;
+    a.alibi_slopes = alibi_slopes(6);
+    a.sink_logits = sinks_for(6);
+    a.q_layout = Layout::bshd_padded;
+    a.kv_layout = Layout::bhsd_padded;
+    a.out_layout = Layout::bshd;
+    add(a);
+    Spec d = base("all: padded decode", 1, 700, 64);
+    d.batch = 3;
+    d.heads = 8;
+    d.kv_heads = 2;
+    d.causal = true;
+    d.window_left = 255;
+    d.window_right = 0;
+    d.globals = {{0, 1, 2, 3}};
+    d.kv_lengths = {700, 300, 0};
+    d.q_lengths = {1, 1, 1};
+    d.values = Values::integers;  // logits in the tens: the softcap bites
+    d.scale = 0.125f;
+    d.softcap = 30.0f;
+    d.alibi_slopes = alibi_slopes(8);
+    d.sink_logits = sinks_for(8);
+    add(d);
+    Spec n = base("all: non-causal, integers", 33, 57, 17);
+    n.batch = 2;
+    n.values = Values::integers;
+    n.scale = 0.5f;
+    n.window_left = 6;
+    n.window_right = 6;
+    n.q_lengths = {20, 33};
+    n.kv_lengths = {57, 25};
+    n.softcap = 15.0f;
+    n.alibi_slopes = {0.3f, 0.05f};
+    n.sink_logits = {3.0f, -2.0f};
+    add(n);
+  }
+  return specs;
+}
+
+void serving_validation() {
+  Spec base;
+  base.name = "serving validate";
+  base.batch = 2;
+  base.heads = 4;
+  base.kv_heads = 2;
+  base.seq_len = 5;
+  base.kv_seq_len = 7;
+  base.head_dim = 8;
+  base.kv_lengths = {7, 4};
+  base.q_lengths = {5, 2};
+  base.softcap = 20.0f;
+  base.alibi_slopes = alibi_slopes(4);
+  base.sink_logits = sinks_for(4);
+  base.causal = true;
+  {
+    TestProblem tp;
+    gla_test::build(base, tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::ok, std::string("serving: the base problem is valid (") + v.message + ")");
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::pair<const char*, std::function<void(TestProblem&)>> cases[] = {
+      {"q_length -1", [](TestProblem& t) { t.q_lengths[1] = -1; }},
+      {"q_length above seq_len", [](TestProblem& t) { t.q_lengths[0] = 6; }},
+      {"q_length INT32_MIN", [](TestProblem& t) { t.q_lengths[1] = INT32_MIN; }},
+      {"softcap -1", [](TestProblem& t) { t.p.softcap = -1.0f; }},
+      {"softcap -tiny", [](TestProblem& t) { t.p.softcap = -1e-30f; }},
+      {"softcap NaN", [nan](TestProblem& t) { t.p.softcap = nan; }},
+      {"softcap inf", [inf](TestProblem& t) { t.p.softcap = inf; }},
+      {"softcap -inf", [inf](TestProblem& t) { t.p.softcap = -inf; }},
+      {"alibi slope NaN", [nan](TestProblem& t) { t.alibi_slopes[3] = nan; }},
+      {"alibi slope inf", [inf](TestProblem& t) { t.alibi_slopes[0] = inf; }},
+      {"alibi slope -inf", [inf](TestProblem& t) { t.alibi_slopes[2] = -inf; }},
+      {"sink NaN", [nan](TestProblem& t) { t.sink_logits[1] = nan; }},
+      {"sink inf", [inf](TestProblem& t) { t.sink_logits[3] = inf; }},
+      {"sink -inf", [inf](TestProblem& t) { t.sink_logits[0] = -inf; }},
+  };
+  for (const auto& c : cases) {
+    TestProblem tp;
+    gla_test::build(base, tp);
+    c.second(tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::invalid_argument && std::strlen(v.message) > 0,
+           std::string("validate rejects: ") + c.first + " (got status " + std::to_string(static_cast<int>(v.status)) +
+               ")");
+    tp.poison_outputs();
+    for (Isa isa : gla::supported_isas()) {
+      const gla::Outcome r = gla::core::run_attention_configured(tp.p, isa, DriverConfig{7, 24, 3, 0});
+      bool untouched = true;
+      for (float x : tp.out) untouched = untouched && std::isnan(x);
+      for (float x : tp.lse) untouched = untouched && std::isnan(x);
+      expect(r.status == Status::invalid_argument && untouched,
+             std::string("run_attention rejects, writes nothing: ") + c.first + " isa=" + gla::isa_name(isa));
+    }
+  }
+  // Valid edges: q_lengths at both ends, softcap 0 with the arrays absent, a tiny softcap, slopes and
+  // sinks of 0 (the same answer as without them, but through the new path).
+  const std::pair<const char*, std::function<void(Spec&)>> valid[] = {
+      {"q_lengths 0 and seq_len", [](Spec& s) { s.q_lengths = {0, 5}; }},
+      {"softcap 0 (off)", [](Spec& s) { s.softcap = 0.0f; }},
+      {"softcap tiny", [](Spec& s) { s.softcap = 1e-3f; }},
+      {"softcap large", [](Spec& s) { s.softcap = 1e4f; }},
+      {"slopes and sinks 0", [](Spec& s) {
+         s.alibi_slopes.assign(4, 0.0f);
+         s.sink_logits.assign(4, 0.0f);
+       }},
+      {"only sinks", [](Spec& s) { s.q_lengths.clear(); s.softcap = 0.0f; s.alibi_slopes.clear(); }},
+      {"batch 0", [](Spec& s) { s.batch = 0; s.kv_lengths.clear(); s.q_lengths.clear(); }},
+  };
+  for (const auto& c : valid) {
+    Spec s = base;
+    c.second(s);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::ok, std::string("validate accepts: ") + c.first + " (" + v.message + ")");
+    if (v.status != Status::ok) continue;
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    run_serving(tp, ref, std::string("serving valid: ") + c.first);
+  }
+}
+
+void serving_reference_self_checks() {
+  // The reference itself, on cases small enough to state by hand.
+  const double inf = std::numeric_limits<double>::infinity();
+  {
+    // Per-sequence alignment: item 1 (kv 50, q 1) has its only row at position 49.
+    Spec s;
+    s.batch = 2;
+    s.seq_len = 1;
+    s.kv_seq_len = 128;
+    s.kv_lengths = {128, 50};
+    s.q_lengths = {1, 1};
+    s.causal = true;
+    s.window_left = 31;
+    s.window_right = 0;
+    TestProblem tp;
+    gla_test::build(s, tp);
+    expect(gla::reference_position(tp.p, 0, 0) == 127 && gla::reference_position(tp.p, 1, 0) == 49,
+           "reference: per-sequence positions");
+    expect(gla::reference_visible(tp.p, 1, 0, 49) && gla::reference_visible(tp.p, 1, 0, 18) &&
+               !gla::reference_visible(tp.p, 1, 0, 17) && !gla::reference_visible(tp.p, 1, 0, 50),
+           "reference: the window of item 1 is [18, 49]");
+  }
+  {
+    // One head, one key, one query: every formula by hand.
+    Spec s;
+    s.seq_len = 2;
+    s.kv_seq_len = 3;
+    s.head_dim = 1;
+    s.q_lengths = {1};  // row 0 at position 3 - 1 = 2; row 1 padding
+    s.scale = 1.0f;
+    s.softcap = 2.0f;
+    s.alibi_slopes = {0.5f};
+    s.sink_logits = {1.0f};
+    TestProblem tp;
+    gla_test::build(s, tp);
+    tp.q[0] = 3.0f;
+    tp.k[0] = 1.0f;
+    tp.k[1] = -1.0f;
+    tp.k[2] = 0.5f;
+    tp.v[0] = 1.0f;
+    tp.v[1] = 2.0f;
+    tp.v[2] = 4.0f;
+    tp.snapshot_inputs();
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    double sc[3], w[3];
+    const double kk[3] = {1.0, -1.0, 0.5}, vv[3] = {1.0, 2.0, 4.0};
+    double m = 1.0;
+    for (int j = 0; j < 3; ++j) {
+      sc[j] = 2.0 * std::tanh(3.0 * kk[j] / 2.0) - 0.5 * std::fabs(2.0 - j);
+      m = std::max(m, sc[j]);
+    }
+    double d = std::exp(1.0 - m), o = 0.0;
+    for (int j = 0; j < 3; ++j) {
+      w[j] = std::exp(sc[j] - m);
+      d += w[j];
+      o += w[j] * vv[j];
+    }
+    expect(std::fabs(ref.out[0] - o / d) < 1e-14 && std::fabs(ref.lse[0] - (m + std::log(d))) < 1e-14,
+           "reference: softcap, alibi and sink by hand");
+    expect(ref.out[1] == 0.0 && ref.lse[1] == -inf && ref.sees_no_key.size() == 2 && ref.sees_no_key[1] == 1 &&
+               ref.sees_no_key[0] == 0,
+           "reference: a padding row is 0 / -inf even with sinks");
+  }
+}
+
+// Each option a case sets must change the reference's answer there (else a backend that ignores it
+// would pass): out or lse moves by more than 1e-3 when the option alone is removed.
+// (Built again without NaN in the padding query rows, which would hide what q_lengths change.)
+void expect_options_matter(const Spec& spec, const std::string& label) {
+  Spec clean = spec;
+  clean.nan_padding_queries = false;
+  TestProblem tp;
+  gla_test::build(clean, tp);
+  const gla_test::Reference ref = gla_test::compute_reference(tp);
+  auto differs = [&](const gla::AttentionProblem& without) {
+    std::vector<double> out, lse;
+    gla::reference_attention(without, out, lse);
+    double worst = 0.0;
+    for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(out[i] - ref.out[i]));
+    for (size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(lse[i]) != std::isinf(ref.lse[i])) return true;
+      if (std::isfinite(lse[i])) worst = std::max(worst, std::fabs(lse[i] - ref.lse[i]));
+    }
+    return worst > 1e-3;
+  };
+  const gla::AttentionProblem& p = tp.p;
+  bool all_padding = p.q_lengths != nullptr;  // then nothing else can matter
+  if (p.q_lengths != nullptr) {
+    gla::AttentionProblem w = p;
+    w.q_lengths = nullptr;
+    bool all_full = true;
+    for (int64_t b = 0; b < p.batch; ++b) {
+      all_full = all_full && p.q_lengths[b] == p.seq_len;
+      all_padding = all_padding && p.q_lengths[b] == 0;
+    }
+    if (!all_full) expect(differs(w), label + ": q_lengths change the answer");
+  }
+  if (all_padding) return;
+  if (p.softcap > 0.0f) {
+    gla::AttentionProblem w = p;
+    w.softcap = 0.0f;
+    expect(differs(w), label + ": softcap changes the answer");
+  }
+  if (p.alibi_slopes != nullptr) {
+    gla::AttentionProblem w = p;
+    w.alibi_slopes = nullptr;
+    expect(differs(w), label + ": alibi_slopes change the answer");
+  }
+  if (p.sink_logits != nullptr) {
+    gla::AttentionProblem w = p;
+    w.sink_logits = nullptr;
+    expect(differs(w), label + ": sink_logits change the answer");
+  }
+}
+
+void suite_serving() {
+  serving_reference_self_checks();
+  serving_validation();
+  int problems = 0, runs = 0;
+  const std::vector<Spec> specs = serving_specs();
+  for (const Spec& s : specs) {
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla::Outcome v = gla::validate_problem(tp.p);
+    expect(v.status == Status::ok, gla_test::describe(s) + " is valid: " + v.message);
+    if (v.status != Status::ok) continue;
+    const gla_test::Reference ref = gla_test::compute_reference(tp);
+    expect_options_matter(s, gla_test::describe(s));
+    runs += run_serving(tp, ref, gla_test::describe(s));
+    ++problems;
+  }
+
+  // The same options with half inputs / outputs and the bfloat16 products (the half suite's types).
+  std::vector<Spec> half;
+  for (const Spec& s : specs) {
+    const std::string name = s.name;
+    if (name == "padded decode, global tokens" || name == "padded speculative decode" ||
+        name == "right-padded prefill, window + globals, GQA bshd" || name == "softcap 30, large logits" ||
+        name == "alibi GQA" || name == "sinks, rows that see no key" ||
+        name.rfind("all:", 0) == 0) {
+      half.push_back(s);
+    }
+  }
+  for (const Spec& shape : half) {
+    for (const Types& t : half_types()) {
+      Spec s = with_types(shape, t);
+      s.name = "half " + shape.name;
+      if (s.values == Values::integers && s.scale == 1.0f) s.scale = 0.5f;  // exact in the bfloat16 products too
+      TestProblem tp;
+      gla_test::build(s, tp);
+      const gla::Outcome v = gla::validate_problem(tp.p);
+      expect(v.status == Status::ok, gla_test::describe(s) + " is valid: " + v.message);
+      if (v.status != Status::ok) continue;
+      const gla_test::Reference ref = gla_test::compute_reference(tp);
+      run_all(tp, ref, gla_test::describe(s), [&](const std::string& where) { check_serving_rows(tp, ref, where); });
+      runs += static_cast<int>(gla::supported_isas().size() * std::size(kHalfVariants));
+      ++problems;
+    }
+  }
+
+  // NaN rules with the new options: a NaN in q makes that row NaN (out and lse), sinks or not; a NaN
+  // in a padding row of q changes nothing (build puts one in every padding row already).
+  for (const Types& t : {Types{DType::float32, DType::float32, Precision::float32},
+                         Types{DType::bfloat16, DType::bfloat16, Precision::float32},
+                         Types{DType::float16, DType::float32, Precision::bfloat16}}) {
+    Spec s;
+    s.name = "serving NaN in q";
+    s.batch = 2;
+    s.seq_len = 30;
+    s.kv_seq_len = 40;
+    s.head_dim = 17;
+    s.heads = s.kv_heads = 2;
+    s.causal = true;
+    s.window_left = 8;
+    s.window_right = 0;
+    s.globals = {{7}};
+    s.q_lengths = {30, 11};
+    s.kv_lengths = {40, 20};
+    s.softcap = 5.0f;
+    s.alibi_slopes = {0.25f, 0.5f};
+    s.sink_logits = {1.0f, -1.0f};
+    s.seed = 515;
+    s = with_types(s, t);
+    TestProblem tp;
+    gla_test::build(s, tp);
+    const gla::Strides& qs = tp.p.q_strides;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const uint16_t nan_bits = t.dtype == DType::float32 ? 0 : gla_test::half_nan(t.dtype);
+    set_input(tp, false, 0 * qs.batch + 1 * qs.head + 20 * qs.seq + 4, nan, nan_bits);  // b0 h1 row 20
+    set_input(tp, false, 1 * qs.batch + 0 * qs.head + 3 * qs.seq + 0, nan, nan_bits);   // b1 h0 row 3
+    tp.snapshot_inputs();
+    gla_test::Reference ref = gla_test::compute_reference(tp);
+    for (int64_t row : {int64_t{1 * 30 + 20}, int64_t{(1 * 2 + 0) * 30 + 3}}) {
+      ref.lse[static_cast<size_t>(row)] = std::numeric_limits<double>::quiet_NaN();
+      for (int64_t e = 0; e < s.head_dim; ++e) {
+        ref.out[static_cast<size_t>(row * s.head_dim + e)] = std::numeric_limits<double>::quiet_NaN();
+      }
+    }
+    run_all(tp, ref, gla_test::describe(s), [&](const std::string& where) { check_serving_rows(tp, ref, where); });
+    ++problems;
+  }
+  std::printf("serving: %d problems, %d runs (ISAs: %s)\n", problems, runs, isa_list(gla::supported_isas()).c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1148,8 +1827,9 @@ int main(int argc, char** argv) {
   run("copy", suite_copy);
   run("random", [&] { suite_random(random_count); });
   run("half", suite_half);
+  run("serving", suite_serving);
   if (!known) {
-    std::printf("unknown suite '%s' (isas exp validate grid concurrency copy random half)\n", suite.c_str());
+    std::printf("unknown suite '%s' (isas exp validate grid concurrency copy random half serving)\n", suite.c_str());
     return 2;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -24,6 +24,13 @@ struct Spec {
   int64_t window_left = -1, window_right = -1;
   std::vector<std::vector<int32_t>> globals;  // one list per batch item; empty: no globals at all
   std::vector<int32_t> kv_lengths;            // empty: none
+  std::vector<int32_t> q_lengths;             // empty: none (every query row real)
+  float softcap = 0.0f;                       // 0: off
+  std::vector<float> alibi_slopes;            // empty: none, else one per query head
+  std::vector<float> sink_logits;             // empty: none, else one per query head
+  // With q_lengths: the query rows past q_length(b) (padding, never to be read) hold NaN, so that a
+  // padding row that leaks into a real one, or is computed and stored, shows.
+  bool nan_padding_queries = true;
   bool with_lse = true;
   float scale = 0.0f;  // 0: 1 / sqrt(head_dim)
   Values values = Values::uniform;
@@ -46,6 +53,8 @@ uint16_t to_half(float x, gla::DType dtype);
 double from_half(uint16_t bits, gla::DType dtype);
 // The spacing of the float16 / bfloat16 numbers at |x| (the subnormal spacing below the normals).
 double half_ulp(double x, gla::DType dtype);
+// The smallest normal float16 / bfloat16 number.
+double half_min_normal(gla::DType dtype);
 // A quiet NaN / an infinity of the given sign in float16 / bfloat16.
 uint16_t half_nan(gla::DType dtype);
 uint16_t half_inf(gla::DType dtype, bool negative);
@@ -60,12 +69,14 @@ struct TestProblem {
   // problem reads is q16/k16/v16); for a half out_dtype, out is empty and out16 is the output.
   std::vector<float> q, k, v, out, lse;
   std::vector<uint16_t> q16, k16, v16, out16;
-  std::vector<int32_t> kv_lengths, offsets, indices;
+  std::vector<int32_t> kv_lengths, offsets, indices, q_lengths;
+  std::vector<float> alibi_slopes, sink_logits;
   std::vector<char> out_logical;  // 1 where an element of out is part of the tensor
   // Copies of every input, to prove none was written.
   std::vector<float> q0, k0, v0;
   std::vector<uint16_t> q160, k160, v160;
-  std::vector<int32_t> kv_lengths0, offsets0, indices0;
+  std::vector<int32_t> kv_lengths0, offsets0, indices0, q_lengths0;
+  std::vector<float> alibi_slopes0, sink_logits0;
 
   TestProblem() = default;
   TestProblem(const TestProblem&) = delete;
@@ -82,8 +93,11 @@ void build(const Spec& spec, TestProblem& tp);
 // A reference element that is not finite (an infinity in V reached by a visible key, or a NaN row
 // a test sets by hand) must come out as the same infinity / a NaN; such elements are left out of
 // the error norms. An lse set to NaN must come out NaN.
+// sees_no_key (one per row, 1 where the row sees no key, padding rows included): compare requires
+// those rows' out to be exactly 0 (with sinks their lse is the sink, compared as any lse).
 struct Reference {
   std::vector<double> out, lse;
+  std::vector<char> sees_no_key;  // may be empty (then only rows with lse -inf are taken as empty)
 };
 Reference compute_reference(const TestProblem& tp);
 
@@ -108,8 +122,12 @@ double default_tolerance(const gla::AttentionProblem& p);
 //     reference value) plus tol * max |ref| of the float64 reference, and the relative L2 of what
 //     exceeds half a spacing <= tol;
 //   half out, precision bfloat16: relative L2 <= tol;
-// lse within tol * max(1, |ref|); rows that see nothing exactly 0 / -inf; non-finite reference
-// elements matched (see Reference); padding untouched; inputs unchanged.
+//   (the relative L2 forgives, per element, half a spacing where the reference is below the out
+//   dtype's smallest normal, and 1e-30 where it is below 1e-30: output underflow, reachable with
+//   sinks, is no error of the computation);
+// lse within tol * max(1, |ref|); rows that see nothing exactly 0 (lse -inf, or the sink with
+// sinks); non-finite reference elements matched (see Reference); padding untouched; inputs
+// unchanged.
 Check compare(const TestProblem& tp, const Reference& ref, double tolerance = 0.0);
 
 std::string describe(const Spec& spec);

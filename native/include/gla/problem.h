@@ -69,6 +69,17 @@ struct AttentionProblem {
   const float* alibi_slopes = nullptr;   // optional: [heads], finite
   const float* sink_logits = nullptr;    // optional: [heads], finite
 
+  // Optional paged K and V (vLLM's and FlashAttention's block_table): k and v are then pools of
+  // page_count pages of page_size rows, each row kv_heads * head_dim elements by k_strides/v_strides
+  // (batch strides unused: 0), and key j of batch item b is pool row
+  //   block_table[b * max_blocks + j / page_size] * page_size + j % page_size.
+  // kv_seq_len <= max_blocks * page_size; entries for keys >= kv_length(b) are never read (may be
+  // -1), the others must lie in [0, page_count) (validate_problem checks every one).
+  const int32_t* block_table = nullptr;  // [batch][max_blocks]
+  int64_t max_blocks = 0;
+  int64_t page_size = 0;
+  int64_t page_count = 0;
+
   // Optional global tokens in CSR form: the tokens of batch b are
   // global_indices[global_offsets[b] .. global_offsets[b + 1]), sorted ascending, unique, each in
   // [0, kv_seq_len). Both nullptr when there are none.

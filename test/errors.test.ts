@@ -63,7 +63,7 @@ const RULES: Rule[] = [
   { rule: 'options must be an object (array)', kind: 'localGlobal', args: (a) => ({ ...a, options: [] as never }), error: TypeError, message: /^options is \[\], expected an object/ },
   {
     rule: 'unknown keys are rejected, with the closest valid key', kind: 'full', args: withOptions({ casual: true }), error: RangeError,
-    message: /^options has an unknown key "casual" \(did you mean "causal"\?\), expected only these keys: batch, heads, .*threads, dtype, outDtype, precision$/,
+    message: /^options has an unknown key "casual" \(did you mean "causal"\?\), expected only these keys: batch, heads, .*threads, dtype, outDtype, precision, qLengths, softcap, alibiSlopes, sinkLogits(, [a-zA-Z, ]+)?$/,
   },
   { rule: 'fullAttention rejects window', kind: 'full', args: withOptions({ window: [1, 1] }), error: RangeError, message: /^options\.window is not an option of fullAttention, expected localGlobalAttention/ },
   { rule: 'fullAttention rejects globalTokens', kind: 'full', args: withOptions({ globalTokens: [0] }), error: RangeError, message: /^options\.globalTokens is not an option of fullAttention/ },
@@ -107,6 +107,49 @@ const RULES: Rule[] = [
   { rule: 'kvLengths must be ≥ 0', kind: 'full', args: withOptions({ kvLengths: new Int32Array([-1]) }), error: RangeError, message: /^options\.kvLengths\[0\] is -1, expected an integer in \[0, kvSeqLen\]/ },
   { rule: 'kvLengths must be integers', kind: 'full', args: withOptions({ kvLengths: [1.5] }), error: RangeError, message: /^options\.kvLengths\[0\] is 1\.5, expected an integer/ },
   { rule: 'kvLengths entries must be numbers', kind: 'full', args: withOptions({ kvLengths: ['1'] }), error: TypeError, message: /^options\.kvLengths\[0\] is "1", expected an integer/ },
+
+  // qLengths (the same grammar as kvLengths, bounded by seqLen)
+  { rule: 'qLengths must be a list', kind: 'full', args: withOptions({ qLengths: 4 }), error: TypeError, message: /^options\.qLengths is 4, expected an array or typed array of batch = 1 integers$/ },
+  { rule: 'qLengths must not be a string', kind: 'localGlobal', args: withOptions({ qLengths: '4' }), error: TypeError, message: /^options\.qLengths is "4", expected an array or typed array of batch = 1 integers$/ },
+  { rule: 'qLengths needs one entry per batch item', kind: 'full', args: withOptions({ qLengths: [4, 4] }), error: RangeError, message: /^options\.qLengths has length 2, expected batch = 1$/ },
+  { rule: 'qLengths must not be empty', kind: 'localGlobal', args: withOptions({ qLengths: new Int32Array(0) }), error: RangeError, message: /^options\.qLengths has length 0, expected batch = 1$/ },
+  { rule: 'qLengths must be ≤ seqLen', kind: 'full', args: withOptions({ qLengths: [5] }), error: RangeError, message: /^options\.qLengths\[0\] is 5, expected an integer in \[0, seqLen\] = \[0, 4\]$/ },
+  { rule: 'qLengths must be ≥ 0', kind: 'localGlobal', args: withOptions({ qLengths: new Int32Array([-1]) }), error: RangeError, message: /^options\.qLengths\[0\] is -1, expected an integer in \[0, seqLen\] = \[0, 4\]$/ },
+  { rule: 'qLengths must be integers', kind: 'full', args: withOptions({ qLengths: [2.5] }), error: RangeError, message: /^options\.qLengths\[0\] is 2\.5, expected an integer in \[0, seqLen\]/ },
+  { rule: 'qLengths must not be NaN', kind: 'full', args: withOptions({ qLengths: new Float64Array([NaN]) }), error: RangeError, message: /^options\.qLengths\[0\] is NaN, expected an integer in \[0, seqLen\]/ },
+  { rule: 'qLengths entries must be numbers', kind: 'localGlobal', args: withOptions({ qLengths: [null] }), error: TypeError, message: /^options\.qLengths\[0\] is null, expected an integer in \[0, seqLen\]/ },
+  {
+    rule: 'qLengths names the bad entry (the second of two)', kind: 'full', args: (a) => ({
+      q: new Float32Array(2 * Q_LENGTH), k: new Float32Array(2 * KV_LENGTH), v: new Float32Array(2 * KV_LENGTH),
+      options: { ...a.options, batch: 2, qLengths: [4, 7] },
+    }), error: RangeError, message: /^options\.qLengths\[1\] is 7, expected an integer in \[0, seqLen\] = \[0, 4\]$/,
+  },
+  {
+    rule: 'qLengths is bounded by seqLen, not kvSeqLen', kind: 'localGlobal', args: withOptions({ qLengths: [5], kvLengths: [5] }), error: RangeError,
+    message: /^options\.qLengths\[0\] is 5, expected an integer in \[0, seqLen\] = \[0, 4\]$/,
+  },
+
+  // softcap
+  { rule: 'softcap must not be negative', kind: 'full', args: withOptions({ softcap: -1 }), error: RangeError, message: /^options\.softcap is -1, expected 0 \(off\) or a finite number > 0 \(at most 3\.4028234663852886e\+38\)$/ },
+  { rule: 'softcap must not be NaN', kind: 'localGlobal', args: withOptions({ softcap: NaN }), error: RangeError, message: /^options\.softcap is NaN, expected 0 \(off\) or a finite number > 0/ },
+  { rule: 'softcap must be finite', kind: 'full', args: withOptions({ softcap: Infinity }), error: RangeError, message: /^options\.softcap is Infinity, expected 0 \(off\) or a finite number > 0/ },
+  { rule: 'softcap must be finite as a float32', kind: 'full', args: withOptions({ softcap: 1e39 }), error: RangeError, message: /^options\.softcap is 1e\+39, expected 0 \(off\) or a finite number > 0/ },
+  { rule: 'softcap must be a number', kind: 'localGlobal', args: withOptions({ softcap: '30' }), error: TypeError, message: /^options\.softcap is "30", expected 0 \(off\) or a finite number > 0/ },
+  { rule: 'softcap must not be null', kind: 'full', args: withOptions({ softcap: null }), error: TypeError, message: /^options\.softcap is null, expected 0 \(off\) or a finite number > 0/ },
+
+  // alibiSlopes, sinkLogits: one finite number per query head (heads = 2 here)
+  ...(['alibiSlopes', 'sinkLogits'] as const).flatMap((name): Rule[] => [
+    { rule: `${name} must be a list`, kind: 'full', args: withOptions({ [name]: 0.5 }), error: TypeError, message: new RegExp(`^options\\.${name} is 0\\.5, expected an array or typed array of heads = 2 finite numbers$`) },
+    { rule: `${name} must not be a string`, kind: 'localGlobal', args: withOptions({ [name]: '12' }), error: TypeError, message: new RegExp(`^options\\.${name} is "12", expected an array or typed array of heads = 2 finite numbers$`) },
+    { rule: `${name} must not be an object`, kind: 'full', args: withOptions({ [name]: { 0: 1, 1: 1, length: 2 } }), error: TypeError, message: new RegExp(`^options\\.${name} is an object, expected an array or typed array of heads = 2`) },
+    { rule: `${name} needs one entry per query head (not per kv head)`, kind: 'full', args: withOptions({ [name]: [0.5] }), error: RangeError, message: new RegExp(`^options\\.${name} has length 1, expected heads = 2$`) },
+    { rule: `${name} must not be longer than heads`, kind: 'localGlobal', args: withOptions({ [name]: new Float32Array(3) }), error: RangeError, message: new RegExp(`^options\\.${name} has length 3, expected heads = 2$`) },
+    { rule: `${name} entries must not be NaN`, kind: 'full', args: withOptions({ [name]: [0.5, NaN] }), error: RangeError, message: new RegExp(`^options\\.${name}\\[1\\] is NaN, expected a finite number, \\|x\\| ≤ 3\\.4028234663852886e\\+38$`) },
+    { rule: `${name} entries must be finite`, kind: 'localGlobal', args: withOptions({ [name]: new Float64Array([-Infinity, 0]) }), error: RangeError, message: new RegExp(`^options\\.${name}\\[0\\] is -Infinity, expected a finite number`) },
+    { rule: `${name} entries must be finite as float32`, kind: 'full', args: withOptions({ [name]: [1, -1e39] }), error: RangeError, message: new RegExp(`^options\\.${name}\\[1\\] is -1e\\+39, expected a finite number`) },
+    { rule: `${name} entries must be numbers`, kind: 'full', args: withOptions({ [name]: [0.5, '1'] }), error: TypeError, message: new RegExp(`^options\\.${name}\\[1\\] is "1", expected a finite number`) },
+    { rule: `${name} entries must not be bigints`, kind: 'localGlobal', args: withOptions({ [name]: [1n, 1] }), error: TypeError, message: new RegExp(`^options\\.${name}\\[0\\] is 1n, expected a finite number`) },
+  ]),
 
   // window
   { rule: 'localGlobalAttention requires window', kind: 'localGlobal', args: without('window'), error: TypeError, message: /^options\.window is undefined, expected \[left, right\]/ },
@@ -229,10 +272,42 @@ describe('validation', () => {
     expect(rejected.message).toBe(thrown.message);
   });
 
+  // Validation happens before any backend runs: a call rejected for a serving option leaves the
+  // caller's out and lse exactly as they were, on every backend.
+  const SERVING = /qLengths|softcap|alibiSlopes|sinkLogits/;
+  it.each(RULES.filter((r) => SERVING.test(r.rule)).map((r): [string, Rule] => [`${r.kind}: ${r.rule}`, r]))('%s: nothing is written to out or lse', async (_title, rule) => {
+    for (const backend of gla.backends()) {
+      for (const mode of MODES) {
+        const { q, k, v, options } = rule.args(valid(rule.kind));
+        const out = new Float32Array((q as Float32Array).length).fill(-7.25);
+        const lse = new Float32Array((options.batch as number) * (options.heads as number) * (options.seqLen as number)).fill(-7.25);
+        await expect(attention(rule.kind, mode, q, k, v, { ...options, out, lse, backend }), `${backend} ${mode}`).rejects.toThrow(rule.error);
+        expect(out.every((x) => x === -7.25) && lse.every((x) => x === -7.25), `${backend} ${mode}: out or lse was written`).toBe(true);
+      }
+    }
+  });
+
+  it('accepts the serving options at their bounds: qLengths 0 and seqLen, softcap 0, slopes and sinks of 0 and ±3.4e38', async () => {
+    const a = valid('localGlobal');
+    const big = 3.4028234663852886e38;
+    for (const mode of MODES) {
+      const lse = new Float32Array(LSE_LENGTH);
+      const out = await attention('localGlobal', mode, a.q, a.k, a.v, {
+        ...a.options, qLengths: [0], softcap: 0, alibiSlopes: new Float64Array([0, -0]), sinkLogits: [big, -big], lse, backend: 'js',
+      });
+      expect(out.every((x) => x === 0)).toBe(true);
+      expect(lse.every((x) => x === -Infinity)).toBe(true);
+      const full = await attention('full', mode, a.q, a.k, a.v, { ...valid('full').options, qLengths: new Uint8Array([4]), softcap: big, backend: 'js' });
+      expect(full).toHaveLength(Q_LENGTH);
+    }
+  });
+
   it('accepts options whose unused keys are explicitly undefined', async () => {
     const a = valid('full');
     for (const mode of MODES) {
-      const out = await attention('full', mode, a.q, a.k, a.v, { ...a.options, window: undefined, causal: undefined, backend: 'js' });
+      const out = await attention('full', mode, a.q, a.k, a.v, {
+        ...a.options, window: undefined, causal: undefined, qLengths: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined, backend: 'js',
+      });
       expect(out).toHaveLength(Q_LENGTH);
     }
   });

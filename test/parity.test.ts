@@ -75,6 +75,9 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (backend) =>
     const first: ReferenceOptions = { batch: 2, heads: 2, seqLen: 37, kvSeqLen: 40, headDim: 9, window: [5, 5] };
     // Same shape, but batch item 0 sees no key: stale values there must become exact zeros.
     const second: ReferenceOptions = { ...first, kvLengths: [0, 11], globalTokens: [[3], [30, 1]] };
+    // Then padding rows past qLengths (and item 0's rows, which see nothing but a sink): stale values
+    // there must become exact zeros, with lse -Infinity in padding rows and the sink elsewhere.
+    const third: ReferenceOptions = { ...second, qLengths: [37, 12], sinkLogits: [0.5, -1], softcap: 8, alibiSlopes: [0.25, 0.5] };
     const n = inputLengths(first);
     const a = makeInputs('reuse-a', first);
     const b = makeInputs('reuse-b', second);
@@ -86,6 +89,9 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (backend) =>
       const returned = await attention('localGlobal', mode, b.q, b.k, b.v, { ...second, out, lse, backend });
       expect(returned).toBe(out);
       expectMatchesReference(second, referenceAttention(b.q, b.k, b.v, second), out, lse);
+      await attention('localGlobal', mode, a.q, a.k, a.v, { ...first, out, lse, backend });
+      await attention('localGlobal', mode, b.q, b.k, b.v, { ...third, out, lse, backend });
+      expectMatchesReference(third, referenceAttention(b.q, b.k, b.v, third), out, lse);
     }
   });
 

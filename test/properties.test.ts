@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { MODES, attention } from './helpers/call';
 import { type Kind, inputLengths, makeInputs } from './helpers/cases';
-import { expectMatchesReference } from './helpers/compare';
+import { bfloat16Mismatches, emptyRowMismatches, expectMatchesReference } from './helpers/compare';
 import { BACKENDS } from './helpers/package';
 import type { HalfDType } from './helpers/half-bits';
 import { type ReferenceOptions, referenceAttention } from './reference';
@@ -19,9 +19,15 @@ interface Drawn {
 }
 
 const MAX_BATCH = 3;
+const MAX_HEADS = 6; // kvHeads ≤ 2, group ≤ 3
+
+/** Finite float32 values in [min, max] (both float32 numbers), -0 excluded. */
+const float32In = (min: number, max: number): fc.Arbitrary<number> =>
+  fc.float({ min: Math.fround(min), max: Math.fround(max), noNaN: true, noDefaultInfinity: true }).map((x) => (Object.is(x, -0) ? 0 : x));
 
 // Sizes are small so that many shapes fit in the time; mask parameters are drawn wide enough to
-// reach past the sequence (windows larger than kvSeqLen, kvLengths of 0 and kvSeqLen).
+// reach past the sequence (windows larger than kvSeqLen, kvLengths and qLengths of 0 and of the full
+// length), and the serving options (qLengths, softcap, ALiBi slopes, sink logits) are drawn too.
 const drawn: fc.Arbitrary<Drawn> = fc
   .record({
     kind: fc.constantFrom<Kind>('full', 'localGlobal'),
@@ -41,6 +47,12 @@ const drawn: fc.Arbitrary<Drawn> = fc
     globals: fc.constantFrom('none', 'shared', 'perBatch'),
     globalDraws: fc.array(fc.array(fc.nat(), { maxLength: 6 }), { minLength: MAX_BATCH, maxLength: MAX_BATCH }),
     kvLengthDraws: fc.option(fc.array(fc.nat(), { minLength: MAX_BATCH, maxLength: MAX_BATCH }), { nil: undefined }),
+    // The serving options, each present in about half the draws. Values are float32 numbers (what
+    // the kernels compute with), so that the reference sees exactly what the backends see.
+    qLengthDraws: fc.option(fc.array(fc.nat(), { minLength: MAX_BATCH, maxLength: MAX_BATCH }), { nil: undefined }),
+    softcap: fc.option(fc.oneof(fc.constant(0), float32In(0.25, 50), float32In(50, 1e6)), { nil: undefined }),
+    slopeDraws: fc.option(fc.array(float32In(-0.25, 1), { minLength: MAX_HEADS, maxLength: MAX_HEADS }), { nil: undefined }),
+    sinkDraws: fc.option(fc.array(float32In(-10, 10), { minLength: MAX_HEADS, maxLength: MAX_HEADS }), { nil: undefined }),
     seed: fc.integer(),
   })
   .map((d): Drawn => {
@@ -53,6 +65,12 @@ const drawn: fc.Arbitrary<Drawn> = fc
     if (d.kvLengthDraws !== undefined) {
       options.kvLengths = d.kvLengthDraws.slice(0, d.batch).map((x) => x % (kvSeqLen + 1));
     }
+    if (d.qLengthDraws !== undefined) {
+      options.qLengths = d.qLengthDraws.slice(0, d.batch).map((x) => x % (d.seqLen + 1));
+    }
+    if (d.softcap !== undefined) options.softcap = d.softcap;
+    if (d.slopeDraws !== undefined) options.alibiSlopes = d.slopeDraws.slice(0, options.heads);
+    if (d.sinkDraws !== undefined) options.sinkLogits = d.sinkDraws.slice(0, options.heads);
     if (d.kind === 'localGlobal') {
       options.window = typeof d.window === 'number' ? d.window : [d.window[0], d.window[1]];
       const lists = d.globalDraws.map((list) => list.map((x) => x % kvSeqLen));
@@ -110,26 +128,13 @@ describe.each(BACKENDS)('backend %s on random valid options with half precision'
         let found: string[];
         if (precision === 'float32') {
           found = precisionMismatches(options, reference, result, lse, outDtype, precision);
+          // precisionMismatches finds empty rows by lse -Infinity; with sinkLogits an empty row's lse is the sink.
+          found.push(...emptyRowMismatches(options, reference, result));
         } else {
-          // bfloat16 products round v (2^-9 relative) before the weighted sum, so where the values a
-          // row averages cancel (a random draw finds headDim 1 with two opposite keys) the error is
-          // relative to the average of |v|, not to the result: the scale is the reference on |v|.
-          const magnitude = referenceAttention(qv, kv, vv.map(Math.abs), options).out;
-          let error = 0;
-          let scale = 0;
-          for (let i = 0; i < result.length; i++) {
-            error += (result[i] - reference.out[i]) ** 2;
-            scale += magnitude[i] ** 2;
-            if (reference.out[i] === 0 && magnitude[i] === 0 && result[i] !== 0) error = Infinity;  // a row that sees nothing
-          }
-          found = Number.isNaN(error) || Math.sqrt(error) > 1e-2 * Math.sqrt(scale)
-            ? [`out is ${Math.sqrt(error)} from the reference, more than 1e-2 of ${Math.sqrt(scale)} (the reference on |v|)`]
-            : [];
-          for (let r = 0; r < lse.length; r++) {
-            const want = reference.lse[r];
-            const ok = want === -Infinity ? lse[r] === -Infinity : Math.abs(lse[r] - want) <= 1e-2 * Math.max(1, Math.abs(want));
-            if (!ok) found.push(`lse[${r}] is ${lse[r]}, expected ${want}`);
-          }
+          // bfloat16 products round q, k and v before they are multiplied: out relative to the
+          // reference on |v| (a random draw finds headDim 1 with two opposite keys), lse allowing for
+          // the scores' rounding (see bfloat16Mismatches).
+          found = bfloat16Mismatches(options, reference, { q: qv, k: kv, v: vv }, result, lse, outDtype);
         }
         if (found.length > 0) throw new Error(`${dtype} -> ${outDtype}, precision ${precision}: ${found.join('; ')}`);
       }),

@@ -61,6 +61,15 @@ Unit unit_of(const Call& c, int64_t group_index, int64_t slot) {
               static_cast<int>(round_up(rows, c.plan.vector_width))};
 }
 
+// Where query row i of batch item b is: its own row, or (packed sequences) row q_starts[b] + i of
+// the packed q and out; and its lse entry.
+inline int64_t q_row_of(const AttentionProblem& p, int64_t b, int64_t i) {
+  return p.q_starts != nullptr ? p.q_starts[b] + i : i;
+}
+inline int64_t lse_index(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
+  return p.q_starts != nullptr ? h * p.q_starts[p.batch] + p.q_starts[b] + i : (b * p.heads + h) * p.seq_len + i;
+}
+
 // Packs the unit's query rows (times scale), their per-row key bounds, and a fresh softmax state.
 // Once per unit, so its cost is spread over every key block of the unit. Row groups get Q
 // transposed (qt, vectors along rows); groups of at most few_rows rows (decode) get their rows
@@ -90,7 +99,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
       sc.row_slope[r] = p.alibi_slopes[h];
       sc.row_position[r] = position;
     }
-    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + i * p.q_strides.seq;
+    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + q_row_of(p, g.batch, i) * p.q_strides.seq;
     float* row = few ? sc.q_rows + static_cast<int64_t>(r) * dim_pad : sc.row_buffer;
     if (p.dtype == DType::float32) {
       const float* q = static_cast<const float*>(p.q) + q_offset;
@@ -151,6 +160,14 @@ HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
                 element_at(p.v, p.dtype, b * p.v_strides.batch + kh * p.v_strides.head), p.v_strides.seq};
 }
 
+// The row of key j of batch item b in its head's K and V: j itself, its row in the page pool, or
+// (packed sequences) row kv_starts[b] + j.
+inline int64_t row_of(const AttentionProblem& p, int64_t b, int64_t j) {
+  if (p.kv_starts != nullptr) return p.kv_starts[b] + j;
+  if (p.block_table == nullptr) return j;
+  return static_cast<int64_t>(p.block_table[b * p.max_blocks + j / p.page_size]) * p.page_size + j % p.page_size;
+}
+
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
 void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_begin, int64_t block_end, Scratch& sc) {
   if (block_begin >= block_end) return;  // also keeps k/v (null when kv_seq_len is 0) untouched
@@ -181,7 +198,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.keys = sc.keys;
   // Where each key's K and V rows are: its own index, the widened block's rows, or (paged) its
   // pool row, looked up once per block.
-  const bool paged = p.block_table != nullptr;
+  const bool paged = p.block_table != nullptr || p.kv_starts != nullptr;  // rows looked up per key
   const int64_t* source_rows = paged ? sc.pool_rows : sc.keys;
   a.key_rows = widen ? sc.block_rows : source_rows;
   // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
@@ -225,8 +242,13 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       // Decode is bound by streaming K and V once: the next block's K is fetched during this
       // block's P V, which otherwise leaves memory idle (bench/NOTES.md section 8).
       const bool next_in_range = block + 1 < block_end && block + 1 < g.n_range_blocks;
-      a.k_ahead = few_rows && next_in_range ? element_at(a.k, a.kv_dtype, j1 * a.k_row_stride) : nullptr;
-      a.k_ahead_rows = a.k_ahead != nullptr ? static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1) : 0;
+      a.k_ahead = nullptr;
+      a.k_ahead_rows = 0;
+      if (few_rows && next_in_range) {
+        a.k_ahead_rows = static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1);
+        for (int k = 0; k < a.k_ahead_rows; ++k) sc.ahead_rows[k] = row_of(p, g.batch, j1 + k);
+        a.k_ahead = sc.ahead_rows;
+      }
     } else {
       const int64_t first = (block - g.n_range_blocks) * plan.block_k;
       const int64_t total = (g.gathered_end[0] - g.gathered_begin[0]) + (g.gathered_end[1] - g.gathered_begin[1]);
@@ -239,13 +261,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead_rows = 0;
     }
     if (paged) {
-      const int32_t* table = p.block_table + g.batch * p.max_blocks;
-      for (int k = 0; k < a.n_keys; ++k) {
-        const int64_t j = sc.keys[k];
-        sc.pool_rows[k] = static_cast<int64_t>(table[j / p.page_size]) * p.page_size + j % p.page_size;
-      }
-      a.k_ahead = nullptr;  // the next block's rows are not contiguous
-      a.k_ahead_rows = 0;
+      for (int k = 0; k < a.n_keys; ++k) sc.pool_rows[k] = row_of(p, g.batch, sc.keys[k]);
     }
     const int dim = static_cast<int>(p.head_dim);
     if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % plan.block_k == 0) {
@@ -280,7 +296,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
 void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc,
                float* row_buffer) {
   const AttentionProblem& p = c.p;
-  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + q_row_of(p, b, i) * p.out_strides.seq;
   const bool narrow = p.out_dtype != DType::float32;
   float* out = narrow ? row_buffer : static_cast<float*>(p.out) + offset;
   float lse = kNegInf;
@@ -301,12 +317,13 @@ void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float 
   if (narrow) {
     c.kernels.narrow_row(out, static_cast<int>(p.head_dim), p.out_dtype, static_cast<uint16_t*>(p.out) + offset);
   }
-  if (p.lse != nullptr) p.lse[(b * p.heads + h) * p.seq_len + i] = lse;
+  if (p.lse != nullptr) p.lse[lse_index(p, b, h, i)] = lse;
 }
 
 // Rows at and past q_length(b) are padding: zeros and lse -inf, and no group computes them.
 void write_padding_rows(const AttentionProblem& p) {
-  if (p.q_lengths == nullptr) return;
+  // Packed sequences have no padding rows: the next sequence's rows follow.
+  if (p.q_lengths == nullptr || p.q_starts != nullptr) return;
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t h = 0; h < p.heads; ++h) {
       for (int64_t i = q_length_of(p, b); i < p.seq_len; ++i) {
@@ -423,8 +440,9 @@ enum class KvAccess {
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
-  // A paged cache is read where its pages are (each block's rows looked up in the block table).
-  if (p.block_table != nullptr) return KvAccess::in_place;
+  // A paged cache is read where its pages are (each block's rows looked up in the block table), and
+  // packed sequences where they are.
+  if (p.block_table != nullptr || p.kv_starts != nullptr) return KvAccess::in_place;
   // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
   if (bf16) {
     // An even block_k keeps each block's V pairs its own.

@@ -29,7 +29,7 @@ void Scratch::reserve(const ScratchShape& shape) {
                                  wk * dp, wk * dp, shape.widened ? dp : 0,
                                  shape.bf16 ? dp / 2 * rp : 0, shape.bf16 ? bk * (dp / 2) : 0, key_pairs * dp,
                                  key_pairs * rp, rp, rp, bk + 16};
-  const size_t int_counts[] = {bk, bq, bq, bq, bq, wk, bq, bk};
+  const size_t int_counts[] = {bk, bq, bq, bq, bq, wk, bq, bk, bk};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
   for (size_t n : int_counts) total += aligned_bytes(n, sizeof(int64_t));
@@ -80,6 +80,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   block_rows = shape.widened ? take_ints(wk) : nullptr;
   row_position = take_ints(bq);
   pool_rows = take_ints(bk);
+  ahead_rows = take_ints(bk);
   if (shape.widened) {
     for (size_t c = 0; c < wk; ++c) block_rows[c] = static_cast<int64_t>(c);
   }

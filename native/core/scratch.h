@@ -58,6 +58,7 @@ class Scratch {
   float* alibi_keys = nullptr;     // [block_k + 16]
   // Paged K and V: the pool row of each key of a block (problem.h, block_table).
   int64_t* pool_rows = nullptr;    // [block_k]
+  int64_t* ahead_rows = nullptr;   // [block_k]: the next block's K rows, for decode's prefetch
 
  private:
   std::unique_ptr<unsigned char[]> storage_;

@@ -150,11 +150,43 @@ Outcome validate_problem(const AttentionProblem& p) {
     if (p.k_strides.batch != 0 || p.v_strides.batch != 0) return fail("paged k/v must have batch strides 0");
   }
 
+  const bool packed = p.q_starts != nullptr || p.kv_starts != nullptr;
+  int64_t total_q = 0, total_k = 0;
+  if (packed) {
+    if (p.q_starts == nullptr || p.kv_starts == nullptr || p.q_lengths == nullptr || p.kv_lengths == nullptr) {
+      return fail("packed sequences need q_starts, kv_starts, q_lengths and kv_lengths all set");
+    }
+    if (paged) return fail("packed sequences and paged k/v cannot be combined");
+    const struct {
+      const char* name;
+      const int32_t* starts;
+      const int32_t* lengths;
+      int64_t max_length;
+    } lists[] = {{"q", p.q_starts, p.q_lengths, p.seq_len}, {"kv", p.kv_starts, p.kv_lengths, p.kv_seq_len}};
+    for (const auto& list : lists) {
+      if (list.starts[0] != 0) return fail("%s_starts[0] must be 0, got %d", list.name, list.starts[0]);
+      for (int64_t b = 0; b < p.batch; ++b) {
+        const int64_t length = static_cast<int64_t>(list.starts[b + 1]) - list.starts[b];
+        if (length != list.lengths[b] || length < 0 || length > list.max_length) {
+          return fail("%s_starts[%lld..%lld] = %d..%d must span %s_lengths[%lld] = %d rows (at most %lld)", list.name,
+                      (long long)b, (long long)(b + 1), list.starts[b], list.starts[b + 1], list.name, (long long)b,
+                      list.lengths[b], (long long)list.max_length);
+        }
+      }
+    }
+    total_q = p.q_starts[p.batch];
+    total_k = p.kv_starts[p.batch];
+    if (p.q_strides.batch != 0 || p.k_strides.batch != 0 || p.v_strides.batch != 0 || p.out_strides.batch != 0) {
+      return fail("packed sequences must have batch strides 0");
+    }
+  }
+
   Outcome error;
-  const int64_t q_extents[4] = {p.batch, p.heads, p.seq_len, p.head_dim};
+  // Packed: the strided extents are the packed rows, every sequence reading within them.
+  const int64_t q_extents[4] = {packed ? 1 : p.batch, p.heads, packed ? total_q : p.seq_len, p.head_dim};
   // Paged: the strided extent is the pool's rows, every batch item reading within it.
-  const int64_t kv_extents[4] = {paged ? 1 : p.batch, p.kv_heads, paged ? p.page_count * p.page_size : p.kv_seq_len,
-                                 p.head_dim};
+  const int64_t kv_extents[4] = {paged || packed ? 1 : p.batch, p.kv_heads,
+                                 paged ? p.page_count * p.page_size : packed ? total_k : p.kv_seq_len, p.head_dim};
   const int64_t q_strides[4] = {p.q_strides.batch, p.q_strides.head, p.q_strides.seq, 1};
   const int64_t k_strides[4] = {p.k_strides.batch, p.k_strides.head, p.k_strides.seq, 1};
   const int64_t v_strides[4] = {p.v_strides.batch, p.v_strides.head, p.v_strides.seq, 1};
@@ -171,7 +203,7 @@ Outcome validate_problem(const AttentionProblem& p) {
                 (long long)p.out_strides.head, (long long)p.out_strides.seq);
   }
 
-  const int64_t rows = p.batch * p.heads * p.seq_len;  // each factor <= INT32_MAX: no overflow
+  const int64_t rows = packed ? p.heads * total_q : p.batch * p.heads * p.seq_len;  // each factor <= INT32_MAX: no overflow
   int64_t lse_last = -1;
   if (p.lse == nullptr) {
     if (p.lse_elements != 0) return fail("lse is null but lse_elements is %lld", (long long)p.lse_elements);

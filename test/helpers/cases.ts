@@ -107,6 +107,92 @@ export const PARITY_CASES: ParityCase[] = [
     name: 'large logits, window + globals', kind: 'localGlobal', magnitude: 12,
     options: { batch: 1, heads: 2, seqLen: 100, headDim: 64, window: [10, 10], globalTokens: [0, 50] },
   },
+
+  // Serving options (qLengths, softcap, alibiSlopes, sinkLogits) and the per-sequence alignment
+  // p = i + kvLength(b) - qLength(b). Appended last, so that the grids that sample this list by
+  // index (half-precision.test.ts) keep their cases.
+  {
+    name: 'kvLengths under causal align each item to its own keys (seqLen = kvSeqLen 40, kvLengths [40, 13])', kind: 'full',
+    options: { batch: 2, heads: 2, seqLen: 40, headDim: 8, causal: true, kvLengths: [40, 13] },
+  },
+  {
+    name: 'right-padded prefill: qLengths = kvLengths [37, 20, 0], causal', kind: 'full',
+    options: { batch: 3, heads: 2, seqLen: 37, headDim: 16, causal: true, kvLengths: [37, 20, 0], qLengths: [37, 20, 0] },
+  },
+  {
+    name: 'qLengths [5, 37] without kvLengths, causal 37 < kvSeqLen 100, GQA 4/2, bshd, headDim 17', kind: 'full',
+    options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 37, kvSeqLen: 100, headDim: 17, causal: true, qLengths: new Int32Array([5, 37]), layout: 'bshd' },
+  },
+  {
+    name: 'softcap 5 over large logits, causal 37 x 100', kind: 'full', magnitude: 12,
+    options: { batch: 1, heads: 2, seqLen: 37, kvSeqLen: 100, headDim: 64, causal: true, softcap: 5 },
+  },
+  {
+    name: 'softcap 30 over large logits, GQA 4/2, bshd', kind: 'full', magnitude: 12,
+    options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 17, kvSeqLen: 65, headDim: 32, softcap: 30, layout: 'bshd' },
+  },
+  {
+    name: 'ALiBi, causal, 8 heads (geometric slopes), GQA 8/2, seqLen 130', kind: 'full',
+    options: {
+      batch: 1, heads: 8, kvHeads: 2, seqLen: 130, headDim: 16, causal: true,
+      alibiSlopes: Array.from({ length: 8 }, (_, h) => 2 ** -(h + 1)),
+    },
+  },
+  {
+    name: 'ALiBi, not causal, negative and zero slopes, seqLen 37 < kvSeqLen 65, headDim 33', kind: 'full',
+    options: { batch: 2, heads: 3, seqLen: 37, kvSeqLen: 65, headDim: 33, alibiSlopes: new Float32Array([0.5, 0, -0.03125]) },
+  },
+  {
+    name: 'sinks, GQA 4/2, bshd', kind: 'full',
+    options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 37, kvSeqLen: 50, headDim: 16, layout: 'bshd', sinkLogits: [-1, 0, 2.5, 6] },
+  },
+  {
+    name: 'sinks, causal seqLen 50 > kvSeqLen 20 (early rows see nothing: lse = sink)', kind: 'full',
+    options: { batch: 1, heads: 2, seqLen: 50, kvSeqLen: 20, headDim: 8, causal: true, sinkLogits: [0.75, -3] },
+  },
+  {
+    name: 'all four: qLengths [9, 17, 0], kvLengths [40, 5, 30], softcap, ALiBi, sinks, causal, GQA, bshd, headDim 67', kind: 'full', magnitude: 12,
+    options: {
+      batch: 3, heads: 4, kvHeads: 2, seqLen: 17, kvSeqLen: 40, headDim: 67, causal: true, layout: 'bshd',
+      qLengths: [9, 17, 0], kvLengths: [40, 5, 30], softcap: 20, alibiSlopes: [0.25, 0.0625, 0.5, 0.125], sinkLogits: [1, -2, 0, 4],
+    },
+  },
+  {
+    name: 'padded decode batch: seqLen 1, kvSeqLen 128, causal, window [31, 0], kvLengths [128, 50]', kind: 'localGlobal',
+    options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 128, headDim: 64, causal: true, window: [31, 0], kvLengths: [128, 50] },
+  },
+  {
+    name: 'padded decode batch with globalTokens [0, 1, 2, 3]', kind: 'localGlobal',
+    options: {
+      batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 128, headDim: 64, causal: true, window: [31, 0], kvLengths: [128, 50],
+      globalTokens: [0, 1, 2, 3],
+    },
+  },
+  {
+    name: 'right-padded prefill, sliding window [7, 0] + globals, qLengths = kvLengths [100, 33], bshd', kind: 'localGlobal',
+    options: {
+      batch: 2, heads: 2, seqLen: 100, headDim: 17, causal: true, window: [7, 0], globalTokens: [0, 1], layout: 'bshd',
+      kvLengths: [100, 33], qLengths: [100, 33],
+    },
+  },
+  {
+    name: 'sinks with a causal window that leaves rows seeing nothing (seqLen 37 > kvSeqLen 20)', kind: 'localGlobal',
+    options: { batch: 2, heads: 2, seqLen: 37, kvSeqLen: 20, headDim: 5, causal: true, window: [4, 0], sinkLogits: [1.5, -2] },
+  },
+  {
+    name: 'ALiBi + window [5, 5] + per-batch globals, GQA 4/2, bshd', kind: 'localGlobal',
+    options: {
+      batch: 2, heads: 4, kvHeads: 2, seqLen: 65, headDim: 16, window: [5, 5], globalTokens: [[0], [30, 64]], layout: 'bshd',
+      alibiSlopes: [0.5, 0.25, 0.125, 0.0625],
+    },
+  },
+  {
+    name: 'all four, local-global: qLengths [17, 3], softcap 10, ALiBi, sinks, window [4, 2], globals', kind: 'localGlobal', magnitude: 12,
+    options: {
+      batch: 2, heads: 2, seqLen: 17, kvSeqLen: 33, headDim: 33, window: [4, 2], globalTokens: [[2], [0, 20]],
+      qLengths: [17, 3], kvLengths: [33, 21], softcap: 10, alibiSlopes: [0.125, 0.375], sinkLogits: [2, -1],
+    },
+  },
 ];
 
 export interface Inputs {

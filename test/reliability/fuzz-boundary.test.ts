@@ -11,11 +11,15 @@
 // checked against the float64 reference of the decoded inputs at the precision's tolerance; and
 // the ways to get those options wrong (a Uint16Array without dtype, arrays of the wrong kind, q and
 // k of different kinds, unknown or non-string names, an out of the wrong kind or length).
+// The serving options too: qLengths, softcap, alibiSlopes and sinkLogits drawn valid (plain or
+// typed arrays, extreme but finite values) against the reference, and drawn wrong (a wrong count,
+// out of range, non-integer, non-finite, not a number, not a list) for a TypeError/RangeError naming
+// the option or its entry (`options.qLengths[1]`).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MODES, type Mode, attention } from '../helpers/call';
 import type { Kind } from '../helpers/cases';
-import { expectMatchesReference } from '../helpers/compare';
+import { bfloat16Mismatches, emptyRowMismatches, expectMatchesReference } from '../helpers/compare';
 import type { HalfDType } from '../helpers/half-bits';
 import { BACKENDS, type Backend } from '../helpers/package';
 import { type ReferenceOptions, referenceAttention } from '../reference';
@@ -317,6 +321,26 @@ const MUTATIONS: Record<string, Mutation> = {
     const kvLengths = Float64Array.from({ length: b.options.batch }, (_, i) => (i % 2 === 0 ? b.options.kvSeqLen : 0));
     return valid('kvLengths', built, { ...b.options, kvLengths }, { options: { ...built.options, kvLengths } });
   },
+  'serving options drawn valid: qLengths, softcap, ALiBi slopes, sink logits (plain or typed arrays, extremes included)': (b, built, pick) => {
+    const { batch, heads, seqLen, kvSeqLen } = b.options;
+    const serving: Record<string, unknown> = {};
+    const typed = pick(2) === 0;
+    if (pick(3) > 0) {
+      const lengths = Array.from({ length: batch }, () => [0, seqLen, pick(seqLen + 1)][pick(3)]);
+      serving.qLengths = typed ? Int32Array.from(lengths) : lengths;
+    }
+    if (pick(2) === 0) serving.kvLengths = Array.from({ length: batch }, () => pick(kvSeqLen + 1));
+    if (pick(2) === 0) serving.softcap = [0, 0.5, 5, 30, Math.fround(1e30)][pick(5)];
+    // float32 values, so that the reference sees exactly what the kernels see.
+    const perHead = (values: number[]) => {
+      const list = Array.from({ length: heads }, () => Math.fround(values[pick(values.length)]));
+      return typed ? Float32Array.from(list) : list;
+    };
+    if (pick(2) === 0) serving.alibiSlopes = perHead([0, 0.0625, 0.5, 1, -0.125, 1 / 3]);
+    if (pick(2) === 0) serving.sinkLogits = perHead([0, -1, 2.5, 40, -40, 1e30, -1e30, 3e38, -3e38]);
+    const shown = Object.entries(serving).map(([key, value]) => `${key} ${typeof value === 'number' ? value : `[${Array.from(value as ArrayLike<number>).join(', ')}]`}`);
+    return valid(`serving ${shown.join(', ')}`, built, { ...b.options, ...serving } as ReferenceOptions, { options: { ...built.options, ...serving } });
+  },
 
   'a buffer transferred or shrunk while an async call runs': (drawnBase, drawnBuilt, pick) => {
     // Half the draws at a size that leaves the JS thread, half small enough to run inline.
@@ -544,6 +568,38 @@ const MUTATIONS: Record<string, Mutation> = {
     const kvLengths = lists[pick(lists.length)];
     return invalid(`kvLengths ${String(kvLengths)}`, built, RangeError, ['options.kvLengths'], { options: { ...built.options, kvLengths } });
   },
+  'qLengths of the wrong count, out of [0, seqLen], not integers or not a list': (b, built, pick) => {
+    const { batch, seqLen } = b.options;
+    const ranged: unknown[] = [Array(batch + 1).fill(0), [], Array(batch).fill(seqLen + 1), Array(batch).fill(-1), Array(batch).fill(0.5),
+      Array(batch).fill(NaN), Array(batch).fill(2 ** 32), Float64Array.from({ length: batch }, () => Infinity),
+      Array.from({ length: batch }, (_, i) => (i === batch - 1 ? seqLen + 1 : 0))];
+    if (batch > 1) ranged.push(Array(batch - 1).fill(0));
+    const typed: unknown[] = [seqLen, 'ab', null, true, { length: batch }, Array(batch).fill('1'), Array(batch).fill(null), Array(batch).fill(1n)];
+    const isType = pick(3) === 0;
+    const qLengths = isType ? typed[pick(typed.length)] : ranged[pick(ranged.length)];
+    return invalid(`qLengths ${String(qLengths)}`, built, isType ? TypeError : RangeError, ['options.qLengths'], { options: { ...built.options, qLengths } });
+  },
+  'a softcap that is negative, non-finite, too large for a float32 or not a number': (_b, built, pick) => {
+    const ranged = [-1, -0.5, -Number.MIN_VALUE, NaN, Infinity, -Infinity, 1e39, Number.MAX_VALUE];
+    const typed: unknown[] = ['30', null, true, [30], 30n, {}];
+    const isType = pick(3) === 0;
+    const softcap = isType ? typed[pick(typed.length)] : ranged[pick(ranged.length)];
+    return invalid(`softcap ${String(softcap)}`, built, isType ? TypeError : RangeError, ['options.softcap'], { options: { ...built.options, softcap } });
+  },
+  'alibiSlopes or sinkLogits of the wrong length, non-finite, not numbers or not a list': (b, built, pick) => {
+    const { heads, kvHeads } = b.options;
+    const key = pick(2) === 0 ? 'alibiSlopes' : 'sinkLogits';
+    const at = pick(heads);
+    const withEntry = (x: unknown) => Array.from({ length: heads }, (_, h) => (h === at ? x : 0.5));
+    const ranged: unknown[] = [Array(heads + 1).fill(0), [], withEntry(NaN), withEntry(Infinity), withEntry(-Infinity), withEntry(1e39),
+      Float64Array.from({ length: heads }, () => -1e300)];
+    if (kvHeads !== heads) ranged.push(Array(kvHeads).fill(0)); // one per kv head is not enough
+    if (heads > 1) ranged.push(new Float32Array(heads - 1));
+    const typed: unknown[] = [0.5, '0.5', null, { length: heads }, withEntry('1'), withEntry(null), withEntry(1n), withEntry([1]), withEntry(undefined)];
+    const isType = pick(3) === 0;
+    const value = isType ? typed[pick(typed.length)] : ranged[pick(ranged.length)];
+    return invalid(`${key} ${String(value)}`, built, isType ? TypeError : RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
+  },
   'a scale that is not finite': (_b, built, pick) => {
     const scale = [NaN, Infinity, -Infinity][pick(3)];
     return invalid(`scale ${scale}`, built, RangeError, ['options.scale'], { options: { ...built.options, scale } });
@@ -630,9 +686,20 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
     const inputs = s.during?.inputs ?? { q: tensorValues(dtype, s.q), k: tensorValues(dtype, s.k), v: tensorValues(dtype, s.v) };
     const want = referenceAttention(inputs.q, inputs.k, inputs.v, expected.reference);
     if (dtype === 'float32' && outDtype === 'float32' && precision === 'float32') {
-      expectMatchesReference(expected.reference, want, result as Float32Array, lse);
+      try {
+        expectMatchesReference(expected.reference, want, result as Float32Array, lse);
+      } catch (error) {
+        // The label says which mutation (and which serving options) the draw made.
+        throw new Error(`${s.label}: ${(error as Error).message}`);
+      }
     } else {
-      const found = precisionMismatches(expected.reference, want, tensorValues(outDtype, result), lse, outDtype, precision);
+      const values = tensorValues(outDtype, result);
+      // precisionMismatches finds empty rows by lse -Infinity; with sinkLogits an empty row's lse is
+      // the sink. bfloat16 products: see bfloat16Mismatches (out relative to the reference on |v|,
+      // a half out rounded once more, lse allowing for the scores' rounding).
+      const found = precision === 'bfloat16'
+        ? bfloat16Mismatches(expected.reference, want, inputs, values, lse, outDtype)
+        : [...precisionMismatches(expected.reference, want, values, lse, outDtype, precision), ...emptyRowMismatches(expected.reference, want, values)];
       if (found.length > 0) expect.fail(`${s.label} (${dtype} → ${outDtype}, precision ${precision}): ${found.join('; ')}`);
     }
     for (const { g, from, to } of outGuard) {

@@ -25,7 +25,7 @@ struct AttentionProblem {
   const void* k = nullptr;    // [batch, kv_heads, kv_seq_len, head_dim] by k_strides
   const void* v = nullptr;    // [batch, kv_heads, kv_seq_len, head_dim] by v_strides
   void* out = nullptr;        // [batch, heads,   seq_len,    head_dim] by out_strides
-  float* lse = nullptr;       // optional: [batch, heads, seq_len], contiguous, natural log
+  float* lse = nullptr;       // optional: [batch, heads, seq_len] ([heads, total_q] packed), contiguous, natural log
   DType dtype = DType::float32;
   DType out_dtype = DType::float32;
   Precision precision = Precision::float32;
@@ -79,6 +79,16 @@ struct AttentionProblem {
   int64_t max_blocks = 0;
   int64_t page_size = 0;
   int64_t page_count = 0;
+
+  // Optional packed variable-length batches (FlashAttention's cu_seqlens): q and out hold every
+  // sequence's rows back to back, [total_q, heads, head_dim] by their head and seq strides, k and v
+  // likewise [total_k, kv_heads, head_dim] (all batch strides 0), and sequence b owns query rows
+  // q_starts[b] .. q_starts[b + 1] - 1 and key rows kv_starts[b] .. kv_starts[b + 1] - 1, which the
+  // rest of the problem reads as query i and key j of batch item b. q_lengths and kv_lengths must be
+  // set to those counts, seq_len and kv_seq_len at least their largest; lse, when set, is
+  // [heads, total_q]. There are no padding rows: nothing is written outside the sequences' rows.
+  const int32_t* q_starts = nullptr;   // batch + 1 entries, from 0, non-decreasing
+  const int32_t* kv_starts = nullptr;  // batch + 1 entries, from 0, non-decreasing
 
   // Optional global tokens in CSR form: the tokens of batch b are
   // global_indices[global_offsets[b] .. global_offsets[b + 1]), sorted ascending, unique, each in

@@ -353,7 +353,7 @@ inline void accumulate_tile(const BlockArgs& a, ScoreLayout layout, int r0, int 
   for (int c = keys.begin; c < keys.end; ++c) {
     const Row<D> value = value_row<D>(a, c);
     if (c < a.k_ahead_rows) {
-      const Row<D> next_key{static_cast<const unsigned char*>(a.k_ahead) + c * a.k_row_stride * Row<D>::kBytes};
+      const Row<D> next_key{static_cast<const unsigned char*>(a.k) + a.k_ahead[c] * a.k_row_stride * Row<D>::kBytes};
       GLA_UNROLL
       for (int v = 0; v < NV; ++v) next_key.prefetch(d0 + v * kWidth);
     }

@@ -44,9 +44,9 @@ struct BlockArgs {
   // [n_keys] where each key's K and V rows are: keys itself when K and V are read in place, 0..n-1
   // when the driver widened the block's rows into scratch (half-precision inputs).
   const int64_t* key_rows;
-  // Decode: the K rows of the next block (row c at k_ahead + c * k_row_stride, c < k_ahead_rows),
+  // Decode: the K rows of the next block (row k_ahead[c] of k, as key_rows, c < k_ahead_rows),
   // to prefetch while this block accumulates; nullptr when there is none or it is not contiguous.
-  const void* k_ahead;
+  const int64_t* k_ahead;
   int k_ahead_rows;
 
   // Partial blocks only: row r sees key j iff

@@ -43,7 +43,7 @@ export interface NativeBinding {
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
-    blockTable: Int32Array | null,
+    blockTable: Int32Array | null, qStarts: Int32Array | null, kvStarts: Int32Array | null,
     isa: NativeIsa,
   ): NativeTensor;
   /**
@@ -60,7 +60,7 @@ export interface NativeBinding {
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
-    blockTable: Int32Array | null,
+    blockTable: Int32Array | null, qStarts: Int32Array | null, kvStarts: Int32Array | null,
     isa: NativeIsa,
   ): Promise<NativeTensor>;
   /** CUDA plugin probe: null when usable, else the reason it is not. Never throws. */
@@ -72,7 +72,7 @@ export interface NativeBinding {
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
-    blockTable: Int32Array | null,
+    blockTable: Int32Array | null, qStarts: Int32Array | null, kvStarts: Int32Array | null,
   ): NativeTensor;
   cudaAttentionAsync(
     q: NativeTensor, k: NativeTensor, v: NativeTensor,
@@ -80,7 +80,7 @@ export interface NativeBinding {
     fields: NativeProblemFields,
     kvLengths: Int32Array | null, globalOffsets: Int32Array | null, globalIndices: Int32Array | null,
     qLengths: Int32Array | null, alibiSlopes: Float32Array | null, sinkLogits: Float32Array | null,
-    blockTable: Int32Array | null,
+    blockTable: Int32Array | null, qStarts: Int32Array | null, kvStarts: Int32Array | null,
   ): Promise<NativeTensor>;
 }
 

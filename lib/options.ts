@@ -46,7 +46,7 @@ export const BACKEND_ENV = 'GLOBAL_LOCAL_ATTENTION_BACKEND';
 const COMMON_KEYS = [
   'batch', 'heads', 'seqLen', 'headDim', 'kvHeads', 'kvSeqLen', 'layout', 'scale', 'causal',
   'kvLengths', 'out', 'lse', 'backend', 'threads', 'dtype', 'outDtype', 'precision',
-  'qLengths', 'softcap', 'alibiSlopes', 'sinkLogits', 'blockTable', 'pageSize',
+  'qLengths', 'softcap', 'alibiSlopes', 'sinkLogits', 'blockTable', 'pageSize', 'cuSeqlensQ', 'cuSeqlensK',
 ] as const;
 const LOCAL_GLOBAL_KEYS = ['window', 'globalTokens'] as const;
 const FULL_KEY_SET: ReadonlySet<string> = new Set(COMMON_KEYS);
@@ -77,9 +77,11 @@ export function validateCall(
 ): ValidatedCall {
   const o = readOptions(kind, options);
 
-  const batch = positiveInteger('options.batch', o.batch);
+  // Packed sequences (cuSeqlensQ/K) bring their own batch and lengths.
+  const packed = o.cuSeqlensQ === undefined && o.cuSeqlensK === undefined ? null : packedOf(o);
+  const batch = packed === null ? positiveInteger('options.batch', o.batch) : packed.batch;
   const heads = positiveInteger('options.heads', o.heads);
-  const seqLen = positiveInteger('options.seqLen', o.seqLen, MAX_SEQ_LEN);
+  const seqLen = packed === null ? positiveInteger('options.seqLen', o.seqLen, MAX_SEQ_LEN) : packed.seqLen;
   const headDim = positiveInteger('options.headDim', o.headDim);
   const kvHeads = o.kvHeads === undefined ? heads : positiveInteger('options.kvHeads', o.kvHeads);
   if (heads % kvHeads !== 0) {
@@ -89,29 +91,38 @@ export function validateCall(
   if (paging === null && o.pageSize !== undefined) {
     throw argumentError(RangeError, 'options.pageSize', 'is given without options.blockTable', 'both, for a paged KV cache, or neither');
   }
-  const kvSeqLen = o.kvSeqLen === undefined
+  const kvSeqLen = packed !== null ? packed.kvSeqLen : o.kvSeqLen === undefined
     ? (paging === null ? seqLen : Math.min(paging.maxBlocks * paging.pageSize, MAX_SEQ_LEN))
     : positiveInteger('options.kvSeqLen', o.kvSeqLen, paging === null ? MAX_SEQ_LEN : paging.maxBlocks * paging.pageSize);
 
-  const qLength = batch * heads * seqLen * headDim;
+  // What q (and out), k and v hold, as the error messages name it.
+  const qShape: [string[], number[]] = packed === null
+    ? [Q_NAMES, [batch, heads, seqLen, headDim]]
+    : [['totalQ', 'heads', 'headDim'], [packed.totalQ, heads, headDim]];
+  const kvShape: [string[], number[]] = packed === null
+    ? [KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]]
+    : [['totalK', 'kvHeads', 'headDim'], [packed.totalK, kvHeads, headDim]];
+  const lseShape: [string[], number[]] = packed === null ? [LSE_NAMES, [batch, heads, seqLen]] : [['heads', 'totalQ'], [heads, packed.totalQ]];
+  const product = (sizes: number[]): number => sizes.reduce((a, b) => a * b, 1);
+  const qLength = product(qShape[1]);
   // A paged pool holds whole pages: its length says how many (checked below).
-  const kvLength = paging === null ? batch * kvHeads * kvSeqLen * headDim : -1;
-  const lseLength = batch * heads * seqLen;
-  if (qLength > MAX_ELEMENTS) throw tooManyElements('q and out', Q_NAMES, [batch, heads, seqLen, headDim]);
-  if (paging === null && kvLength > MAX_ELEMENTS) throw tooManyElements('k and v', KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
-  if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', LSE_NAMES, [batch, heads, seqLen]);
+  const kvLength = paging === null ? product(kvShape[1]) : -1;
+  const lseLength = product(lseShape[1]);
+  if (qLength > MAX_ELEMENTS) throw tooManyElements('q and out', ...qShape);
+  if (paging === null && kvLength > MAX_ELEMENTS) throw tooManyElements('k and v', ...kvShape);
+  if (lseLength > MAX_ELEMENTS) throw tooManyElements('lse', ...lseShape);
 
   const layout = checkLayout(o.layout);
   // The common case (a Float32Array and no dtype) decides without a call.
   const dtype = o.dtype === undefined && isFloat32Array(q) ? 'float32' : inputDtype(q, o.dtype);
   const qArray = tensorArray('q', q, dtype);
-  if (qArray.length !== qLength) throw lengthError('q', qArray, Q_NAMES, [batch, heads, seqLen, headDim]);
+  if (qArray.length !== qLength) throw lengthError('q', qArray, ...qShape);
   const kArray = tensorArray('k', k, dtype);
   const vArray = tensorArray('v', v, dtype);
   let pageCount = 0;
   if (paging === null) {
-    if (kArray.length !== kvLength) throw lengthError('k', kArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
-    if (vArray.length !== kvLength) throw lengthError('v', vArray, KV_NAMES, [batch, kvHeads, kvSeqLen, headDim]);
+    if (kArray.length !== kvLength) throw lengthError('k', kArray, ...kvShape);
+    if (vArray.length !== kvLength) throw lengthError('v', vArray, ...kvShape);
   } else {
     const pageElements = paging.pageSize * kvHeads * headDim;
     if (kArray.length % pageElements !== 0) {
@@ -133,9 +144,11 @@ export function validateCall(
   if (paging !== null && o.kvLengths === undefined) {
     throw argumentError(TypeError, 'options.kvLengths', 'is missing', 'one cache length per batch item with options.blockTable');
   }
-  const kvLengths = o.kvLengths === undefined ? null : normaliseLengths('options.kvLengths', o.kvLengths, batch, kvSeqLen, 'kvSeqLen');
+  const kvLengths = packed !== null ? packed.kvLengths
+    : o.kvLengths === undefined ? null : normaliseLengths('options.kvLengths', o.kvLengths, batch, kvSeqLen, 'kvSeqLen');
   if (paging !== null && kvLengths !== null) checkBlockTable(paging, kvLengths, pageCount);
-  const qLengths = o.qLengths === undefined ? null : normaliseLengths('options.qLengths', o.qLengths, batch, seqLen, 'seqLen');
+  const qLengths = packed !== null ? packed.qLengths
+    : o.qLengths === undefined ? null : normaliseLengths('options.qLengths', o.qLengths, batch, seqLen, 'seqLen');
   const softcap = o.softcap === undefined ? 0 : normaliseSoftcap(o.softcap);
   const alibiSlopes = o.alibiSlopes === undefined ? null : normaliseHeadValues('options.alibiSlopes', o.alibiSlopes, heads);
   const sinkLogits = o.sinkLogits === undefined ? null : normaliseHeadValues('options.sinkLogits', o.sinkLogits, heads);
@@ -154,12 +167,12 @@ export function validateCall(
   let givenOut: TensorArray | null = null;
   if (o.out !== undefined) {
     givenOut = outArray(o.out, outDtype);
-    if (givenOut.length !== qLength) throw lengthError('options.out', givenOut, Q_NAMES, [batch, heads, seqLen, headDim]);
+    if (givenOut.length !== qLength) throw lengthError('options.out', givenOut, ...qShape);
   }
   let lse: Float32Array | null = null;
   if (o.lse !== undefined) {
     lse = float32Array('options.lse', o.lse);
-    if (lse.length !== lseLength) throw lengthError('options.lse', lse, LSE_NAMES, [batch, heads, seqLen]);
+    if (lse.length !== lseLength) throw lengthError('options.lse', lse, ...lseShape);
   }
   if (givenOut !== null) {
     checkNoOverlap('options.out', givenOut, 'q', qArray);
@@ -178,10 +191,11 @@ export function validateCall(
   // TypeError/RangeError whichever backends this machine has.
   const backend = backendChoice(o.backend);
 
-  const qStrides = layoutStrides(layout, heads, seqLen, headDim);
+  // Packed sequences are [total, heads, headDim] rows, every sequence's after the previous one's.
+  const qStrides = packed === null ? layoutStrides(layout, heads, seqLen, headDim) : { batch: 0, head: headDim, seq: heads * headDim };
   // A page pool is [pageCount, pageSize, kvHeads, headDim] whatever the layout of q and out: its rows
   // are kvHeads·headDim apart, and batch items reach them through the block table only.
-  const kvStrides = paging === null
+  const kvStrides = paging === null && packed === null
     ? layoutStrides(layout, kvHeads, kvSeqLen, headDim)
     : { batch: 0, head: headDim, seq: kvHeads * headDim };
   // One object literal with every field always present, so that every problem has the same shape.
@@ -195,6 +209,8 @@ export function validateCall(
     maxBlocks: paging === null ? 0 : paging.maxBlocks,
     pageSize: paging === null ? 0 : paging.pageSize,
     pageCount,
+    qStarts: packed === null ? null : packed.qStarts,
+    kvStarts: packed === null ? null : packed.kvStarts,
     globalOffsets, globalIndices,
     // An upper bound, so asking for more than this machine has means all it has.
     threads: Math.min(threads, availableCores()),
@@ -209,6 +225,65 @@ export function validateCall(
     else if (float16ArrayConstructor() !== undefined) result = 'float16array';
   }
   return { problem, buffers: { q: qArray, k: kArray, v: vArray, out: givenOut, lse }, backend, result };
+}
+
+interface Packed {
+  batch: number;
+  qStarts: Int32Array;
+  kvStarts: Int32Array;
+  qLengths: Int32Array;
+  kvLengths: Int32Array;
+  seqLen: number;
+  kvSeqLen: number;
+  totalQ: number;
+  totalK: number;
+}
+
+/** Options that packed sequences define themselves, so that giving them is a mistake. */
+const NOT_WITH_PACKED = ['seqLen', 'kvSeqLen', 'layout', 'kvLengths', 'qLengths', 'blockTable', 'pageSize'] as const;
+
+/** cuSeqlensQ and cuSeqlensK (FlashAttention's varlen offsets): batch, lengths and totals. */
+function packedOf(o: GivenOptions): Packed {
+  const qStarts = cuSeqlens('options.cuSeqlensQ', o.cuSeqlensQ);
+  const kvStarts = cuSeqlens('options.cuSeqlensK', o.cuSeqlensK);
+  if (kvStarts.length !== qStarts.length) {
+    throw argumentError(RangeError, 'options.cuSeqlensK', `has length ${kvStarts.length}`, `cuSeqlensQ's length ${qStarts.length} (batch + 1)`);
+  }
+  const batch = qStarts.length - 1;
+  if (o.batch !== undefined) {
+    const given = positiveInteger('options.batch', o.batch);
+    if (given !== batch) throw argumentError(RangeError, 'options.batch', `is ${given}`, `cuSeqlensQ.length − 1 = ${batch} (or omit it)`);
+  }
+  for (const name of NOT_WITH_PACKED) {
+    if (o[name] !== undefined) {
+      throw argumentError(
+        RangeError, `options.${name}`, 'is given with cuSeqlensQ/cuSeqlensK',
+        'to leave it out: packed sequences take their lengths from cuSeqlensQ and cuSeqlensK, and q, k, v and out are [total, heads, headDim]',
+      );
+    }
+  }
+  const lengths = (starts: Int32Array): Int32Array => Int32Array.from({ length: batch }, (_, b) => starts[b + 1] - starts[b]);
+  const qLengths = lengths(qStarts);
+  const kvLengths = lengths(kvStarts);
+  return {
+    batch, qStarts, kvStarts, qLengths, kvLengths,
+    seqLen: Math.max(1, ...qLengths), kvSeqLen: Math.max(1, ...kvLengths),
+    totalQ: qStarts[batch], totalK: kvStarts[batch],
+  };
+}
+
+/** A cu_seqlens array: batch + 1 offsets from 0, non-decreasing; copied (an async call keeps it). */
+function cuSeqlens(name: string, value: unknown): Int32Array {
+  const expected = 'an Int32Array of batch + 1 offsets, starting at 0 and non-decreasing (cuSeqlensQ and cuSeqlensK go together)';
+  if (value === undefined) throw argumentError(TypeError, name, 'is missing', expected);
+  if (!(value instanceof Int32Array)) throw typeError(name, value, expected);
+  if (isDetached(value)) throw argumentError(TypeError, name, 'is an Int32Array whose buffer is detached', 'a usable Int32Array');
+  if (value.length < 2) throw argumentError(RangeError, name, `has length ${value.length}`, 'at least 2 (batch + 1, batch ≥ 1)');
+  if (value[0] !== 0) throw rangeError(`${name}[0]`, value[0], '0');
+  for (let i = 1; i < value.length; i++) {
+    if (value[i] < value[i - 1]) throw rangeError(`${name}[${i}]`, value[i], `≥ ${name}[${i - 1}] = ${value[i - 1]} (offsets never decrease)`);
+  }
+  return value.slice();
 }
 
 interface Paging {
@@ -278,6 +353,8 @@ interface GivenOptions {
   qLengths: unknown;
   blockTable: unknown;
   pageSize: unknown;
+  cuSeqlensQ: unknown;
+  cuSeqlensK: unknown;
   softcap: unknown;
   alibiSlopes: unknown;
   sinkLogits: unknown;
@@ -298,7 +375,7 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
     kvSeqLen: undefined, layout: undefined, scale: undefined, causal: undefined, kvLengths: undefined,
     out: undefined, lse: undefined, backend: undefined, threads: undefined, window: undefined, globalTokens: undefined,
     dtype: undefined, outDtype: undefined, precision: undefined,
-    qLengths: undefined, blockTable: undefined, pageSize: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined,
+    qLengths: undefined, blockTable: undefined, pageSize: undefined, cuSeqlensQ: undefined, cuSeqlensK: undefined, softcap: undefined, alibiSlopes: undefined, sinkLogits: undefined,
   };
   const local = kind === 'localGlobalAttention';
   for (const key of Object.keys(o)) {
@@ -326,6 +403,8 @@ function readOptions(kind: AttentionKind, options: unknown): GivenOptions {
       case 'qLengths': given.qLengths = value; break;
       case 'blockTable': given.blockTable = value; break;
       case 'pageSize': given.pageSize = value; break;
+      case 'cuSeqlensQ': given.cuSeqlensQ = value; break;
+      case 'cuSeqlensK': given.cuSeqlensK = value; break;
       case 'softcap': given.softcap = value; break;
       case 'alibiSlopes': given.alibiSlopes = value; break;
       case 'sinkLogits': given.sinkLogits = value; break;

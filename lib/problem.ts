@@ -58,6 +58,13 @@ export interface AttentionProblem {
   maxBlocks: number;
   pageSize: number;
   pageCount: number;
+  /** Packed variable-length sequences (cuSeqlensQ / cuSeqlensK, batch + 1 entries each), or null:
+   *  q and out are [totalQ, heads, headDim], k and v [totalK, kvHeads, headDim] (batch strides 0),
+   *  sequence b owns query rows qStarts[b] .. qStarts[b+1]−1 and key rows kvStarts[b] ..
+   *  kvStarts[b+1]−1; qLengths and kvLengths hold those counts, seqLen and kvSeqLen their maxima,
+   *  and lse is [heads, totalQ]. */
+  qStarts: Int32Array | null;
+  kvStarts: Int32Array | null;
   /** CSR global tokens: batch b owns globalIndices[globalOffsets[b] .. globalOffsets[b+1]),
    *  sorted ascending and unique, each in [0, kvSeqLen). Both null when there are none. */
   globalOffsets: Int32Array | null;

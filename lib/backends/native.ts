@@ -154,11 +154,11 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
     },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, isa);
+      return binding.attentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts, isa);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, isa);
+      return binding.attentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts, isa);
     },
   };
 }
@@ -186,11 +186,11 @@ export function cudaBackend(): BackendImpl {
     bfloat16Products: () => false,
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable);
+      return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts);
     },
     runAsync(p, b: AttentionBuffers) {
       const binding = requireBinding();
-      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable);
+      return binding.cudaAttentionAsync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts);
     },
   };
 }

@@ -163,17 +163,22 @@ class TileKernel {
     const p = this.p;
     const s = this.s;
     const kvHead = Math.floor(head / (p.heads / p.kvHeads));
-    this.qHeadBase = batch * p.qStrides.batch + head * p.qStrides.head;
-    this.kHeadBase = batch * p.kStrides.batch + kvHead * p.kStrides.head;
-    this.vHeadBase = batch * p.vStrides.batch + kvHead * p.vStrides.head;
-    this.outHeadBase = batch * p.outStrides.batch + head * p.outStrides.head;
-    this.lseHeadBase = (batch * p.heads + head) * p.seqLen;
+    // Packed sequences: item b's rows start at qStarts[b] (q, out) and kvStarts[b] (k, v), and its
+    // lse at qStarts[b] of the head's [heads, totalQ] row.
+    const qStart = p.qStarts === null ? 0 : p.qStarts[batch];
+    const kvStart = p.kvStarts === null ? 0 : p.kvStarts[batch];
+    this.qHeadBase = batch * p.qStrides.batch + head * p.qStrides.head + qStart * p.qStrides.seq;
+    this.kHeadBase = batch * p.kStrides.batch + kvHead * p.kStrides.head + kvStart * p.kStrides.seq;
+    this.vHeadBase = batch * p.vStrides.batch + kvHead * p.vStrides.head + kvStart * p.vStrides.seq;
+    this.outHeadBase = batch * p.outStrides.batch + head * p.outStrides.head + qStart * p.outStrides.seq;
+    this.lseHeadBase = p.qStarts === null ? (batch * p.heads + head) * p.seqLen : head * p.qStarts[p.batch] + qStart;
     this.slope = p.alibiSlopes === null ? 0 : p.alibiSlopes[head];
     this.sink = p.sinkLogits === null ? 0 : p.sinkLogits[head];
 
-    // Padding rows cost no work: the tile's real rows end at qLength(b).
+    // Padding rows cost no work: the tile's real rows end at qLength(b). Packed sequences have no
+    // padding rows (the rows past qLength(b) are the next sequence's).
     const realEnd = Math.max(first, Math.min(end, this.queryLength));
-    if (realEnd < end) this.writePaddingRows(realEnd, end);
+    if (realEnd < end && p.qStarts === null) this.writePaddingRows(realEnd, end);
     if (realEnd === first) return;
 
     let globalRowCount = 0;

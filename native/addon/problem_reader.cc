@@ -14,7 +14,7 @@ namespace {
 
 const char* const kArgNames[kMaxArgs] = {
     "q", "k", "v", "out", "lse", "problem fields", "problem.kvLengths", "problem.globalOffsets",
-    "problem.globalIndices", "problem.qLengths", "problem.alibiSlopes", "problem.sinkLogits", "problem.blockTable", "isa",
+    "problem.globalIndices", "problem.qLengths", "problem.alibiSlopes", "problem.sinkLogits", "problem.blockTable", "problem.qStarts", "problem.kvStarts", "isa",
 };
 
 const char* typed_array_name(napi_typedarray_type type) {
@@ -141,8 +141,8 @@ bool read_precision(double number, const char* name, gla::Precision* value, std:
 void read_problem(const CallArgs& args, ReadProblem& read) {
   std::string& error = read.error;
   gla::AttentionProblem& p = read.problem;
-  if (args.argc < kArgBlockTable + 1) {
-    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices, qLengths, alibiSlopes, sinkLogits, blockTable)";
+  if (args.argc < kArgKvStarts + 1) {
+    error = "expected (q, k, v, out, lse, fields, kvLengths, globalOffsets, globalIndices, qLengths, alibiSlopes, sinkLogits, blockTable, qStarts, kvStarts)";
     return;
   }
 
@@ -192,13 +192,17 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   bool has_slopes = false;
   bool has_sinks = false;
   bool has_table = false;
+  bool has_q_starts = false;
+  bool has_kv_starts = false;
   if (!read_metadata_array(args, kArgKvLengths, read.kv_lengths, has_lengths, error) ||
       !read_metadata_array(args, kArgGlobalOffsets, read.global_offsets, has_offsets, error) ||
       !read_metadata_array(args, kArgGlobalIndices, read.global_indices, has_indices, error) ||
       !read_metadata_array(args, kArgQLengths, read.q_lengths, has_q_lengths, error) ||
       !read_metadata_array(args, kArgAlibiSlopes, read.alibi_slopes, has_slopes, error) ||
       !read_metadata_array(args, kArgSinkLogits, read.sink_logits, has_sinks, error) ||
-      !read_metadata_array(args, kArgBlockTable, read.block_table, has_table, error)) {
+      !read_metadata_array(args, kArgBlockTable, read.block_table, has_table, error) ||
+      !read_metadata_array(args, kArgQStarts, read.q_starts, has_q_starts, error) ||
+      !read_metadata_array(args, kArgKvStarts, read.kv_starts, has_kv_starts, error)) {
     return;
   }
   if (has_offsets != has_indices) {
@@ -226,6 +230,11 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
     error = "problem.blockTable must have batch * maxBlocks entries";
     return;
   }
+  if ((has_q_starts && static_cast<int64_t>(read.q_starts.size()) != p.batch + 1) ||
+      (has_kv_starts && static_cast<int64_t>(read.kv_starts.size()) != p.batch + 1)) {
+    error = "problem.qStarts and problem.kvStarts must have batch + 1 entries";
+    return;
+  }
   if (has_offsets && static_cast<int64_t>(read.global_offsets.size()) != p.batch + 1) {
     error = "problem.globalOffsets must have batch + 1 entries";
     return;
@@ -240,6 +249,8 @@ void read_problem(const CallArgs& args, ReadProblem& read) {
   p.alibi_slopes = has_slopes ? read.alibi_slopes.data() : nullptr;
   p.sink_logits = has_sinks ? read.sink_logits.data() : nullptr;
   p.block_table = has_table ? read.block_table.data() : nullptr;
+  p.q_starts = has_q_starts ? read.q_starts.data() : nullptr;
+  p.kv_starts = has_kv_starts ? read.kv_starts.data() : nullptr;
   // An empty Int32Array has no data pointer worth trusting; an empty global list is no global list.
   p.global_offsets = has_offsets ? read.global_offsets.data() : nullptr;
   p.global_indices = has_indices ? read.global_indices.data() : nullptr;

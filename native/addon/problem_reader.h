@@ -79,7 +79,7 @@ extern const char* const kProblemFieldNames[kProblemFieldCount];
 
 // Argument positions shared by every attention entry point:
 // (q, k, v, out, lse|null, fields, kvLengths|null, globalOffsets|null, globalIndices|null,
-//  qLengths|null, alibiSlopes|null, sinkLogits|null, blockTable|null[, isa]).
+//  qLengths|null, alibiSlopes|null, sinkLogits|null, blockTable|null, qStarts|null, kvStarts|null[, isa]).
 enum ArgIndex : size_t {
   kArgQ = 0,
   kArgK,
@@ -94,6 +94,8 @@ enum ArgIndex : size_t {
   kArgAlibiSlopes,
   kArgSinkLogits,
   kArgBlockTable,
+  kArgQStarts,
+  kArgKvStarts,
   kArgIsa,  // CPU entry points only
   kMaxArgs
 };
@@ -115,10 +117,12 @@ struct ReadProblem {
   std::vector<float> alibi_slopes;
   std::vector<float> sink_logits;
   std::vector<int32_t> block_table;
+  std::vector<int32_t> q_starts;
+  std::vector<int32_t> kv_starts;
   std::string error;  // non-empty: the arguments were not what binding.d.ts promises
 };
 
-// Reads argv[kArgQ .. kArgBlockTable]. The returned problem's metadata pointers refer into the
+// Reads argv[kArgQ .. kArgKvStarts]. The returned problem's metadata pointers refer into the
 // ReadProblem itself, so it must not be copied after this call (it is held by pointer).
 void read_problem(const CallArgs& args, ReadProblem& read);
 

@@ -20,6 +20,8 @@ export type {
   IntegerList,
   Layout,
   LocalGlobalAttentionOptions,
+  LocalGlobalFields,
+  PackedAttentionOptions,
   Precision,
   WindowOption,
 } from './types';

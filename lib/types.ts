@@ -148,10 +148,38 @@ export interface AttentionOptions<Out extends DType = 'float32'> {
   backend?: BackendChoice;
   /** Upper bound on the CPU threads this call may use. Positive integer; default: every available core. */
   threads?: number;
+  /**
+   * A paged KV cache (vLLM's and FlashAttention's `block_table`): `batch × maxBlocks` page indices,
+   * row-major. k and v are then page pools shaped [numPages, pageSize, kvHeads, headDim] (whatever
+   * `layout` says, which applies to q and the output), and key j of batch item b is row
+   * j mod pageSize of page blockTable[b·maxBlocks + ⌊j / pageSize⌋]. Requires `pageSize` and
+   * `kvLengths`; `kvSeqLen` defaults to maxBlocks·pageSize. Entries for keys ≥ kvLengths[b] are
+   * never read (−1 is fine); every other one must be a page of the pool.
+   */
+  blockTable?: Int32Array;
+  /** Rows per page of a paged KV cache (with `blockTable`). Any positive integer; 16 and 256 are common. */
+  pageSize?: number;
 }
 
+/**
+ * Packed variable-length batches (FlashAttention's `flash_attn_varlen_func`): sequence b owns query
+ * rows cuSeqlensQ[b] .. cuSeqlensQ[b+1]−1 of q (and the output), packed [totalQ, heads, headDim], and
+ * key rows cuSeqlensK[b] .. cuSeqlensK[b+1]−1 of k and v, [totalK, kvHeads, headDim]; it sees only its
+ * own keys, aligned as `causal` says. `lse` is [heads, totalQ]. The lengths come from the offsets, so
+ * `seqLen`, `kvSeqLen`, `layout`, `kvLengths`, `qLengths` and the paged cache are not given; `batch`
+ * may be (it must then be cuSeqlensQ.length − 1). Empty sequences are allowed.
+ */
+export type PackedAttentionOptions<Out extends DType = 'float32'> =
+  Omit<AttentionOptions<Out>, 'batch' | 'seqLen' | 'kvSeqLen' | 'layout' | 'kvLengths' | 'qLengths' | 'blockTable' | 'pageSize'> & {
+    batch?: number;
+    /** batch + 1 query row offsets, from 0, non-decreasing. */
+    cuSeqlensQ: Int32Array;
+    /** batch + 1 key row offsets, from 0, non-decreasing. */
+    cuSeqlensK: Int32Array;
+  };
+
 /** Options of {@link fullAttention}: every query sees every key (subject to `causal` and `kvLengths`). */
-export type FullAttentionOptions<Out extends DType = 'float32'> = AttentionOptions<Out>;
+export type FullAttentionOptions<Out extends DType = 'float32'> = AttentionOptions<Out> | PackedAttentionOptions<Out>;
 
 /**
  * A window as `[left, right]`: the query at position p sees keys j with p − left ≤ j ≤ p + right;
@@ -161,8 +189,8 @@ export type FullAttentionOptions<Out extends DType = 'float32'> = AttentionOptio
  */
 export type WindowOption = number | readonly [left: number, right: number];
 
-/** Options of {@link localGlobalAttention}: a local window plus optional global tokens. */
-export interface LocalGlobalAttentionOptions<Out extends DType = 'float32'> extends AttentionOptions<Out> {
+/** The options {@link localGlobalAttention} adds. */
+export interface LocalGlobalFields {
   /** Required. The local window; see {@link WindowOption}. */
   window: WindowOption;
   /**
@@ -174,6 +202,9 @@ export interface LocalGlobalAttentionOptions<Out extends DType = 'float32'> exte
    */
   globalTokens?: IntegerList | readonly IntegerList[];
 }
+
+/** Options of {@link localGlobalAttention}: a local window plus optional global tokens. */
+export type LocalGlobalAttentionOptions<Out extends DType = 'float32'> = FullAttentionOptions<Out> & LocalGlobalFields;
 
 /** Whether a backend can run here, and if not, why. */
 export interface BackendStatus {

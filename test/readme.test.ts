@@ -26,7 +26,7 @@ function run(source: string): { status: number | null; stdout: string; stderr: s
 
 describe('the README examples', () => {
   it('has the examples this test knows', () => {
-    expect(BLOCKS).toHaveLength(7);
+    expect(BLOCKS).toHaveLength(9);
   });
 
   it('the quick start prints the backends and the result length', () => {
@@ -64,6 +64,18 @@ describe('the README examples', () => {
     const m = /^total weight (\d\.\d{4}) = 1 - exp\(sink - lse\) (\d\.\d{4})$/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
     expect(m?.[1]).toBe(m?.[2]);
+  });
+
+  it('the paged cache reads the pages the block table names', () => {
+    const r = run(block('blockTable, pageSize, kvLengths: [7, 10]'));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^paged matches contiguous: true$/m);
+  });
+
+  it('packed sequences match separate calls', () => {
+    const r = run(block('cuSeqlensQ: cuSeqlens'));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^packed matches separate calls: true$/m);
   });
 
   it('merging two halves of the keys matches one call', () => {

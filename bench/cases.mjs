@@ -130,7 +130,8 @@ export const allCases = [
 ].map((c) => ({ ...c, id: caseId(c) }));
 
 // 'async' has no entries here: its paired sync/async timings are bench/async-cost.mjs's.
-export const groups = ['full', 'causal', 'local', 'batch', 'decode', 'tiny', 'async'];
+// 'varlen' likewise: bench/varlen.mjs.
+export const groups = ['full', 'causal', 'local', 'batch', 'decode', 'tiny', 'async', 'varlen'];
 
 /** The cases a run will execute. */
 export function selectCases({ quick, groups: wanted }) {

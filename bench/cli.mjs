@@ -7,9 +7,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { groups as allGroups, selectCases } from './cases.mjs';
 import { measureAsyncCost, measureSubmission } from './async-cost.mjs';
+import { measureVarlen } from './varlen.mjs';
 import { machineInfo, measurePeak, startLoadMonitor } from './machine.mjs';
 import { callsFor, randomTensor, relL2, timeInterleaved, TOLERANCE } from './measure.mjs';
-import { HALF_VARIANTS, loadPackage, ourImpl, SERVING_VARIANTS } from './ours.mjs';
+import { HALF_VARIANTS, loadPackage, ourImpl, PAGED_VARIANTS, SERVING_VARIANTS } from './ours.mjs';
 import { loadPeers } from './peers/index.mjs';
 import { naiveAttention, naiveRows, pickRows, sampleRows } from './peers/naive.mjs';
 import { ortVersion } from './peers/ort.mjs';
@@ -299,7 +300,7 @@ async function main() {
   // And with the serving options, on the cases marked `serving` (builds without them skip).
   const servingVariants =
     primaryForLayouts && !pkg.error && typeof pkg.api.encodeBfloat16 === 'function'
-      ? SERVING_VARIANTS.map((variant) => ourImpl(pkg.api, primaryForLayouts, { variant }))
+      ? [...SERVING_VARIANTS, ...PAGED_VARIANTS].map((variant) => ourImpl(pkg.api, primaryForLayouts, { variant }))
       : [];
   const impls = [...ours, ...layoutTwin, ...halfVariants, ...servingVariants, ...peers];
 
@@ -339,6 +340,11 @@ async function main() {
     log(`async calls against sync, by where the buffers live (${primaryNative})`);
     asyncCost = await measureAsyncCost(pkg.api, primaryNative, threads, { quick: opts.quick, log });
   }
+  let varlen = null;
+  if ((!opts.groups || opts.groups.includes('varlen')) && primaryNative !== null) {
+    log(`packed variable-length batch against separate and padded calls (${primaryNative})`);
+    varlen = await measureVarlen(pkg.api, primaryNative, threads, { quick: opts.quick, log });
+  }
   let asyncSubmission = null;
   if ((!opts.groups || opts.groups.includes('async') || opts.groups.includes('tiny')) && primaryNative !== null) {
     asyncSubmission = await measureSubmission(pkg.api, primaryNative);
@@ -349,7 +355,7 @@ async function main() {
   if (machine.load && machine.load.otherCores > 0.25)
     log(`note: other processes used ${machine.load.otherCores.toFixed(2)} cores on average during the run; figures are low by about that share`);
   const primary = primaryNative;
-  const targets = evaluateTargets(results, primary, asyncCost, asyncSubmission);
+  const targets = evaluateTargets(results, primary, asyncCost, asyncSubmission, varlen);
   const implNames = impls.map((i) => i.name);
   const svgs = chartsFor(results, cases, implNames, peak);
   const command = `node bench/cli.mjs ${process.argv.slice(2).join(' ')}`.trim();
@@ -365,6 +371,7 @@ async function main() {
     results,
     asyncCost,
     asyncSubmission,
+    varlen,
     targets,
     seconds: (performance.now() - started) / 1000,
   };

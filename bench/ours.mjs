@@ -53,6 +53,38 @@ export const TOLERANCE_HALF = 1e-2;
  * with the same options (bench/peers/naive.mjs knows them). Values as real models use them:
  * Gemma 2's attention softcap 50, BLOOM's ALiBi slopes 2^(-8(h+1)/heads), gpt-oss-like sinks.
  */
+/**
+ * Decode from a paged cache (bench/cases.mjs decode case): the same K and V cut into pages of
+ * `pageSize` rows, the pages shuffled through the pool (seeded, outside the timing), read through
+ * the block table; float32, and bfloat16 beside the bf16 contiguous run.
+ */
+export const PAGED_VARIANTS = [
+  { suffix: 'paged 16', pageSize: 16 },
+  { suffix: 'paged 256', pageSize: 256 },
+  { suffix: 'bf16 paged 16', pageSize: 16, dtype: 'bfloat16' },
+  { suffix: 'bf16 paged 256', pageSize: 256, dtype: 'bfloat16' },
+];
+
+/** [batch, kvSeqLen, kvHeads, headDim] rows as a shuffled page pool, with its block table. */
+function pagePool(k, v, batch, kvSeqLen, rowElements, pageSize) {
+  const perItem = kvSeqLen / pageSize;
+  const pages = batch * perItem;
+  const order = Array.from({ length: pages }, (_, n) => n);
+  let seed = 99;
+  for (let n = pages - 1; n > 0; n--) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    const m = seed % (n + 1);
+    [order[n], order[m]] = [order[m], order[n]];
+  }
+  const pageElements = pageSize * rowElements;
+  const scatter = (x) => {
+    const pool = new x.constructor(x.length);
+    for (let n = 0; n < pages; n++) pool.set(x.subarray(n * pageElements, (n + 1) * pageElements), order[n] * pageElements);
+    return pool;
+  };
+  return { k: scatter(k), v: scatter(v), blockTable: Int32Array.from(order), kvLengths: Array(batch).fill(kvSeqLen) };
+}
+
 const alibiSlopes = (heads) => Array.from({ length: heads }, (_, h) => 2 ** ((-8 * (h + 1)) / heads));
 const sinkLogits = (heads) => Array.from({ length: heads }, (_, h) => 0.5 + 0.25 * (h % 4));
 export const SERVING_VARIANTS = [
@@ -78,6 +110,7 @@ export function ourImpl(api, backend, { layout, variant } = {}) {
     why: (c) => {
       if (layout && c.layout !== 'bshd') return 'runs only beside a bshd case';
       if (variant?.options) return c.serving ? null : 'serving-option cases only';
+      if (variant?.pageSize) return c.group === 'decode' && c.kvSeqLen % variant.pageSize === 0 ? null : 'decode cases only';
       if (variant && (!c.half || (variant.decodeOnly && c.group !== 'decode'))) return 'half-precision cases only';
       return null;
     },
@@ -100,6 +133,15 @@ export function ourImpl(api, backend, { layout, variant } = {}) {
       // The options object is built per call, as users build it ({ ...base, out }): V8 gives each
       // such object a fresh hidden class, which a reused object would hide.
       const base = { ...callOptions(c), layout: bshd ? 'bshd' : 'bhsd', backend, threads };
+      if (variant?.pageSize) {
+        // Before any dtype conversion: the pool is float32 rows, encoded below like any input.
+        // The pool is cut from the bshd rows (a page holds pageSize rows of every kv head).
+        const rows = (x) => (bshd ? x : bhsdToBsnh(x, c.batch, kvHeads, kvSeqLen, c.headDim));
+        const pool = pagePool(rows(inputs.k), rows(inputs.v), c.batch, kvSeqLen, kvHeads * c.headDim, variant.pageSize);
+        inputs.k = pool.k;
+        inputs.v = pool.v;
+        Object.assign(base, { blockTable: pool.blockTable, pageSize: variant.pageSize, kvLengths: pool.kvLengths });
+      }
       let out = new Float32Array(q.length);
       let decode = (x) => x;
       if (variant?.dtype) {

@@ -9,7 +9,7 @@ export function primaryBackend(backends) {
   return backends.find((b) => b === 'avx512' || b === 'avx2' || b === 'scalar') ?? backends.find((b) => b === 'js') ?? null;
 }
 
-export function evaluateTargets(results, primary, asyncCost = [], asyncSubmission = null) {
+export function evaluateTargets(results, primary, asyncCost = [], asyncSubmission = null, varlen = null) {
   const ok = (caseId, impl) => results.find((r) => r.case === caseId && r.impl === impl && r.status === 'ok');
   const targets = [];
   const add = (id, text, compute) => {
@@ -137,6 +137,26 @@ export function evaluateTargets(results, primary, asyncCost = [], asyncSubmissio
         return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 1.1 };
       });
     }
+  }
+  // Packed sequences (bench/varlen.mjs), paired rounds of one run.
+  const varlenTimes = () => {
+    if (!varlen?.times) throw new Error(varlen ? `the varlen check (${varlen.check.maxAbsDiff})` : 'the varlen measurement');
+    return varlen.times;
+  };
+  add('varlen vs separate', `${P} packed batch (cuSeqlens) <= 1.10x the time of one call per sequence`, () => {
+    const ratio = 1 / varlenTimes()['one call per sequence'].ratioToFirst;
+    return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 1.1 };
+  });
+  add('varlen vs padded', `${P} packed batch (cuSeqlens) >= 1.5x faster than the batch padded to its longest sequence`, () => {
+    const ratio = varlenTimes()['padded to the longest'].ratioToFirst;
+    return { value: `${ratio.toFixed(2)}x`, pass: ratio >= 1.5 };
+  });
+  // Paged decode (bench/ours.mjs PAGED_VARIANTS) against contiguous decode of the same dtype.
+  for (const [impl, base] of [[`${P} paged 16`, P], [`${P} paged 256`, P], [`${P} bf16 paged 16`, bf16], [`${P} bf16 paged 256`, bf16]]) {
+    add(`paged decode ${impl}`, `${impl} decode <= 1.10x the time of contiguous decode (${base})`, () => {
+      const ratio = need(decodeCase, impl).ms.median / need(decodeCase, base).ms.median;
+      return { value: `${ratio.toFixed(2)}x`, pass: ratio <= 1.1 };
+    });
   }
   add('tiny sync call', `${P} sync call, seqLen 1, headDim 64, options built per call: < 2 µs`, () => {
     const us = need('tiny-h1-d64-s1', P).ms.median * 1000;

@@ -92,8 +92,14 @@ export interface KernelBuffers extends AttentionBuffers {
   out: TensorArray;
 }
 
+/** Elements of q and of the output: batch·heads·seqLen·headDim, or totalQ·heads·headDim packed. */
+export function outputLength(problem: AttentionProblem): number {
+  const rows = problem.qStarts === null ? problem.batch * problem.seqLen : problem.qStarts[problem.batch];
+  return rows * problem.heads * problem.headDim;
+}
+
 /** A new output array of the problem's outDtype, shaped like q. */
 export function newOutput(problem: AttentionProblem): TensorArray {
-  const length = problem.batch * problem.heads * problem.seqLen * problem.headDim;
+  const length = outputLength(problem);
   return problem.outDtype === DTYPE_CODES.float32 ? new Float32Array(length) : new Uint16Array(length);
 }

@@ -6,7 +6,7 @@ import { deliver, writeOutput } from '../inline-async';
 import { runAttention } from '../js/kernel';
 import { runAttentionInWorkers } from '../js/parallel';
 import {
-  type AttentionBuffers, type AttentionProblem, DTYPE_CODES, type KernelBuffers, newOutput, type TensorArray,
+  type AttentionBuffers, type AttentionProblem, DTYPE_CODES, type KernelBuffers, newOutput, outputLength, type TensorArray,
 } from '../problem';
 import type { BackendImpl } from './backend';
 
@@ -31,7 +31,7 @@ function float32Values(problem: AttentionProblem, array: TensorArray, shared: bo
 
 /** The call in float32: q, k, v decoded (into memory of its own), out and lse computed aside. */
 function widened(problem: AttentionProblem, buffers: AttentionBuffers, shared: boolean): KernelBuffers {
-  const length = problem.batch * problem.heads * problem.seqLen * problem.headDim;
+  const length = outputLength(problem);
   const memory = (bytes: number) => (shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
   const q = float32Values(problem, buffers.q, shared);
   const k = buffers.k === buffers.q ? q : float32Values(problem, buffers.k, shared);

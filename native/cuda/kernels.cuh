@@ -11,6 +11,13 @@
 // row_attention_kernel: one query row per block (decode, global query rows, head_dim > 256), the
 //   row's keys optionally split across blocks; each warp walks keys 8 at a time.
 // merge_rows_kernel: combines the split partial (max, sum, acc) of the row pass.
+// pad_rows_kernel: the padding rows of q_lengths (i >= q_length(b)): zeros and lse -inf. The other
+//   kernels never compute them (the tile pass's tiles cover only real rows, the row pass's tasks are
+//   real rows).
+// Serving options (notes/serving-spec.md): every position is per sequence (row_mask); softcap and
+// ALiBi turn the raw products into natural-unit scores in the ScoreMod instantiations only
+// (apply per tile / per key group, ScoreModifier), so a call without them runs the plain
+// instantiations; sinks join each row's statistics once, when it is written (finish_row).
 // Non-finite inputs follow IEEE arithmetic as the reference does: a NaN or +inf score leaves the
 // row's sum NaN (fmaxf skips a NaN max, exp2 does not), and a NaN sum gives out and lse NaN
 // (inv_sum, lse_from_stats); V is multiplied only into rows that see its key (the row pass never
@@ -135,7 +142,9 @@ GLA_DEVICE void accumulate_values(const DeviceProblem& P, const TileSchedule& sc
   }
 }
 
-template <int D, int TM, int TN>
+// ScoreMod: P.score_mod (softcap or ALiBi). A template parameter rather than a branch, so that the
+// plain instantiation is today's kernel, registers and all.
+template <int D, int TM, int TN, bool ScoreMod>
 GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem P) {
   using C = TileConfig<D, TM, TN>;
   constexpr int BM = C::BM;
@@ -162,7 +171,11 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
   const int64_t h = (bx / q_tiles) % P.heads;
   const int64_t b = bx / (q_tiles * P.heads);
   const int64_t hk = h / P.group;
-  const int64_t rows = min_i64(BM, P.seq_len - i0);
+  // Real rows of this tile: those past q_length(b) are padding, written by pad_rows_kernel. A tile
+  // of padding alone does nothing (the whole block returns, before any barrier).
+  const int64_t q_len = q_length(P, b);
+  if (i0 >= q_len) return;
+  const int64_t rows = min_i64(BM, q_len - i0);
   const int64_t hd = P.head_dim;
   const float sc = P.scale_log2;
 
@@ -248,6 +261,19 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
       }
     }
 
+    // Softcap / ALiBi: the raw products become natural-unit scores. Padding columns get some finite
+    // or NaN value here and are masked just below.
+    if constexpr (ScoreMod) {
+      const ScoreModifier mod = score_modifier(P, h);
+      GLA_UNROLL
+      for (int j = 0; j < TN; ++j) {
+        // p - key of this thread's first row; exact in float below 2^24 positions.
+        const float gap = static_cast<float>(p_first + ty * TM - tile_key(P, sched, tile, owned_column(tx, j)));
+        GLA_UNROLL
+        for (int i = 0; i < TM; ++i) s[i][j] = mod.apply(s[i][j], gap + static_cast<float>(i));
+      }
+    }
+
     // Full tiles of BN keys skip this; a full but short tile still has padding columns to drop.
     if (!(tile.vis == TileVisibility::full && tile.len == BN)) {
       GLA_UNROLL
@@ -322,15 +348,14 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) tile_attention_kernel(DeviceProblem 
     if (r >= rows) continue;
     const int64_t qi = i0 + r;
     if (is_global_token(P, b, qi + m.position_offset)) continue;  // the row pass owns global rows
-    const float l = row_sum[i];
-    const float inv = inv_sum(l);
+    const RowResult res = finish_row(P, h, row_max[i], row_sum[i], sc);
     float* GLA_RESTRICT ob = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
     GLA_UNROLL
     for (int k = 0; k < DO; ++k) {
       const int d = owned_column(tx, k);
-      if (d < hd) ob[d] = acc[i][k] * inv;
+      if (d < hd) ob[d] = acc[i][k] * res.factor;
     }
-    if (tx == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(row_max[i], l, sc);
+    if (tx == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = res.lse;
   }
 }
 
@@ -347,7 +372,8 @@ inline size_t row_smem_bytes(int64_t head_dim, int dv) {
 // scores over all head_dim dims and the output dims [chunk * DV, chunk * DV + DV) from keys
 // split_range(count, splits, split) of the row's schedule. partial == nullptr (one split): the
 // block writes out (and lse) itself; else it writes (max, sum, acc) for merge_rows_kernel.
-template <int DV>
+// ScoreMod: P.score_mod, as for tile_attention_kernel.
+template <int DV, bool ScoreMod>
 GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
     row_attention_kernel(DeviceProblem P, const RowTask* tasks, int32_t splits, int32_t dv_chunks, float* partial) {
   static_assert(DV % 32 == 0, "DV is a multiple of the warp size");
@@ -368,6 +394,7 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   const int64_t hd = P.head_dim;
   const int64_t hd32 = ceil_div(hd, 32) * 32;
   const float sc = P.scale_log2;
+  [[maybe_unused]] const ScoreModifier mod = score_modifier(P, h);
 
   const RowSchedule rs = row_schedule(P, b, qi, task.global_row != 0);
   const KeyRange range = split_range(rs.count, splits, split);
@@ -416,6 +443,12 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
     for (int off = 16; off > 0; off >>= 1) {
       GLA_UNROLL
       for (int u = 0; u < KW; ++u) s[u] += simt::shfl_xor(s[u], off);
+    }
+    if constexpr (ScoreMod) {  // softcap / ALiBi
+      GLA_UNROLL
+      for (int u = 0; u < KW; ++u) {
+        if (key[u] >= 0) s[u] = mod.apply(s[u], static_cast<float>(rs.position - key[u]));
+      }
     }
     float mx = -INFINITY;
     GLA_UNROLL
@@ -472,18 +505,16 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   }
 
   if (partial == nullptr) {
-    const float inv = inv_sum(bsum);
+    const RowResult res = finish_row(P, h, bmax, bsum, sc);
     float* GLA_RESTRICT orow = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
     for (int d = tid; d < DV; d += kThreads) {
       if (dv0 + d >= hd) break;
       float o = 0.0f;
       GLA_UNROLL
       for (int w = 0; w < kRowWarps; ++w) o += red[w * (DV + 2) + 2 + d] * weight[w];
-      orow[dv0 + d] = o * inv;
+      orow[dv0 + d] = o * res.factor;
     }
-    if (tid == 0 && dv0 == 0 && P.lse != nullptr) {
-      P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(bmax, bsum, sc);
-    }
+    if (tid == 0 && dv0 == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = res.lse;
   } else {
     const int64_t stride = 2 + static_cast<int64_t>(dv_chunks) * DV;
     float* GLA_RESTRICT part = partial + ((task_index * P.heads + h) * splits + split) * stride;
@@ -520,15 +551,33 @@ GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads)
   simt::sync_threads();
   float gsum = 0.0f;
   for (int s = 0; s < splits; ++s) gsum += base[s * stride + 1] * weight[s];
-  const float inv = inv_sum(gsum);
+  const RowResult res = finish_row(P, h, gmax, gsum, P.scale_log2);
 
   float* GLA_RESTRICT orow = P.out + b * P.o_s.batch + h * P.o_s.head + qi * P.o_s.seq;
   for (int64_t d = tid; d < P.head_dim; d += kThreads) {
     float o = 0.0f;
     for (int s = 0; s < splits; ++s) o += base[s * stride + 2 + d] * weight[s];
-    orow[d] = o * inv;
+    orow[d] = o * res.factor;
   }
-  if (tid == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = lse_from_stats(gmax, gsum, P.scale_log2);
+  if (tid == 0 && P.lse != nullptr) P.lse[(b * P.heads + h) * P.seq_len + qi] = res.lse;
+}
+
+// Padding rows (q_lengths): block x = b * heads + h writes rows [q_length(b), seq_len) of (b, h):
+// out 0 over head_dim, lse -inf, whatever the sinks. No other kernel touches them.
+GLA_GLOBAL void GLA_LAUNCH_BOUNDS(kThreads) pad_rows_kernel(DeviceProblem P) {
+  const int tid = simt::thread_x();
+  const int64_t b = simt::block_x() / P.heads;
+  const int64_t h = simt::block_x() % P.heads;
+  const int64_t first = q_length(P, b);
+  const int64_t n = (P.seq_len - first) * P.head_dim;
+  float* GLA_RESTRICT ob = P.out + b * P.o_s.batch + h * P.o_s.head;
+  for (int64_t e = tid; e < n; e += kThreads) {
+    const int64_t i = first + e / P.head_dim;
+    ob[i * P.o_s.seq + e % P.head_dim] = 0.0f;
+  }
+  if (P.lse != nullptr) {
+    for (int64_t i = first + tid; i < P.seq_len; i += kThreads) P.lse[(b * P.heads + h) * P.seq_len + i] = -INFINITY;
+  }
 }
 
 }  // namespace cuda

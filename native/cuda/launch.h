@@ -38,6 +38,7 @@ struct LaunchSchedule {
   size_t row_smem = 0;
   size_t merge_smem = 0;
   int64_t partial_floats = 0;  // scratch of the split row pass; 0 when splits == 1
+  bool pad_rows = false;       // some rows are padding (q_lengths): pad_rows_kernel writes them
 };
 
 inline size_t tile_smem_bytes(int dim) {
@@ -60,25 +61,57 @@ inline int padded_dim(int64_t head_dim) {
 
 inline int64_t tile_rows(int dim) { return dim == 256 ? TileConfig<256, 2, 4>::BM : 64; }
 
-// Query rows (b, i) whose position i + kv_seq_len - seq_len is a global token of b.
+inline int64_t host_q_length(const AttentionProblem& p, int64_t b) {
+  return p.q_lengths != nullptr ? static_cast<int64_t>(p.q_lengths[b]) : p.seq_len;
+}
+
+// Query row i of batch item b sits at position i + position_offset(p, b) (schedule.h, row_mask).
+inline int64_t host_position_offset(const AttentionProblem& p, int64_t b) {
+  const int64_t kv_length = p.kv_lengths != nullptr ? static_cast<int64_t>(p.kv_lengths[b]) : p.kv_seq_len;
+  return kv_length - host_q_length(p, b);
+}
+
+// Real query rows (b, i), i < q_length(b), whose position is a global token of b.
 inline int64_t global_row_count(const AttentionProblem& p) {
   if (p.global_offsets == nullptr) return 0;
-  const int64_t off = p.kv_seq_len - p.seq_len;
   int64_t n = 0;
   for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t off = host_position_offset(p, b);
+    const int64_t q_len = host_q_length(p, b);
     for (int64_t g = p.global_offsets[b]; g < p.global_offsets[b + 1]; ++g) {
       const int64_t i = static_cast<int64_t>(p.global_indices[g]) - off;
-      if (i >= 0 && i < p.seq_len) ++n;
+      if (i >= 0 && i < q_len) ++n;
     }
   }
+  return n;
+}
+
+// Real query rows of the whole batch: sum of q_length(b).
+inline int64_t real_row_count(const AttentionProblem& p) {
+  if (p.q_lengths == nullptr) return p.batch * p.seq_len;
+  int64_t n = 0;
+  for (int64_t b = 0; b < p.batch; ++b) n += host_q_length(p, b);
+  return n;
+}
+
+inline int64_t max_q_length(const AttentionProblem& p) {
+  if (p.q_lengths == nullptr) return p.seq_len;
+  int64_t n = 0;
+  for (int64_t b = 0; b < p.batch; ++b) n = max_i64(n, host_q_length(p, b));
   return n;
 }
 
 // Returns nullptr, or why the problem cannot run on this device.
 inline const char* make_schedule(const AttentionProblem& p, const ScheduleLimits& lim, LaunchSchedule* schedule) {
   *schedule = LaunchSchedule{};
+  const int64_t real_rows = real_row_count(p);
+  if (real_rows < p.batch * p.seq_len) {
+    schedule->pad_rows = true;
+    if (p.batch * p.heads > INT32_MAX) return "too many (batch, head) pairs for one CUDA grid";
+  }
   const int tile_dim = padded_dim(p.head_dim);
-  const bool tiles = !lim.force_rows && p.seq_len > kDecodeRows && tile_dim != 0 &&
+  // By the longest real sequence: a decode batch padded to a longer seq_len still goes to the rows.
+  const bool tiles = !lim.force_rows && max_q_length(p) > kDecodeRows && tile_dim != 0 &&
                      tile_smem_bytes(tile_dim) <= lim.smem_per_block;
   if (tiles) {
     schedule->tile_dim = tile_dim;
@@ -88,7 +121,7 @@ inline const char* make_schedule(const AttentionProblem& p, const ScheduleLimits
     schedule->tasks = global_row_count(p);
   } else {
     schedule->all_rows = true;
-    schedule->tasks = p.batch * p.seq_len;
+    schedule->tasks = real_rows;
   }
   if (schedule->tasks == 0) return nullptr;
 
@@ -120,16 +153,18 @@ inline const char* make_schedule(const AttentionProblem& p, const ScheduleLimits
   return nullptr;
 }
 
-// Writes schedule.tasks entries: every row (all_rows), else the global query rows.
+// Writes schedule.tasks entries: every real row (all_rows), else the real global query rows.
+// Padding rows (i >= q_length(b)) are never tasks.
 inline void fill_tasks(const AttentionProblem& p, const LaunchSchedule& schedule, RowTask* out) {
-  const int64_t off = p.kv_seq_len - p.seq_len;
   int64_t n = 0;
   for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t off = host_position_offset(p, b);
+    const int64_t q_len = host_q_length(p, b);
     const int64_t g_begin = p.global_offsets != nullptr ? p.global_offsets[b] : 0;
     const int64_t g_end = p.global_offsets != nullptr ? p.global_offsets[b + 1] : 0;
     if (schedule.all_rows) {
       int64_t g = g_begin;  // globals are sorted: walk them alongside the rows
-      for (int64_t i = 0; i < p.seq_len; ++i) {
+      for (int64_t i = 0; i < q_len; ++i) {
         while (g < g_end && p.global_indices[g] < i + off) ++g;
         const bool global_row = g < g_end && p.global_indices[g] == i + off;
         out[n++] = RowTask{static_cast<int32_t>(b), static_cast<int32_t>(i), global_row ? 1 : 0, 0};
@@ -137,7 +172,7 @@ inline void fill_tasks(const AttentionProblem& p, const LaunchSchedule& schedule
     } else {
       for (int64_t g = g_begin; g < g_end; ++g) {
         const int64_t i = static_cast<int64_t>(p.global_indices[g]) - off;
-        if (i >= 0 && i < p.seq_len) out[n++] = RowTask{static_cast<int32_t>(b), static_cast<int32_t>(i), 1, 0};
+        if (i >= 0 && i < q_len) out[n++] = RowTask{static_cast<int32_t>(b), static_cast<int32_t>(i), 1, 0};
       }
     }
   }
@@ -154,6 +189,9 @@ struct DeviceBuffers {
   const int32_t* global_offsets;
   const int32_t* global_indices;
   const uint8_t* global_flags;
+  const int32_t* q_lengths;     // nullptr exactly when the problem's is; likewise below
+  const float* alibi_slopes;
+  const float* sink_logits;
 };
 
 inline DeviceProblem make_device_problem(const AttentionProblem& p, const DeviceBuffers& d) {
@@ -164,6 +202,7 @@ inline DeviceProblem make_device_problem(const AttentionProblem& p, const Device
   P.out = d.out;
   P.lse = d.lse;
   P.kv_lengths = d.kv_lengths;
+  P.q_lengths = d.q_lengths;
   P.global_offsets = d.global_offsets;
   P.global_indices = d.global_indices;
   P.global_flags = d.global_flags;
@@ -179,38 +218,65 @@ inline DeviceProblem make_device_problem(const AttentionProblem& p, const Device
   P.v_s = p.v_strides;
   P.o_s = p.out_strides;
   P.q_sign = p.scale < 0.0f ? -1.0f : 1.0f;
-  P.scale_log2 = static_cast<float>(std::fabs(static_cast<double>(p.scale)) * 1.4426950408889634);
   P.causal = p.causal;
   P.window_left = p.window_left;
   P.window_right = p.window_right;
+  P.softcap = p.softcap > 0.0f ? p.softcap : 0.0f;
+  P.alibi_slopes = d.alibi_slopes;
+  P.sink_logits = d.sink_logits;
+  P.score_mod = P.softcap > 0.0f || P.alibi_slopes != nullptr;
+  P.score_scale = std::fabs(p.scale);
+  // Raw dot products scaled inside exp2, or (score_mod) natural-unit scores, which exp2 takes in log2(e).
+  P.scale_log2 = P.score_mod ? kLog2e : static_cast<float>(std::fabs(static_cast<double>(p.scale)) * 1.4426950408889634);
   return P;
+}
+
+template <bool ScoreMod, class Launcher>
+void launch_tiles(Launcher& L, const LaunchSchedule& schedule, const DeviceProblem& P) {
+  switch (schedule.tile_dim) {
+    case 32: L.launch(&tile_attention_kernel<32, 4, 8, ScoreMod>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 64: L.launch(&tile_attention_kernel<64, 4, 8, ScoreMod>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 128: L.launch(&tile_attention_kernel<128, 4, 4, ScoreMod>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    case 256: L.launch(&tile_attention_kernel<256, 2, 4, ScoreMod>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
+    default: break;
+  }
+}
+
+template <bool ScoreMod, class Launcher>
+void launch_rows(Launcher& L, const LaunchSchedule& schedule, const DeviceProblem& P, const RowTask* tasks, float* part) {
+  const int64_t gx = schedule.tasks * P.heads;
+  const int64_t gy = static_cast<int64_t>(schedule.splits) * schedule.dv_chunks;
+  const int32_t splits = schedule.splits;
+  const int32_t chunks = schedule.dv_chunks;
+  switch (schedule.row_dv) {
+    case 32: L.launch(&row_attention_kernel<32, ScoreMod>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    case 64: L.launch(&row_attention_kernel<64, ScoreMod>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    case 128: L.launch(&row_attention_kernel<128, ScoreMod>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+    default: L.launch(&row_attention_kernel<256, ScoreMod>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+  }
 }
 
 // Launcher: launch(kernel, grid_x, grid_y, smem_bytes, args...) runs 128-thread blocks in order.
 template <class Launcher>
 void launch_schedule(Launcher& L, const LaunchSchedule& schedule, const DeviceProblem& P, const RowTask* tasks, float* partial) {
-  switch (schedule.tile_dim) {
-    case 32: L.launch(&tile_attention_kernel<32, 4, 8>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
-    case 64: L.launch(&tile_attention_kernel<64, 4, 8>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
-    case 128: L.launch(&tile_attention_kernel<128, 4, 4>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
-    case 256: L.launch(&tile_attention_kernel<256, 2, 4>, schedule.tile_blocks, 1, schedule.tile_smem, P); break;
-    default: break;
+  if (P.score_mod) {
+    launch_tiles<true>(L, schedule, P);
+  } else {
+    launch_tiles<false>(L, schedule, P);
   }
+  if (schedule.pad_rows) L.launch(&pad_rows_kernel, P.batch * P.heads, 1, 0, P);
   if (schedule.tasks == 0) return;
   const int64_t gx = schedule.tasks * P.heads;
-  const int64_t gy = static_cast<int64_t>(schedule.splits) * schedule.dv_chunks;
   float* part = schedule.splits > 1 ? partial : nullptr;
-  const int32_t splits = schedule.splits;
-  const int32_t chunks = schedule.dv_chunks;
-  switch (schedule.row_dv) {
-    case 32: L.launch(&row_attention_kernel<32>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
-    case 64: L.launch(&row_attention_kernel<64>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
-    case 128: L.launch(&row_attention_kernel<128>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
-    default: L.launch(&row_attention_kernel<256>, gx, gy, schedule.row_smem, P, tasks, splits, chunks, part); break;
+  if (P.score_mod) {
+    launch_rows<true>(L, schedule, P, tasks, part);
+  } else {
+    launch_rows<false>(L, schedule, P, tasks, part);
   }
   if (schedule.splits > 1) {
     const int32_t padded = schedule.dv_chunks * schedule.row_dv;
-    L.launch(&merge_rows_kernel, gx, 1, schedule.merge_smem, P, tasks, splits, padded, static_cast<const float*>(partial));
+    L.launch(&merge_rows_kernel, gx, 1, schedule.merge_smem, P, tasks, static_cast<int32_t>(schedule.splits), padded,
+             static_cast<const float*>(partial));
   }
 }
 

@@ -216,13 +216,16 @@ const char* cuda_device_name() {
 
 namespace {
 
-// The plugin computes float32 only (plugin_abi.h, version 2): a half-precision problem reaches it
-// widened (exact: every half value is a float32), with out computed into a float32 buffer and
-// rounded into the caller's out once, as the CPU kernels do. O(n d) on the host against O(n^2 d) on
-// the GPU; tensor-core half products are the CUDA issue's work.
-struct WidenedProblem {
+// The plugin computes float32 on plain [batch, heads, seq, dim] tensors (plugin_abi.h). Anything
+// else reaches it regularised on the host: half-precision inputs widened (exact: every half value
+// is a float32), a paged cache gathered out of its pool, packed sequences unpacked into a batch
+// padded to the longest one (q_lengths/kv_lengths then mark the padding); out (and, packed, lse)
+// computed aside and written back once, rounded to the out dtype as the CPU kernels round. O(n d) on
+// the host against O(n^2 d) on the GPU; reading pages and packed rows on the device, and tensor-core
+// half products, are the CUDA issue's work.
+struct PluginProblem {
   AttentionProblem problem;
-  std::vector<float> q, k, v, out;
+  std::vector<float> q, k, v, out, lse;
 };
 
 // The best CPU kernels' conversions (looked up once: supported_isas() builds a vector).
@@ -231,46 +234,112 @@ const cpu::CpuKernels& conversion_kernels() {
   return kernels;
 }
 
-void widen_tensor(const void* src, DType dtype, int64_t elements, std::vector<float>& dst) {
-  dst.resize(static_cast<size_t>(elements));
+bool needs_regularising(const AttentionProblem& p) {
+  return p.dtype != DType::float32 || p.out_dtype != DType::float32 || p.block_table != nullptr || p.q_starts != nullptr;
+}
+
+int64_t q_length_of(const AttentionProblem& p, int64_t b) { return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len; }
+int64_t kv_length_of(const AttentionProblem& p, int64_t b) { return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len; }
+
+// Element offset of query row i of item b (packed: row q_starts[b] + i), and of key row j.
+int64_t q_row_offset(const AttentionProblem& p, const Strides& s, int64_t b, int64_t h, int64_t i) {
+  const int64_t row = p.q_starts != nullptr ? p.q_starts[b] + i : i;
+  return b * s.batch + h * s.head + row * s.seq;
+}
+int64_t kv_row_offset(const AttentionProblem& p, const Strides& s, int64_t b, int64_t h, int64_t j) {
+  int64_t row = j;
+  if (p.kv_starts != nullptr) row = p.kv_starts[b] + j;
+  if (p.block_table != nullptr) {
+    row = static_cast<int64_t>(p.block_table[b * p.max_blocks + j / p.page_size]) * p.page_size + j % p.page_size;
+  }
+  return b * s.batch + h * s.head + row * s.seq;
+}
+
+// One source row of `dtype` into a float32 row of dim elements.
+void widen_row(const void* base, DType dtype, int64_t offset, int64_t dim, float* dst) {
   if (dtype == DType::float32) {
-    std::memcpy(dst.data(), src, static_cast<size_t>(elements) * sizeof(float));
+    std::memcpy(dst, static_cast<const float*>(base) + offset, static_cast<size_t>(dim) * sizeof(float));
     return;
   }
-  constexpr int64_t kChunk = int64_t{1} << 20;
-  const int64_t first_row = 0;
-  for (int64_t at = 0; at < elements; at += kChunk) {
-    const int n = static_cast<int>(std::min(kChunk, elements - at));
-    conversion_kernels().widen_rows(dtype, static_cast<const uint16_t*>(src) + at, 0, &first_row, 1, n, 1.0f,
-                                    dst.data() + at, 0);
+  const int64_t first = 0;
+  conversion_kernels().widen_rows(dtype, static_cast<const uint16_t*>(base) + offset, 0, &first, 1, static_cast<int>(dim),
+                                  1.0f, dst, 0);
+}
+
+// A [batch, heads, length, dim] float32 tensor of the rows `offset` names (those past `real(b)`
+// are left zero: padding the plugin masks anyway).
+template <typename Offset, typename Real>
+void gather(const void* base, DType dtype, int64_t batch, int64_t heads, int64_t length, int64_t dim, Offset offset,
+            Real real, std::vector<float>& dst) {
+  dst.assign(static_cast<size_t>(batch * heads * length * dim), 0.0f);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < real(b); ++i) {
+        widen_row(base, dtype, offset(b, h, i), dim, dst.data() + ((b * heads + h) * length + i) * dim);
+      }
+    }
   }
 }
 
-void widen_for_plugin(const AttentionProblem& p, WidenedProblem& w) {
+void regularise_for_plugin(const AttentionProblem& p, PluginProblem& w) {
   w.problem = p;
-  widen_tensor(p.q, p.dtype, p.q_elements, w.q);
-  widen_tensor(p.k, p.dtype, p.k_elements, w.k);
-  widen_tensor(p.v, p.dtype, p.v_elements, w.v);
-  w.problem.q = w.q.data();
-  w.problem.k = w.k.data();
-  w.problem.v = w.v.data();
-  w.problem.dtype = DType::float32;
-  if (p.out_dtype != DType::float32) {
-    w.out.assign(static_cast<size_t>(p.out_elements), 0.0f);
-    w.problem.out = w.out.data();
-    w.problem.out_dtype = DType::float32;
+  AttentionProblem& r = w.problem;
+  const bool packed = p.q_starts != nullptr;
+  const int64_t d = p.head_dim;
+  auto real_rows = [&](int64_t b) { return packed ? q_length_of(p, b) : p.seq_len; };
+  auto real_keys = [&](int64_t b) { return p.block_table != nullptr || packed ? kv_length_of(p, b) : p.kv_seq_len; };
+  gather(p.q, p.dtype, p.batch, p.heads, p.seq_len, d,
+         [&](int64_t b, int64_t h, int64_t i) { return q_row_offset(p, p.q_strides, b, h, i); }, real_rows, w.q);
+  gather(p.k, p.dtype, p.batch, p.kv_heads, p.kv_seq_len, d,
+         [&](int64_t b, int64_t h, int64_t j) { return kv_row_offset(p, p.k_strides, b, h, j); }, real_keys, w.k);
+  gather(p.v, p.dtype, p.batch, p.kv_heads, p.kv_seq_len, d,
+         [&](int64_t b, int64_t h, int64_t j) { return kv_row_offset(p, p.v_strides, b, h, j); }, real_keys, w.v);
+  const Strides q_dense{p.heads * p.seq_len * d, p.seq_len * d, d};
+  const Strides kv_dense{p.kv_heads * p.kv_seq_len * d, p.kv_seq_len * d, d};
+  r.q = w.q.data();
+  r.k = w.k.data();
+  r.v = w.v.data();
+  r.q_strides = q_dense;
+  r.k_strides = kv_dense;
+  r.v_strides = kv_dense;
+  r.q_elements = static_cast<int64_t>(w.q.size());
+  r.k_elements = static_cast<int64_t>(w.k.size());
+  r.v_elements = static_cast<int64_t>(w.v.size());
+  r.dtype = DType::float32;
+  r.block_table = nullptr;
+  r.max_blocks = r.page_size = r.page_count = 0;
+  r.q_starts = r.kv_starts = nullptr;
+  w.out.assign(static_cast<size_t>(p.batch * p.heads * p.seq_len * d), 0.0f);
+  r.out = w.out.data();
+  r.out_elements = static_cast<int64_t>(w.out.size());
+  r.out_strides = q_dense;
+  r.out_dtype = DType::float32;
+  if (packed && p.lse != nullptr) {
+    w.lse.assign(static_cast<size_t>(p.batch * p.heads * p.seq_len), 0.0f);
+    r.lse = w.lse.data();
+    r.lse_elements = static_cast<int64_t>(w.lse.size());
   }
 }
 
-// Only the rows of out (its strides may leave gaps the caller owns).
-void narrow_from_plugin(const AttentionProblem& p, const WidenedProblem& w) {
-  if (p.out_dtype == DType::float32) return;
+// The plugin's rows back into the caller's out (rounded to its dtype) and, packed, lse: every row
+// the caller's out has (padding rows of q_lengths too: the plugin wrote their zeros), and only
+// those (its strides may leave gaps the caller owns; packed sequences have no padding rows).
+void write_back_from_plugin(const AttentionProblem& p, const PluginProblem& w) {
+  const bool packed = p.q_starts != nullptr;
   for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t rows = packed ? q_length_of(p, b) : p.seq_len;
     for (int64_t h = 0; h < p.heads; ++h) {
-      for (int64_t i = 0; i < p.seq_len; ++i) {
-        const int64_t at = b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
-        conversion_kernels().narrow_row(w.out.data() + at, static_cast<int>(p.head_dim), p.out_dtype,
-                                        static_cast<uint16_t*>(p.out) + at);
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* src = w.out.data() + ((b * p.heads + h) * p.seq_len + i) * p.head_dim;
+        const int64_t at = q_row_offset(p, p.out_strides, b, h, i);
+        if (p.out_dtype == DType::float32) {
+          std::memcpy(static_cast<float*>(p.out) + at, src, static_cast<size_t>(p.head_dim) * sizeof(float));
+        } else {
+          conversion_kernels().narrow_row(src, static_cast<int>(p.head_dim), p.out_dtype, static_cast<uint16_t*>(p.out) + at);
+        }
+        if (packed && p.lse != nullptr) {
+          p.lse[h * p.q_starts[p.batch] + p.q_starts[b] + i] = w.lse[static_cast<size_t>((b * p.heads + h) * p.seq_len + i)];
+        }
       }
     }
   }
@@ -299,13 +368,13 @@ Outcome run_attention_cuda(const ValidatedProblem& validated, CudaTiming* timing
     return outcome;
   }
   const AttentionProblem& problem = validated.problem();
-  WidenedProblem widened;
-  const bool half = problem.dtype != DType::float32 || problem.out_dtype != DType::float32;
-  if (half) widen_for_plugin(problem, widened);
+  PluginProblem regular;
+  const bool regularise = needs_regularising(problem);
+  if (regularise) regularise_for_plugin(problem, regular);
 
   char msg[sizeof outcome.message] = {0};
-  const int32_t status = p.attention(half ? &widened.problem : &problem, timing, msg, sizeof msg);
-  if (half && status == static_cast<int32_t>(Status::ok)) narrow_from_plugin(problem, widened);
+  const int32_t status = p.attention(regularise ? &regular.problem : &problem, timing, msg, sizeof msg);
+  if (regularise && status == static_cast<int32_t>(Status::ok)) write_back_from_plugin(problem, regular);
   switch (status) {
     case static_cast<int32_t>(Status::ok):
     case static_cast<int32_t>(Status::invalid_argument):

@@ -243,7 +243,8 @@ int64_t strided_extent(int64_t n0, int64_t n1, int64_t n2, int64_t dim, const gl
 // Byte layout of one call. The "in" part is mirrored in pinned and device memory and copied with one
 // stream of chunks; so is the "out" part in the other direction.
 struct Layout {
-  size_t q = 0, k = 0, v = 0, kv_lengths = 0, goff = 0, gidx = 0, flags = 0, tasks = 0, in_end = 0;
+  size_t q = 0, k = 0, v = 0, kv_lengths = 0, q_lengths = 0, alibi = 0, sinks = 0, goff = 0, gidx = 0, flags = 0,
+         tasks = 0, in_end = 0;
   size_t out = 0, lse = 0, out_end = 0;
   size_t partial = 0, device_end = 0;
   int64_t q_n = 0, k_n = 0, v_n = 0, out_n = 0, lse_n = 0, gidx_n = 0, flags_n = 0;
@@ -394,6 +395,9 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   L.k = take(sizeof(float) * L.k_n);
   L.v = take(sizeof(float) * L.v_n);
   L.kv_lengths = take(p.kv_lengths != nullptr ? sizeof(int32_t) * p.batch : 0);
+  L.q_lengths = take(p.q_lengths != nullptr ? sizeof(int32_t) * p.batch : 0);
+  L.alibi = take(p.alibi_slopes != nullptr ? sizeof(float) * p.heads : 0);
+  L.sinks = take(p.sink_logits != nullptr ? sizeof(float) * p.heads : 0);
   L.goff = take(p.global_offsets != nullptr ? sizeof(int32_t) * (p.batch + 1) : 0);
   L.gidx = take(sizeof(int32_t) * L.gidx_n);
   L.flags = take(static_cast<size_t>(L.flags_n));
@@ -420,8 +424,11 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   char* const pin = ctx->pinned;
   char* const dev = ctx->device;
 
-  // Small inputs first, built in place in pinned memory.
+  // Small inputs first, built in place in pinned memory (from kv_lengths to the tasks: one upload).
   if (p.kv_lengths != nullptr) std::memcpy(pin + L.kv_lengths, p.kv_lengths, sizeof(int32_t) * p.batch);
+  if (p.q_lengths != nullptr) std::memcpy(pin + L.q_lengths, p.q_lengths, sizeof(int32_t) * p.batch);
+  if (p.alibi_slopes != nullptr) std::memcpy(pin + L.alibi, p.alibi_slopes, sizeof(float) * p.heads);
+  if (p.sink_logits != nullptr) std::memcpy(pin + L.sinks, p.sink_logits, sizeof(float) * p.heads);
   if (p.global_offsets != nullptr) {
     std::memcpy(pin + L.goff, p.global_offsets, sizeof(int32_t) * (p.batch + 1));
     std::memcpy(pin + L.gidx, p.global_indices, sizeof(int32_t) * L.gidx_n);
@@ -457,6 +464,9 @@ int32_t attention(const AttentionProblem& p, gla::CudaTiming* timing, char* msg,
   d.global_offsets = p.global_offsets != nullptr ? reinterpret_cast<const int32_t*>(dev + L.goff) : nullptr;
   d.global_indices = p.global_offsets != nullptr ? reinterpret_cast<const int32_t*>(dev + L.gidx) : nullptr;
   d.global_flags = p.global_offsets != nullptr ? reinterpret_cast<const uint8_t*>(dev + L.flags) : nullptr;
+  d.q_lengths = p.q_lengths != nullptr ? reinterpret_cast<const int32_t*>(dev + L.q_lengths) : nullptr;
+  d.alibi_slopes = p.alibi_slopes != nullptr ? reinterpret_cast<const float*>(dev + L.alibi) : nullptr;
+  d.sink_logits = p.sink_logits != nullptr ? reinterpret_cast<const float*>(dev + L.sinks) : nullptr;
   const DeviceProblem P = make_device_problem(p, d);
 
   CudaLauncher launcher(ctx->stream);

@@ -9,6 +9,9 @@
 //   2  gla::AttentionProblem gained dtype, out_dtype and precision (void pointers). The plugin still
 //      computes float32 only: the loader widens half-precision inputs and narrows the output around
 //      it, and the plugin refuses any other dtype.
+//   3  gla::AttentionProblem gained q_lengths, softcap, alibi_slopes and sink_logits (serving
+//      options); the per-sequence alignment p = i + kv_length(b) - q_length(b) replaced
+//      i + kv_seq_len - seq_len.
 // TODO(precision): a 'tf32' / 'bf16' tensor-core mode (issue 6: opt-in, each with its own documented
 // and tested tolerance) needs a precision field; add it as an argument or a struct field and bump
 // the version. Today every matrix product is plain fp32 FFMA and the softmax statistics are fp32.
@@ -20,7 +23,7 @@
 #include "gla/cuda_backend.h"
 #include "gla/problem.h"
 
-#define GLA_CUDA_ABI_VERSION 2
+#define GLA_CUDA_ABI_VERSION 3
 
 #if defined(_WIN32)
 #define GLA_CUDA_EXPORT __declspec(dllexport)

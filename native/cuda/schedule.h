@@ -28,6 +28,7 @@ struct DeviceProblem {
   float* out;
   float* lse;                      // nullptr: no lse
   const int32_t* kv_lengths;       // nullptr: every key present
+  const int32_t* q_lengths;        // nullptr: every query row real; else rows i >= q_lengths[b] are padding
   const int32_t* global_offsets;   // nullptr: no global tokens
   const int32_t* global_indices;
   const uint8_t* global_flags;     // [batch][kv_seq_len], 1 for a global token; nullptr: search the CSR
@@ -50,6 +51,17 @@ struct DeviceProblem {
   bool causal;
   int64_t window_left;
   int64_t window_right;
+  // Score modifiers (problem.h). score_mod: softcap > 0 or ALiBi. Then, and only then, launch.h runs
+  // the kernels' ScoreMod instantiations, which turn each tile's raw dot products into natural-unit
+  // scores (ScoreModifier: |scale| * dot, the softcap, the ALiBi bias), and scale_log2 is log2(e), so
+  // the online softmax runs unchanged on them. Without modifiers the plain instantiations run the
+  // raw path above exactly as before.
+  bool score_mod;
+  float score_scale;               // |scale|, used with score_mod
+  float softcap;                   // 0: off
+  const float* alibi_slopes;       // [heads] or nullptr
+  // [heads] or nullptr: folded into each row's statistics once, at the end (finish_row).
+  const float* sink_logits;
 };
 
 // One query row for the row pass (decode rows, global query rows, very large head_dim).
@@ -62,10 +74,20 @@ struct RowTask {
 
 GLA_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+GLA_HOST_DEVICE inline int64_t kv_length(const DeviceProblem& P, int64_t b) {
+  return P.kv_lengths != nullptr ? static_cast<int64_t>(P.kv_lengths[b]) : P.kv_seq_len;
+}
+
+// Rows i >= q_length(b) are padding: the tile and row passes skip them, pad_rows_kernel writes them.
+GLA_HOST_DEVICE inline int64_t q_length(const DeviceProblem& P, int64_t b) {
+  return P.q_lengths != nullptr ? static_cast<int64_t>(P.q_lengths[b]) : P.seq_len;
+}
+
+// Query row i of batch item b sits at position i + kv_length(b) - q_length(b) (per sequence).
 GLA_HOST_DEVICE inline RowMask row_mask(const DeviceProblem& P, int64_t b) {
   RowMask m;
-  m.kv_length = P.kv_lengths != nullptr ? static_cast<int64_t>(P.kv_lengths[b]) : P.kv_seq_len;
-  m.position_offset = P.kv_seq_len - P.seq_len;
+  m.kv_length = kv_length(P, b);
+  m.position_offset = m.kv_length - q_length(P, b);
   m.window_left = P.window_left;
   m.window_right = P.window_right;
   m.causal = P.causal;
@@ -265,6 +287,58 @@ GLA_HOST_DEVICE inline float lse_from_stats(float raw_max, float sum, float c) {
 
 // Whether x is finite: x - x is 0 for every finite x and NaN for an infinity or a NaN.
 GLA_HOST_DEVICE inline bool finite_value(float x) { return x - x == 0.0f; }
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// The natural-unit score of a visible pair from its raw dot product (q_sign * q) . k, with the
+// modifiers of problem.h in FlashAttention 2's order: scale, softcap, ALiBi; for query head h, only
+// when P.score_mod. `gap` is p - j (ALiBi takes |p - j|). A NaN stays NaN; the softcap turns an
+// infinite product into +-softcap, as tanh does in the reference.
+struct ScoreModifier {
+  float scale;    // |scale|
+  float cap;      // softcap, 0: off
+  float inv_cap;  // 1 / softcap
+  float slope;    // alibi_slopes[h], 0 without ALiBi
+  GLA_HOST_DEVICE float apply(float dot, float gap) const {
+    float s = dot * scale;
+    if (cap > 0.0f) s = cap * tanhf(s * inv_cap);
+    return s - slope * fabsf(gap);
+  }
+};
+
+GLA_HOST_DEVICE inline ScoreModifier score_modifier(const DeviceProblem& P, int64_t h) {
+  ScoreModifier m;
+  m.scale = P.score_scale;
+  m.cap = P.softcap;
+  m.inv_cap = P.softcap > 0.0f ? 1.0f / P.softcap : 0.0f;
+  m.slope = P.alibi_slopes != nullptr ? P.alibi_slopes[h] : 0.0f;
+  return m;
+}
+
+// How a row's (raw max, sum of exp2((s - max) * c), acc) becomes its output: out = acc * factor.
+struct RowResult {
+  float factor;
+  float lse;
+};
+
+// Without sinks: 1 / sum and the lse of the statistics (inv_sum, lse_from_stats). With sinks, the
+// sink joins the softmax denominator once, here (serving-spec): M = max(max, sink);
+// sum' = sum * 2^(max - M) + 2^(sink - M) (in log2 units); factor = 2^(max - M) / sum';
+// lse = M + log(sum'). A row that saw no key (max -inf, sum 0) gets factor 0 and lse = sink; a NaN
+// sum (a NaN or +inf score reached the row) stays NaN in both.
+GLA_HOST_DEVICE inline RowResult finish_row(const DeviceProblem& P, int64_t h, float raw_max, float sum, float c) {
+  if (P.sink_logits == nullptr) return RowResult{inv_sum(sum), lse_from_stats(raw_max, sum, c)};
+  const float sink = P.sink_logits[h];
+  if (sum != sum) return RowResult{sum, sum};
+  if (raw_max == -INFINITY) return RowResult{0.0f, sink};
+  // In natural units: a sink near FLT_MAX times log2(e) would overflow to inf (inf - inf = NaN).
+  const float a = raw_max * c * kLn2;  // the row max, in the sink's units
+  const float m = fmaxf(a, sink);
+  const float e = expf(a - m);
+  const float total = sum * e + expf(sink - m);
+  return RowResult{e / total, m + logf(total)};
+}
 
 }  // namespace cuda
 }  // namespace gla

@@ -17,7 +17,7 @@ namespace gla {
 // are checked per element (is_global_key) inside partly visible tiles and gathered otherwise.
 struct RowMask {
   int64_t kv_length;     // keys j >= kv_length are invisible (kv_lengths[b], or kv_seq_len)
-  int64_t position_offset;  // kv_seq_len - seq_len: query i sits at position i + position_offset
+  int64_t position_offset;  // kv_length(b) - q_length(b): query i sits at position i + position_offset
   int64_t window_left;   // -1 = unbounded
   int64_t window_right;  // -1 = unbounded
   bool causal;

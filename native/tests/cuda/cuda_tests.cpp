@@ -57,7 +57,8 @@ void expect(bool ok, const std::string& what) {
 
 gc::DeviceProblem host_problem(const AttentionProblem& p, const std::vector<uint8_t>* flags) {
   gc::DeviceBuffers d{static_cast<const float*>(p.q), static_cast<const float*>(p.k), static_cast<const float*>(p.v), static_cast<float*>(p.out), p.lse, p.kv_lengths, p.global_offsets, p.global_indices,
-                      flags != nullptr && !flags->empty() ? flags->data() : nullptr};
+                      flags != nullptr && !flags->empty() ? flags->data() : nullptr, p.q_lengths, p.alibi_slopes,
+                      p.sink_logits};
   return gc::make_device_problem(p, d);
 }
 
@@ -86,8 +87,12 @@ void check_schedule(const TestProblem& tp, int64_t bm, int64_t bn, bool use_flag
   };
   for (int64_t b = 0; b < p.batch && ok; ++b) {
     const gla::RowMask m = gc::row_mask(P, b);
-    for (int64_t i0 = 0; i0 < p.seq_len && ok; i0 += bm) {
-      const int64_t rows = std::min(bm, p.seq_len - i0);
+    // Only the real rows (i < q_length(b)) are the passes' (as the kernels do); the padding rows
+    // see nothing by the reference's rule, and pad_rows_kernel writes them.
+    const int64_t q_len = gc::q_length(P, b);
+    if (m.position_offset != gla::reference_position(p, b, 0)) bad("position offset differs from the reference");
+    for (int64_t i0 = 0; i0 < q_len && ok; i0 += bm) {
+      const int64_t rows = std::min(bm, q_len - i0);
       const int64_t p_first = i0 + m.position_offset;
       const int64_t p_last = p_first + rows - 1;
       const gc::TileSchedule s = gc::tile_schedule(P, b, m, p_first, p_last, bn);
@@ -130,8 +135,8 @@ void check_schedule(const TestProblem& tp, int64_t bm, int64_t bn, bool use_flag
         }
       }
     }
-    // Row pass, for every row (ordinary rows go there in decode and for huge head_dim).
-    for (int64_t i = 0; i < p.seq_len && ok; ++i) {
+    // Row pass, for every real row (ordinary rows go there in decode and for huge head_dim).
+    for (int64_t i = 0; i < q_len && ok; ++i) {
       const bool global_row = gc::is_global_token(P, b, i + m.position_offset);
       const gc::RowSchedule rs = gc::row_schedule(P, b, i, global_row);
       for (int64_t splits : {int64_t{1}, int64_t{3}, int64_t{7}}) {
@@ -190,6 +195,9 @@ Spec random_spec(std::mt19937_64& rng, int n) {
   if (pick(0, 2) == 0) {
     for (int64_t b = 0; b < s.batch; ++b) s.kv_lengths.push_back(static_cast<int32_t>(pick(0, s.kv_seq_len)));
   }
+  if (pick(0, 2) == 0) {
+    for (int64_t b = 0; b < s.batch; ++b) s.q_lengths.push_back(static_cast<int32_t>(pick(0, s.seq_len)));
+  }
   s.seed = static_cast<uint64_t>(n) + 1;
   return s;
 }
@@ -208,6 +216,8 @@ void run_schedule_tests() {
   }
   std::printf("schedule: %d random problems checked pair by pair\n", problems);
 }
+
+Spec make(const std::string& name, int64_t b, int64_t h, int64_t kvh, int64_t s, int64_t kv, int64_t d);
 
 void run_launch_schedule_tests() {
   Spec s;
@@ -245,6 +255,70 @@ void run_launch_schedule_tests() {
   tp.p.kv_seq_len = 70;
   lim.smem_per_block = 64 * 1024;  // a device smaller than any we build for: rows instead of tiles
   expect(gc::make_schedule(tp.p, lim, &schedule) == nullptr && schedule.all_rows, "schedule: tiles that do not fit fall back to rows");
+
+  // q_lengths: padding rows are never tasks, and global rows sit at i = g - (kv_length - q_length).
+  {
+    Spec q = make("qlen schedule", 3, 2, 1, 70, 80, 64);
+    q.globals = {{0, 30, 79}, {5, 12}, {0}};
+    q.kv_lengths = {80, 20, 0};
+    q.q_lengths = {50, 10, 0};  // offsets 30, 10, 0
+    TestProblem qp;
+    gla_test::build(q, qp);
+    gc::ScheduleLimits ql;
+    ql.sm_count = 132;
+    ql.smem_per_block = 227 * 1024;
+    expect(gc::make_schedule(qp.p, ql, &schedule) == nullptr && schedule.tile_dim == 64 && schedule.pad_rows,
+           "schedule: q_lengths with tiles pads rows");
+    // Item 0: positions 30 and 79 are rows 0 and 49 (0 is position -30); item 1: 12 is row 2 (5 is -5).
+    expect(schedule.tasks == 3, "schedule: 3 real global rows, got " + std::to_string(schedule.tasks));
+    tasks.assign(static_cast<size_t>(schedule.tasks), gc::RowTask{});
+    gc::fill_tasks(qp.p, schedule, tasks.data());
+    expect(schedule.tasks == 3 && tasks[0].batch == 0 && tasks[0].query == 0 && tasks[1].query == 49 &&
+               tasks[2].batch == 1 && tasks[2].query == 2 && tasks[2].global_row == 1,
+           "schedule: global rows of q_lengths");
+    ql.force_rows = true;
+    expect(gc::make_schedule(qp.p, ql, &schedule) == nullptr && schedule.all_rows && schedule.tasks == 60 &&
+               schedule.pad_rows,
+           "schedule: rows of q_lengths are the real ones");
+    tasks.assign(static_cast<size_t>(schedule.tasks), gc::RowTask{});
+    gc::fill_tasks(qp.p, schedule, tasks.data());
+    bool real = true;
+    for (const gc::RowTask& t : tasks) real = real && t.query < q.q_lengths[static_cast<size_t>(t.batch)];
+    expect(real && tasks[0].global_row == 1 && tasks[59].batch == 1 && tasks[59].query == 9 && tasks[52].global_row == 1,
+           "schedule: row tasks skip padding, flag global rows");
+    qp.q_lengths = {1, 8, 0};  // a decode batch in a longer seq_len: rows, not tiles
+    qp.rebind();
+    ql.force_rows = false;
+    expect(gc::make_schedule(qp.p, ql, &schedule) == nullptr && schedule.all_rows && schedule.tasks == 9,
+           "schedule: short q_lengths go to the row pass");
+    ql.force_rows = true;
+    qp.q_lengths = {0, 0, 0};
+    qp.rebind();
+    expect(gc::make_schedule(qp.p, ql, &schedule) == nullptr && schedule.tasks == 0 && schedule.pad_rows,
+           "schedule: all padding: no tasks, only the padding kernel");
+    qp.q_lengths = {70, 70, 70};  // every row real: no padding kernel
+    qp.rebind();
+    expect(gc::make_schedule(qp.p, ql, &schedule) == nullptr && schedule.tasks == 210 && !schedule.pad_rows,
+           "schedule: full q_lengths need no padding kernel");
+  }
+  // Calls without the serving options keep today's path: raw scores, scale in exp2, no sinks.
+  {
+    const gc::DeviceProblem P = host_problem(tp.p, nullptr);
+    expect(!P.score_mod && P.sink_logits == nullptr && P.q_lengths == nullptr && P.alibi_slopes == nullptr &&
+               P.scale_log2 == static_cast<float>(std::fabs(static_cast<double>(tp.p.scale)) * 1.4426950408889634),
+           "device problem: no serving options, no score modifiers");
+    const float slopes[1] = {0.5f};
+    AttentionProblem with = tp.p;
+    with.softcap = 3.0f;
+    const gc::DeviceProblem Q = host_problem(with, nullptr);
+    expect(Q.score_mod && Q.scale_log2 == gc::kLog2e && Q.score_scale == std::fabs(tp.p.scale), "device problem: softcap");
+    with.softcap = 0.0f;
+    with.alibi_slopes = slopes;
+    expect(host_problem(with, nullptr).score_mod, "device problem: ALiBi");
+    with.alibi_slopes = nullptr;
+    with.sink_logits = slopes;
+    expect(!host_problem(with, nullptr).score_mod, "device problem: sinks alone keep raw scores");
+  }
   std::printf("schedule: checked\n");
 }
 
@@ -375,6 +449,213 @@ std::vector<Case> emulated_cases() {
   return cs;
 }
 
+// The serving options (notes/serving-spec.md): q_lengths with the per-sequence alignment, padding
+// rows, softcap, ALiBi, sinks, alone and together, on the tile pass (seq_len > 8), the row pass
+// (decode, forced rows), key splits with their merge, head_dim in chunks, and the d256 tile whose K
+// and V share a buffer. The padding query rows hold NaN (Spec::nan_padding_queries), so a padding
+// row that is computed, or leaks into a real one, shows.
+std::vector<Case> serving_cases() {
+  std::vector<Case> cs;
+  auto add = [&](Spec s, int splits = 0, bool rows = false, double tol = 1e-5) {
+    cs.push_back(Case{std::move(s), splits, rows, tol});
+  };
+  const std::vector<float> slopes4 = {0.5f, 0.25f, 0.125f, 0.0625f};  // ALiBi's geometric slopes
+  {
+    // A decode batch: one new token per sequence after kv_length - 1 cached ones; item 2 is empty
+    // (q_length 0) and item 3 has no keys yet.
+    Spec s = make("serving: decode batch", 4, 4, 2, 1, 300, 64);
+    s.causal = true;
+    s.kv_lengths = {300, 17, 120, 0};
+    s.q_lengths = {1, 1, 0, 1};
+    add(s);
+    s.name += " split";
+    add(s, 4);
+  }
+  {
+    // A decode batch padded to a longer seq_len: the row pass (max q_length <= 8), padding kernel.
+    Spec s = make("serving: decode batch in seq_len 40", 3, 2, 2, 40, 64, 16);
+    s.causal = true;
+    s.kv_lengths = {64, 33, 2};
+    s.q_lengths = {1, 8, 3};
+    add(s);
+  }
+  {
+    // Speculative decode: up to 4 new tokens per sequence, bottom-right aligned per sequence.
+    Spec s = make("serving: multi-token decode window", 4, 2, 1, 4, 100, 32);
+    s.causal = true;
+    s.window_left = 16;
+    s.window_right = 0;
+    s.kv_lengths = {100, 50, 20, 3};
+    s.q_lengths = {4, 2, 0, 3};
+    add(s);
+  }
+  {
+    // A right-padded prefill: each sequence's prompt is its q_length rows, its keys its kv_length.
+    Spec s = make("serving: right-padded prefill causal", 3, 2, 1, 70, 70, 64);
+    s.causal = true;
+    s.q_lengths = {70, 33, 0};
+    s.kv_lengths = {70, 33, 10};
+    add(s);
+    s.name += " rows";  // smaller: the emulation runs one block per row and head
+    s.seq_len = s.kv_seq_len = 20;
+    s.q_lengths = {20, 9, 0};
+    s.kv_lengths = {20, 9, 10};
+    add(s, 0, true);
+  }
+  {
+    // Chunked prefill: q_length < kv_length (earlier chunks cached), windows and globals, padded layouts.
+    Spec s = make("serving: chunked prefill window+globals", 2, 2, 2, 70, 90, 48);
+    s.q_layout = s.out_layout = Layout::bshd_padded;
+    s.kv_layout = Layout::bhsd_padded;
+    s.causal = true;
+    s.window_left = 9;
+    s.window_right = 0;
+    s.globals = {{0, 1, 60, 85}, {2, 40}};
+    s.q_lengths = {65, 20};
+    s.kv_lengths = {90, 45};
+    add(s);
+  }
+  {
+    // q_length > kv_length: the first rows sit before position 0 and see no key (causal).
+    Spec s = make("serving: q_length > kv_length", 2, 1, 1, 40, 40, 16);
+    s.causal = true;
+    s.q_lengths = {30, 40};
+    s.kv_lengths = {10, 40};
+    add(s);
+  }
+  {
+    Spec s = make("serving: q_lengths all 0 (tiles)", 2, 2, 1, 20, 30, 8);
+    s.q_lengths = {0, 0};
+    add(s);
+    s = make("serving: q_lengths all 0 (rows)", 2, 2, 1, 2, 30, 8);
+    s.q_lengths = {0, 0};
+    add(s);
+  }
+  {
+    // Integer logits in the hundreds: the softcap saturates many scores.
+    Spec s = make("serving: softcap tiles int logits", 1, 2, 1, 70, 70, 16);
+    s.values = Values::integers;
+    s.softcap = 30.0f;
+    add(s);
+    s = make("serving: softcap rows", 2, 2, 2, 3, 257, 64);
+    s.softcap = 0.5f;
+    s.kv_lengths = {257, 40};
+    add(s);
+    s = make("serving: softcap negative scale", 1, 1, 1, 20, 20, 32);
+    s.scale = -0.7f;
+    s.softcap = 2.0f;
+    add(s);
+  }
+  {
+    Spec s = make("serving: alibi causal gqa", 1, 4, 2, 70, 90, 64);
+    s.causal = true;
+    s.alibi_slopes = slopes4;
+    add(s);
+    s = make("serving: alibi non-causal window+globals", 2, 4, 1, 70, 70, 32);
+    s.window_left = 7;
+    s.window_right = 3;
+    s.globals = {{0, 17, 69}, {}};
+    s.alibi_slopes = {0.5f, -0.25f, 0.0f, 2.0f};  // any finite slope
+    add(s);
+    s = make("serving: alibi head_dim 300 chunks split", 1, 2, 1, 5, 40, 300);
+    s.window_left = 4;
+    s.window_right = 4;
+    s.globals = {{1, 38}};
+    s.alibi_slopes = {0.3f, 0.05f};
+    add(s, 3);
+  }
+  {
+    // Sinks, with rows that see no key: causal rows before position 0, an item with kv_length 0.
+    Spec s = make("serving: sinks tiles, rows that see nothing", 2, 4, 2, 70, 40, 64);
+    s.causal = true;
+    s.window_left = 8;
+    s.window_right = 0;
+    s.kv_lengths = {40, 0};
+    s.sink_logits = {0.5f, -1.0f, 3.0f, 10.0f};
+    add(s);
+    s = make("serving: sinks decode split", 3, 2, 1, 1, 600, 128);
+    s.kv_lengths = {600, 0, 5};
+    s.sink_logits = {-2.0f, 1.5f};
+    add(s, 5);
+    s.name += " (auto)";
+    add(s);
+  }
+  {
+    // Everything at once, on each path.
+    Spec s = make("serving: all at once tiles d100", 3, 4, 2, 70, 80, 100);
+    s.q_layout = Layout::bshd_padded;
+    s.kv_layout = Layout::bhsd_padded;
+    s.out_layout = Layout::bhsd_padded;
+    s.causal = true;
+    s.window_left = 12;
+    s.window_right = 0;
+    s.globals = {{0, 3, 50}, {1}, {}};
+    s.kv_lengths = {80, 37, 5};
+    s.q_lengths = {61, 37, 9};
+    s.softcap = 4.0f;
+    s.alibi_slopes = slopes4;
+    s.sink_logits = {1.0f, -3.0f, 0.0f, 6.0f};
+    add(s);
+    s.name = "serving: all at once rows split";  // smaller, as above
+    s.batch = 2;
+    s.seq_len = 12;
+    s.kv_seq_len = 40;
+    s.globals = {{0, 3, 35}, {1}};
+    s.kv_lengths = {40, 9};
+    s.q_lengths = {12, 5};
+    add(s, 3, true);
+    Spec t = make("serving: all at once d256 shared K/V buffer", 2, 2, 1, 40, 45, 256);
+    t.window_left = 9;
+    t.window_right = 4;
+    t.globals = {{2, 30}, {44}};
+    t.kv_lengths = {45, 30};
+    t.q_lengths = {23, 40};
+    t.softcap = 1.5f;
+    t.alibi_slopes = {0.1f, 0.02f};
+    t.sink_logits = {0.0f, 2.0f};
+    add(t);
+    Spec o = make("serving: all at once odd d3 s9", 2, 3, 1, 9, 37, 3);
+    o.causal = true;
+    o.kv_lengths = {37, 8};
+    o.q_lengths = {9, 5};
+    o.softcap = 1.0f;
+    o.alibi_slopes = {0.2f, 0.7f, 1.3f};
+    o.sink_logits = {-0.5f, 0.25f, 4.0f};
+    add(o);
+    o.name = "serving: all at once decode head_dim 300 split";
+    o.seq_len = 2;
+    o.head_dim = 300;
+    o.q_lengths = {2, 1};
+    add(o, 4);
+  }
+  return cs;
+}
+
+// Through the plugin only (the emulated runner reads float32 buffers): half inputs and outputs,
+// whose padding rows the loader's narrowing must carry as zeros.
+std::vector<Case> plugin_serving_cases() {
+  std::vector<Case> cs;
+  Spec s = make("serving: f16 -> bf16, q_lengths, sinks, alibi, softcap (tiles)", 2, 2, 1, 20, 30, 16);
+  s.dtype = gla::DType::float16;
+  s.out_dtype = gla::DType::bfloat16;
+  s.causal = true;
+  s.q_lengths = {20, 7};
+  s.kv_lengths = {30, 7};
+  s.softcap = 2.0f;
+  s.alibi_slopes = {0.25f, 0.5f};
+  s.sink_logits = {0.5f, -0.5f};
+  cs.push_back(Case{s, 0, false, 0.0});
+  s.name = "serving: bf16 -> f16, q_lengths, sinks (rows)";
+  s.dtype = gla::DType::bfloat16;
+  s.out_dtype = gla::DType::float16;
+  s.seq_len = 2;
+  s.q_lengths = {1, 0};
+  s.softcap = 0.0f;
+  s.alibi_slopes.clear();
+  cs.push_back(Case{s, 0, false, 0.0});
+  return cs;
+}
+
 std::vector<std::vector<int32_t>> globals_for(int64_t kv, std::initializer_list<int64_t> wanted) {
   std::vector<int32_t> g;
   for (int64_t x : wanted) {
@@ -430,6 +711,24 @@ std::vector<Case> gpu_cases() {
             s.causal = true;
             s.kv_lengths = {0, static_cast<int32_t>(std::min<int64_t>(1, kv))};
             break;
+        }
+        // The serving options on part of the grid: one at a time, and every 11th case all of them.
+        const bool all = n % 11 == 0;
+        if (all || n % 5 == 1) {
+          s.name += " qlen";
+          s.q_lengths = {static_cast<int32_t>(s_len), static_cast<int32_t>(s_len / 2)};
+        }
+        if (all || n % 5 == 2) {
+          s.name += " softcap";
+          s.softcap = 2.5f;
+        }
+        if (all || n % 5 == 3) {
+          s.name += " alibi";
+          for (int64_t h = 0; h < heads; ++h) s.alibi_slopes.push_back(std::ldexp(1.0f, -static_cast<int>(h) - 1));
+        }
+        if (all || n % 5 == 4) {
+          s.name += " sinks";
+          for (int64_t h = 0; h < heads; ++h) s.sink_logits.push_back(static_cast<float>(h) - 1.5f);
         }
         cs.push_back(Case{s, 0, false, 1e-5});
       }
@@ -568,6 +867,38 @@ std::vector<NonFiniteCase> nonfinite_cases() {
     add(make("non-finite: -inf scores on non-finite V, tiles", 1, 1, 1, 70, 70, 32), poison);
     add(make("non-finite: -inf scores on non-finite V, rows", 1, 1, 1, 3, 70, 32), poison);
   }
+  {
+    // The softcap makes a +inf product a finite score (softcap * tanh(inf) = softcap): the rows that
+    // see key 30 stay finite. A NaN query row stays NaN with sinks (out and lse), where the reference
+    // takes an all-NaN row for one that sees nothing. Tiles, then rows with split keys.
+    Poison poison{[=](TestProblem& tp) {
+                    for (int64_t h = 0; h < tp.p.heads; ++h) {
+                      for (int64_t i = 0; i < tp.p.seq_len; ++i) {
+                        float& x = tp.q[static_cast<size_t>(h * tp.p.q_strides.head + i * tp.p.q_strides.seq + 3)];
+                        x = std::fabs(x);
+                      }
+                    }
+                    poke(tp, 'k', 0, 0, 30, 3, inf);
+                    poke(tp, 'q', 0, 1, 1, 0, nan);
+                  },
+                  {{0, 1, 1}}};
+    Spec s = make("non-finite: softcap caps +inf, sinks, alibi, q_lengths", 1, 2, 1, 70, 70, 32);
+    s.causal = true;
+    s.softcap = 5.0f;
+    s.alibi_slopes = {0.05f, 0.5f};
+    s.sink_logits = {1.0f, -1.0f};
+    s.q_lengths = {60};
+    s.kv_lengths = {65};
+    add(s, poison);
+    s.name = "non-finite: softcap caps +inf, sinks, decode rows";
+    s.seq_len = 3;
+    s.kv_seq_len = 300;
+    s.q_lengths = {2};
+    s.kv_lengths = {290};
+    add(s, poison, 3, false);
+    s.name += " (auto)";
+    add(s, poison);
+  }
   return cs;
 }
 
@@ -597,9 +928,30 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
   std::vector<float> partial(static_cast<size_t>(schedule.partial_floats), std::nanf(""));
   const gc::DeviceProblem P = host_problem(p, &flags);
   EmuLauncher L;
+  // The padding kernel last (its rows are disjoint from the passes'), so that the passes are seen to
+  // leave every padding row alone: padding costs no work. Those rows hold a sentinel until then (not
+  // NaN: what a pass would compute from the NaN padding queries is NaN too).
+  gc::LaunchSchedule passes = schedule;
+  passes.pad_rows = false;
+  constexpr float kSentinel = -7.5e37f;
+  auto for_padding = [&](const std::function<void(float& out, float* lse)>& f) {
+    for (int64_t b = 0; b < p.batch; ++b) {
+      for (int64_t h = 0; h < p.heads; ++h) {
+        for (int64_t i = gc::host_q_length(p, b); i < p.seq_len; ++i) {
+          float* o = static_cast<float*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head + i * p.out_strides.seq;
+          float* l = p.lse != nullptr ? p.lse + (b * p.heads + h) * p.seq_len + i : nullptr;
+          for (int64_t t = 0; t < p.head_dim; ++t) f(o[t], t == 0 ? l : nullptr);
+        }
+      }
+    }
+  };
+  for_padding([&](float& o, float* l) {
+    o = kSentinel;
+    if (l != nullptr) *l = kSentinel;
+  });
   if (schedule.tile_dim != 0 && schedule.tasks > 0) {
     // The tile pass alone must leave the global query rows to the row pass: untouched (still NaN).
-    gc::LaunchSchedule tiles_only = schedule;
+    gc::LaunchSchedule tiles_only = passes;
     tiles_only.tasks = 0;
     gc::launch_schedule(L, tiles_only, P, tasks.data(), partial.data());
     for (const gc::RowTask& t : tasks) {
@@ -612,7 +964,15 @@ std::string run_emulated(TestProblem& tp, const Case& c) {
       }
     }
   }
-  gc::launch_schedule(L, schedule, P, tasks.data(), partial.data());
+  gc::launch_schedule(L, passes, P, tasks.data(), partial.data());
+  bool untouched = true;
+  for_padding([&](float& o, float* l) { untouched = untouched && o == kSentinel && (l == nullptr || *l == kSentinel); });
+  if (!untouched) return "a pass wrote a padding row";
+  if (schedule.pad_rows) {
+    L.launch(&gc::pad_rows_kernel, p.batch * p.heads, 1, 0, P);
+  } else if (p.q_lengths != nullptr && gc::real_row_count(p) < p.batch * p.seq_len) {
+    return "q_lengths leave padding rows but the schedule launches no padding kernel";
+  }
   return "";
 }
 
@@ -656,6 +1016,37 @@ bool run_case(const Case& c, bool gpu, double* worst, const Poison* poison = nul
   return chk.ok;
 }
 
+// q_lengths equal to seq_len everywhere is the call without q_lengths, to the bit (the same
+// alignment, no padding rows, no padding kernel).
+void check_full_q_lengths_bitwise(bool gpu) {
+  for (int64_t seq : {int64_t{70}, int64_t{2}}) {
+    Spec s = make("full q_lengths", 2, 2, 1, seq, 90, 64);
+    s.causal = true;
+    s.window_left = 10;
+    s.window_right = 0;
+    s.globals = {{0, 45}, {3}};
+    s.kv_lengths = {90, 50};
+    TestProblem a, b;
+    gla_test::build(s, a);
+    s.q_lengths = {static_cast<int32_t>(seq), static_cast<int32_t>(seq)};
+    gla_test::build(s, b);
+    std::string error;
+    for (TestProblem* tp : {&a, &b}) {
+      tp->poison_outputs();
+      if (gpu) {
+        const gla::Outcome o = gla::run_attention_cuda(tp->p);
+        if (o.status != gla::Status::ok) error = o.message;
+      } else {
+        error = run_emulated(*tp, Case{s, 0, false, 1e-5});
+      }
+    }
+    expect(error.empty() && a.out.size() == b.out.size() && a.lse.size() == b.lse.size() &&
+               std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(float)) == 0 &&
+               std::memcmp(a.lse.data(), b.lse.data(), a.lse.size() * sizeof(float)) == 0,
+           "q_lengths = seq_len (" + std::to_string(seq) + ") is bitwise the call without them " + error);
+  }
+}
+
 int run_emulated_suite() {
   run_schedule_tests();
   run_launch_schedule_tests();
@@ -671,6 +1062,14 @@ int run_emulated_suite() {
   }
   std::printf("emulated kernels: %d cases (%zu with NaN and infinities), worst out rel L2 %.2e\n", n,
               nonfinite_cases().size(), worst);
+  worst = 0.0;
+  n = 0;
+  for (const Case& c : serving_cases()) {
+    run_case(c, false, &worst);
+    ++n;
+  }
+  check_full_q_lengths_bitwise(false);
+  std::printf("emulated kernels, serving options: %d cases, worst out rel L2 %.2e\n", n, worst);
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
@@ -697,6 +1096,19 @@ int run_gpu_suite(int skip_code, bool quick) {
     ++n;
   }
   std::printf("gpu grid: %d cases, worst out rel L2 %.2e\n", n, worst);
+  worst = 0.0;
+  n = 0;
+  for (const Case& c : serving_cases()) {
+    if (c.force_rows || c.force_splits) continue;
+    run_case(c, true, &worst);
+    ++n;
+  }
+  for (const Case& c : plugin_serving_cases()) {
+    run_case(c, true, &worst);
+    ++n;
+  }
+  check_full_q_lengths_bitwise(true);
+  std::printf("serving options: %d cases, worst out rel L2 %.2e\n", n, worst);
 
   // Concurrent callers: each thread its own problems, all at once, several rounds.
   {

@@ -340,7 +340,7 @@ async function main() {
     log(`async calls against sync, by where the buffers live (${primaryNative})`);
     asyncCost = await measureAsyncCost(pkg.api, primaryNative, threads, { quick: opts.quick, log });
   }
-  let varlen = null;
+  let varlen = [];
   if ((!opts.groups || opts.groups.includes('varlen')) && primaryNative !== null) {
     log(`packed variable-length batch against separate and padded calls (${primaryNative})`);
     varlen = await measureVarlen(pkg.api, primaryNative, threads, { quick: opts.quick, log });

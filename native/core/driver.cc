@@ -148,6 +148,9 @@ struct HeadKV {
   const uint32_t* k_pairs = nullptr;
   const uint32_t* v_pairs = nullptr;
   const uint8_t* block_v_finite = nullptr;
+  // A packed copy: row j is key j. Otherwise the caller's tensors, where a paged cache or packed
+  // sequences put key j at row_of(p, b, j).
+  bool rows_by_key = false;
 };
 
 // The element at `offset` of a tensor of `dtype`.
@@ -198,7 +201,8 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.keys = sc.keys;
   // Where each key's K and V rows are: its own index, the widened block's rows, or (paged) its
   // pool row, looked up once per block.
-  const bool paged = p.block_table != nullptr || p.kv_starts != nullptr;  // rows looked up per key
+  // Rows looked up per key: a paged cache or packed sequences, read in place.
+  const bool paged = !kv.rows_by_key && (p.block_table != nullptr || p.kv_starts != nullptr);
   const int64_t* source_rows = paged ? sc.pool_rows : sc.keys;
   a.key_rows = widen ? sc.block_rows : source_rows;
   // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
@@ -440,9 +444,9 @@ enum class KvAccess {
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
-  // A paged cache is read where its pages are (each block's rows looked up in the block table), and
-  // packed sequences where they are.
-  if (p.block_table != nullptr || p.kv_starts != nullptr) return KvAccess::in_place;
+  // A paged cache is read where its pages are (each block's rows looked up in the block table).
+  // Packed sequences are rows like any other (row_of finds a sequence's), so they pack as bshd does.
+  if (p.block_table != nullptr) return KvAccess::in_place;
   // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
   if (bf16) {
     // An even block_k keeps each block's V pairs its own.
@@ -470,7 +474,9 @@ KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu
 // One head's K and V packed into dst: K rows, then V rows, head_dim apart.
 // Packing is for float32 problems only (choose_kv_access).
 HeadKV packed_head(const AttentionProblem& p, float* dst) {
-  return HeadKV{dst, p.head_dim, dst + p.kv_seq_len * p.head_dim, p.head_dim};
+  HeadKV kv{dst, p.head_dim, dst + p.kv_seq_len * p.head_dim, p.head_dim};
+  kv.rows_by_key = true;
+  return kv;
 }
 
 // Rows [first, end) of one head's K and V (those below the kv length) into dst (packed_head).
@@ -482,10 +488,12 @@ void pack_head_rows(const AttentionProblem& p, int64_t b, int64_t kh, int64_t fi
   float* k = dst;
   float* v = dst + p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < rows; ++j) {
-    std::copy(src_k + j * src.k_row_stride, src_k + j * src.k_row_stride + p.head_dim, k + j * p.head_dim);
+    const float* row = src_k + row_of(p, b, j) * src.k_row_stride;
+    std::copy(row, row + p.head_dim, k + j * p.head_dim);
   }
   for (int64_t j = first; j < rows; ++j) {
-    std::copy(src_v + j * src.v_row_stride, src_v + j * src.v_row_stride + p.head_dim, v + j * p.head_dim);
+    const float* row = src_v + row_of(p, b, j) * src.v_row_stride;
+    std::copy(row, row + p.head_dim, v + j * p.head_dim);
   }
 }
 
@@ -507,7 +515,7 @@ void pack_rows(const AttentionProblem& p, int64_t b, int tensor, int64_t first, 
   float* to = dst + tensor * p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < std::min(end, rows); ++j) {
     for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
-      const float* row = src + j * st.seq + kh * st.head;
+      const float* row = src + row_of(p, b, j) * st.seq + kh * st.head;
       std::copy(row, row + p.head_dim, to + kh * head_floats + j * p.head_dim);
     }
   }
@@ -534,6 +542,7 @@ AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector
   const Strides strides{p.kv_heads * head_floats, head_floats, p.head_dim};
   packed_problem.k = base;
   packed_problem.v = base + p.kv_seq_len * p.head_dim;
+  packed_problem.kv_starts = nullptr;  // the copy holds key j of every item at row j
   packed_problem.k_strides = strides;
   packed_problem.v_strides = strides;
   packed_problem.k_elements = p.batch * p.kv_heads * head_floats;
@@ -542,11 +551,12 @@ AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector
 }
 
 // batch_groups[b] = the index of batch item b's first group (groups are ordered by batch), and
-// batch_groups[batch] = the group count: the per-head flows walk one item's groups.
+// batch_groups[batch] = the group count: the per-head flows walk one item's groups. An item with no
+// groups (q_lengths 0) gets an empty range, batch_groups[b] == batch_groups[b + 1].
 const std::vector<int64_t>& first_group_of_each_batch(const Plan& plan, int64_t batch, std::vector<int64_t>& batch_groups) {
-  const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
-  batch_groups.assign(static_cast<size_t>(batch + 1), n_groups);
-  for (int64_t gi = n_groups - 1; gi >= 0; --gi) batch_groups[static_cast<size_t>(plan.groups[static_cast<size_t>(gi)].batch)] = gi;
+  batch_groups.assign(static_cast<size_t>(batch + 1), 0);
+  for (const RowGroup& g : plan.groups) ++batch_groups[static_cast<size_t>(g.batch + 1)];
+  for (int64_t b = 0; b < batch; ++b) batch_groups[static_cast<size_t>(b + 1)] += batch_groups[static_cast<size_t>(b)];
   return batch_groups;
 }
 
@@ -652,7 +662,7 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
         for (; packed_blocks * plan.block_k < need; ++packed_blocks) {
           const int64_t j0 = packed_blocks * plan.block_k;
           const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv_length - j0));
-          for (int i = 0; i < n; ++i) sc.keys[i] = j0 + i;
+          for (int i = 0; i < n; ++i) sc.keys[i] = row_of(p, b, j0 + i);
           finite[packed_blocks] = kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, n,
                                                         static_cast<int>(p.head_dim), plan.dim_pad,
                                                         const_cast<uint32_t*>(kv.k_pairs) + j0 * dim_pairs,

@@ -6,9 +6,9 @@
 // (float64 per row) and the async driver all live here.
 import { isFloat32Array, isUint16Array } from 'node:util/types';
 import { isDetached } from './detached';
-import { argumentError, rangeError, typeError } from './errors';
+import { argumentError, typeError } from './errors';
 import { decodeHalf, encodeHalf, float16ArrayConstructor, isFloat16Array } from './half';
-import { positiveInteger } from './options';
+import { arrayKinds, checkLayout, dtypeName, positiveInteger, tensorArray as attentionTensorArray } from './options';
 import type { AttentionInput, AttentionOutput, DType, Layout } from './types';
 
 /**
@@ -183,21 +183,6 @@ function readOptions(o: Record<string, unknown>): GivenOptions {
   return given;
 }
 
-function checkLayout(value: unknown): Layout {
-  if (value === undefined) return 'bhsd';
-  if (typeof value !== 'string') throw typeError('options.layout', value, "'bhsd' or 'bshd'");
-  if (value !== 'bhsd' && value !== 'bshd') throw rangeError('options.layout', value, "'bhsd' or 'bshd'");
-  return value;
-}
-
-const DTYPES = "'float32', 'float16' or 'bfloat16'";
-
-function dtypeName(name: string, value: unknown): DType {
-  if (typeof value !== 'string') throw typeError(name, value, DTYPES);
-  if (value !== 'float32' && value !== 'float16' && value !== 'bfloat16') throw rangeError(name, value, DTYPES);
-  return value;
-}
-
 function inferDtype(out: unknown): DType {
   if (isFloat32Array(out)) return 'float32';
   if (isFloat16Array(out)) return 'float16';
@@ -207,39 +192,12 @@ function inferDtype(out: unknown): DType {
       "'float16' or 'bfloat16' to say what the bits are",
     );
   }
-  throw typeError('parts[0].out', out, arrayKinds('float32', 'dtype'));
+  throw typeError('parts[0].out', out, arrayKinds('float32'));
 }
 
-function arrayKinds(dtype: DType, option: 'dtype' | 'outDtype'): string {
-  if (dtype === 'float32') {
-    return option === 'dtype'
-      ? "a Float32Array (or a Float16Array / a Uint16Array with options.dtype 'float16' or 'bfloat16')"
-      : 'a Float32Array';
-  }
-  if (dtype === 'bfloat16') return `a Uint16Array of bfloat16 bits (${option} is bfloat16)`;
-  return float16ArrayConstructor() !== undefined
-    ? `a Float16Array or a Uint16Array of float16 bits (${option} is float16)`
-    : `a Uint16Array of float16 bits (${option} is float16)`;
-}
-
-/** A usable array of dtype: a Float32Array, or a Uint16Array of bits (a Float16Array becomes a view of it). */
+/** A usable array of dtype (options.ts's rules: a Float16Array becomes a Uint16Array view of it). */
 function tensorArray(name: string, value: unknown, dtype: DType, option: 'dtype' | 'outDtype'): Float32Array | Uint16Array {
-  if (dtype === 'float32') {
-    if (!isFloat32Array(value)) throw typeError(name, value, arrayKinds(dtype, option));
-    return float32Array(name, value);
-  }
-  let array: Uint16Array;
-  if (isUint16Array(value)) {
-    array = value;
-  } else if (dtype === 'float16' && isFloat16Array(value)) {
-    const f16 = value as ArrayBufferView & { length: number };
-    if (isDetached(f16)) throw detachedError(name);
-    array = new Uint16Array(f16.buffer, f16.byteOffset, f16.length);
-  } else {
-    throw typeError(name, value, arrayKinds(dtype, option));
-  }
-  if (isDetached(array)) throw detachedError(name);
-  return array;
+  return attentionTensorArray(name, value, dtype, option === 'outDtype');
 }
 
 function float32Array(name: string, value: unknown): Float32Array {

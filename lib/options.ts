@@ -488,7 +488,7 @@ function lengthError(name: string, array: { length: number }, names: string[], s
   return argumentError(RangeError, name, `has length ${array.length}`, `${names.join('·')} = ${sizes.join('·')} = ${length}`);
 }
 
-function checkLayout(value: unknown): Layout {
+export function checkLayout(value: unknown): Layout {
   if (value === undefined) return 'bhsd';
   if (typeof value !== 'string') throw typeError('options.layout', value, "'bhsd' or 'bshd'");
   if (value !== 'bhsd' && value !== 'bshd') throw rangeError('options.layout', value, "'bhsd' or 'bshd'");
@@ -509,7 +509,7 @@ function dtypeCode(dtype: DType): DTypeCode {
   return dtype === 'float32' ? DTYPE_CODES.float32 : dtype === 'float16' ? DTYPE_CODES.float16 : DTYPE_CODES.bfloat16;
 }
 
-function dtypeName(name: string, value: unknown): DType {
+export function dtypeName(name: string, value: unknown): DType {
   if (typeof value !== 'string') throw typeError(name, value, DTYPES);
   if (value !== 'float32' && value !== 'float16' && value !== 'bfloat16') throw rangeError(name, value, DTYPES);
   return value;
@@ -538,7 +538,7 @@ function precisionName(value: unknown, dtype: DType): Precision {
 }
 
 /** What arrays hold a dtype, as a message says it. */
-function arrayKinds(dtype: DType): string {
+export function arrayKinds(dtype: DType): string {
   if (dtype === 'float32') return "a Float32Array (or a Float16Array / a Uint16Array with options.dtype 'float16' or 'bfloat16')";
   if (dtype === 'bfloat16') return 'a Uint16Array of bfloat16 bits (dtype is bfloat16)';
   return float16ArrayConstructor() !== undefined
@@ -551,7 +551,7 @@ function arrayKinds(dtype: DType): string {
  * Float16Array becomes a Uint16Array view of the same memory: no copy). Its length is the caller's
  * to check.
  */
-function tensorArray(name: string, value: unknown, dtype: DType, out = false): TensorArray {
+export function tensorArray(name: string, value: unknown, dtype: DType, out = false): TensorArray {
   if (dtype === 'float32') {
     if (!isFloat32Array(value)) throw typeError(name, value, out ? 'a Float32Array' : arrayKinds(dtype));
     return float32Array(name, value);

@@ -24,7 +24,9 @@ import { bfloat16Mismatches, emptyRowMismatches, expectMatchesReference } from '
 import { BACKENDS, ROOT, gla } from './helpers/package';
 import { randomNonZero, rng, seedOf } from './helpers/random';
 import { type ReferenceOptions, type ReferenceResult, referenceAttention, tensorIndex } from './reference';
-import { type DType, EMULATED_CUDA_PLUGIN, type Precision, precisionMismatches, runNode, tensorValues, truncatedHalfBits } from './reliability/support';
+import {
+  type DType, type Precision, base64Of, emulatedCudaSkip, runOnEmulatedCuda, precisionMismatches, tensorValues, truncatedHalfBits,
+} from './reliability/support';
 
 // --- Building a paged problem ----------------------------------------------------------------------
 
@@ -704,14 +706,7 @@ describe.each(BACKENDS)('backend %s rejects bad paged calls, naming the argument
 // blockTable cannot be an Int32Array, so the child here is a script of its own). Each case: the
 // paged and the contiguous call, sync and async by turns, float32.
 
-const ADDON_BUILT = BACKENDS.some((b) => b !== 'js');
-const EMULATED_SKIP = BACKENDS.includes('cuda')
-  ? ' — skipped: cuda is in backends() here, so the suites above ran it'
-  : !ADDON_BUILT
-    ? ' — skipped: the native addon is not built (or is stale), so no plugin can load'
-    : EMULATED_CUDA_PLUGIN === null
-      ? ' — skipped: the emulated CUDA plugin is not built (cmake --build build-tests --target gla_cuda_emulated)'
-      : '';
+const EMULATED_SKIP = emulatedCudaSkip(BACKENDS);
 if (EMULATED_SKIP !== '') console.warn(`paged.test.ts: the paged cache on cuda through the emulated plugin${EMULATED_SKIP}`);
 
 const CHILD = `
@@ -768,7 +763,6 @@ interface ChildResult {
   error?: string;
 }
 
-const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
 const floatsOf = (base64: string): Float32Array => {
   const bytes = Buffer.from(base64, 'base64');
   const copy = new Uint8Array(bytes.length);
@@ -804,14 +798,11 @@ describe(`the paged cache on cuda through the emulated plugin, in a process of i
     });
     const file = path.join(dir, 'calls.json');
     fs.writeFileSync(file, JSON.stringify(calls));
-    const r = await runNode(['-e', CHILD, ROOT, file], 120_000, { GLA_CUDA_PLUGIN: EMULATED_CUDA_PLUGIN as string });
-    if (r.code !== 0 || r.signal !== null) {
-      failure = `the child process ended with code ${r.code}, signal ${r.signal} after ${r.ms} ms: ${r.stderr.slice(-2000)}`;
-      return;
-    }
-    const parsed = JSON.parse(r.stdout.trim()) as { report?: { available: boolean; reason: string | null }; results: ChildResult[] };
-    available = parsed.report;
-    for (const result of parsed.results) results.set(result.id, result);
+    const answer = await runOnEmulatedCuda<ChildResult>(['-e', CHILD, ROOT, file], 120_000);
+    failure = answer.failure;
+    if (failure !== null) return;
+    available = answer.report;
+    for (const [id, result] of answer.results) results.set(id, result);
   }, 150_000);
   afterAll(() => {
     if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });

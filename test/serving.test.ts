@@ -19,8 +19,8 @@ import { type HalfDType, halfValues } from './helpers/half-bits';
 import { BACKENDS } from './helpers/package';
 import { type ReferenceOptions, type ReferenceResult, referenceAttention, tensorIndex } from './reference';
 import {
-  type DType, EMULATED_CUDA_PLUGIN, FIXTURES, HALF_DTYPES, type Precision, expectedResultName, ieeeMismatches, precisionMismatches, runNode,
-  tensorValues, truncatedHalfBits,
+  type DType, FIXTURES, HALF_DTYPES, type Precision, base64Of, bytesOf, emulatedCudaSkip, runOnEmulatedCuda, expectedResultName,
+  ieeeMismatches, precisionMismatches, tensorValues, truncatedHalfBits,
 } from './reliability/support';
 
 interface ServingCase {
@@ -517,14 +517,7 @@ describe.each(BACKENDS)('serving options with float16 and bfloat16 inputs on bac
 // calls with GLA_CUDA_PLUGIN pointing at it. A call there costs ~0.3 s whatever its size, so each
 // case runs once, sync or async by turns; the plugin computes in float32.
 
-const ADDON_BUILT = BACKENDS.some((b) => b !== 'js');
-const EMULATED_SKIP = BACKENDS.includes('cuda')
-  ? ' — skipped: cuda is in backends() here, so the suites above ran it'
-  : !ADDON_BUILT
-    ? ' — skipped: the native addon is not built (or is stale), so no plugin can load'
-    : EMULATED_CUDA_PLUGIN === null
-      ? ' — skipped: the emulated CUDA plugin is not built (cmake --build build-tests --target gla_cuda_emulated)'
-      : '';
+const EMULATED_SKIP = emulatedCudaSkip(BACKENDS);
 if (EMULATED_SKIP !== '') console.warn(`serving.test.ts: the serving options on cuda through the emulated plugin${EMULATED_SKIP}`);
 
 interface ChildCall {
@@ -549,13 +542,6 @@ interface ChildResult {
   inputsUntouched: boolean;
 }
 
-const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
-function bytesOf(base64: string): ArrayBuffer {
-  const bytes = Buffer.from(base64, 'base64');
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
-  return copy.buffer;
-}
 
 /** Typed-array options travel as plain arrays (JSON). */
 function jsonOptions(o: ReferenceOptions): ReferenceOptions {
@@ -602,14 +588,11 @@ describe(`serving options on cuda through the emulated plugin, in a process of i
     });
     const file = path.join(dir, 'calls.json');
     fs.writeFileSync(file, JSON.stringify(calls));
-    const r = await runNode([path.join(FIXTURES, 'cuda-calls.cjs'), file], 280_000, { GLA_CUDA_PLUGIN: EMULATED_CUDA_PLUGIN as string });
-    if (r.code !== 0 || r.signal !== null) {
-      failure = `the child process ended with code ${r.code}, signal ${r.signal} after ${r.ms} ms: ${r.stderr.slice(-2000)}`;
-      return;
-    }
-    const parsed = JSON.parse(r.stdout.trim()) as { report?: { available: boolean; reason: string | null }; results: ChildResult[] };
-    available = parsed.report;
-    for (const result of parsed.results) results.set(result.id, result);
+    const answer = await runOnEmulatedCuda<ChildResult>([path.join(FIXTURES, 'cuda-calls.cjs'), file], 280_000);
+    failure = answer.failure;
+    if (failure !== null) return;
+    available = answer.report;
+    for (const [id, result] of answer.results) results.set(id, result);
   }, 300_000);
   afterAll(() => {
     if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });

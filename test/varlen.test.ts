@@ -27,8 +27,8 @@ import { BACKENDS, ROOT, gla } from './helpers/package';
 import { randomNonZero, rng, seedOf } from './helpers/random';
 import { type ReferenceOptions, type ReferenceResult, referenceAttention } from './reference';
 import {
-  type DType, EMULATED_CUDA_PLUGIN, HALF_DTYPES, type Precision, expectedResultName, precisionMismatches, runNode, tensorValues,
-  truncatedHalfBits,
+  type DType, EMULATED_CUDA_PLUGIN, HALF_DTYPES, type Precision, base64Of, bytesOf, emulatedCudaSkip, runOnEmulatedCuda, expectedResultName,
+  precisionMismatches, tensorValues, truncatedHalfBits,
 } from './reliability/support';
 
 // --- Problems -------------------------------------------------------------------------------------
@@ -996,14 +996,7 @@ describe.each(BACKENDS)('bad packed input on backend %s: a TypeError or RangeErr
 // addon loads the plugin at first use). The script is written here (the shared fixture sizes lse as
 // batch·heads·seqLen, which packed calls do not have). Tensors travel as base64 of their bytes.
 
-const ADDON_BUILT = BACKENDS.some((b) => b !== 'js');
-const EMULATED_SKIP = BACKENDS.includes('cuda')
-  ? ' — skipped: cuda is in backends() here, so the suites above ran it'
-  : !ADDON_BUILT
-    ? ' — skipped: the native addon is not built (or is stale), so no plugin can load'
-    : EMULATED_CUDA_PLUGIN === null
-      ? ' — skipped: the emulated CUDA plugin is not built (cmake --build build-tests --target gla_cuda_emulated)'
-      : '';
+const EMULATED_SKIP = emulatedCudaSkip(BACKENDS);
 if (EMULATED_SKIP !== '') console.warn(`varlen.test.ts: packed sequences on cuda through the emulated plugin${EMULATED_SKIP}`);
 
 /** What the plugin reports in a fresh process (a plugin built against another AttentionProblem is refused there). */
@@ -1094,13 +1087,6 @@ interface ChildResult {
   inputsUntouched: boolean;
 }
 
-const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
-function bytesOf(base64: string): ArrayBuffer {
-  const bytes = Buffer.from(base64, 'base64');
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
-  return copy.buffer;
-}
 
 /** Typed-array options travel as plain arrays (JSON). */
 function jsonOptions(o: Record<string, unknown>): Record<string, unknown> {
@@ -1148,14 +1134,11 @@ describe(`packed sequences on cuda through the emulated plugin, in a process of 
     const script = path.join(dir, 'varlen-cuda-calls.cjs');
     fs.writeFileSync(file, JSON.stringify(calls));
     fs.writeFileSync(script, CHILD_SCRIPT);
-    const r = await runNode([script, file, ROOT], 120_000, { GLA_CUDA_PLUGIN: EMULATED_CUDA_PLUGIN as string });
-    if (r.code !== 0 || r.signal !== null) {
-      failure = `the child process ended with code ${r.code}, signal ${r.signal} after ${r.ms} ms: ${r.stderr.slice(-2000)}`;
-      return;
-    }
-    const parsed = JSON.parse(r.stdout.trim()) as { report?: { available: boolean; reason: string | null }; results: ChildResult[] };
-    if (parsed.report?.available !== true) failure = `cuda is not available in the child: ${parsed.report?.reason}`;
-    for (const result of parsed.results) results.set(result.id, result);
+    const answer = await runOnEmulatedCuda<ChildResult>([script, file, ROOT], 120_000);
+    failure = answer.failure;
+    if (failure !== null) return;
+    if (answer.report?.available !== true) failure = `cuda is not available in the child: ${answer.report?.reason}`;
+    for (const [id, result] of answer.results) results.set(id, result);
   }, 150_000);
   afterAll(() => {
     if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });

@@ -23,7 +23,8 @@ import { BACKENDS, type Backend } from '../helpers/package';
 import { type ReferenceOptions, type ReferenceResult, referenceAttention } from '../reference';
 import {
   type DType, EMULATED_CUDA_PLUGIN, FIXTURES, HALF_DTYPES, PRECISION_TOLERANCE, type Precision, type Problem, changedOutside,
-  expectedResultName, guard, ieeeMismatches, makeProblem, precisionMismatches, reference, runNode, tensorValues, typedArrayName, withTimeout,
+  base64Of, bytesOf, expectedResultName, guard, ieeeMismatches, makeProblem, precisionMismatches, reference, runNode, tensorValues,
+  typedArrayName, withTimeout,
 } from './support';
 
 function expectNone(mismatches: string[], what: string): void {
@@ -517,13 +518,6 @@ interface ChildResult {
   inputsUntouched: boolean;
 }
 
-const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
-function bytesOf(base64: string): ArrayBuffer {
-  const bytes = Buffer.from(base64, 'base64');
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
-  return copy.buffer;
-}
 
 function float32Call(id: string, p: Problem, mode: Mode): ChildCall {
   return { id, kind: p.kind, mode, dtype: 'float32', options: p.options, tensors: { q: p.q, k: p.k, v: p.v } };

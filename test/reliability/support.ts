@@ -140,6 +140,49 @@ export const EMULATED_CUDA_PLUGIN: string | null = (() => {
   return fs.existsSync(file) ? file : null;
 })();
 
+/**
+ * Why the emulated-CUDA section of a suite is skipped here ('' when it runs): cuda already runs
+ * in-process (a real GPU), the addon is not built, or the emulated plugin is not.
+ */
+export function emulatedCudaSkip(backends: readonly string[]): string {
+  if (backends.includes('cuda')) return ' — skipped: cuda is in backends() here, so the suites above ran it';
+  if (!backends.some((b) => b !== 'js')) return ' — skipped: the native addon is not built (or is stale), so no plugin can load';
+  if (EMULATED_CUDA_PLUGIN === null) {
+    return ' — skipped: the emulated CUDA plugin is not built (cmake --build build-tests --target gla_cuda_emulated)';
+  }
+  return '';
+}
+
+/** A typed array's bytes as base64 and back: how tensors cross to a child process in JSON. */
+export const base64Of = (view: ArrayBufferView): string => Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
+export function bytesOf(base64: string): ArrayBuffer {
+  const bytes = Buffer.from(base64, 'base64');
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
+/** What a child that ran calls on the emulated CUDA plugin answered: one result per call id. */
+export interface EmulatedCudaAnswer<R extends { id: string }> {
+  /** Why there are no results (the child crashed or timed out); null when it answered. */
+  failure: string | null;
+  /** The child's backendReport() entry for cuda. */
+  report?: { available: boolean; reason: string | null };
+  results: Map<string, R>;
+}
+
+/** Runs `args` (a fixture and its arguments) with GLA_CUDA_PLUGIN at the emulated plugin. */
+export async function runOnEmulatedCuda<R extends { id: string }>(args: string[], timeoutMs: number): Promise<EmulatedCudaAnswer<R>> {
+  const r = await runNode(args, timeoutMs, { GLA_CUDA_PLUGIN: EMULATED_CUDA_PLUGIN as string });
+  const results = new Map<string, R>();
+  if (r.code !== 0 || r.signal !== null) {
+    return { failure: `the child process ended with code ${r.code}, signal ${r.signal} after ${r.ms} ms: ${r.stderr.slice(-2000)}`, results };
+  }
+  const parsed = JSON.parse(r.stdout.trim()) as { report?: { available: boolean; reason: string | null }; results: R[] };
+  for (const result of parsed.results) results.set(result.id, result);
+  return { failure: null, report: parsed.report, results };
+}
+
 /** The root of the package under test: the fixtures load `${PACKAGE_ROOT}/dist/index.js`. */
 export const PACKAGE_ROOT = ROOT;
 

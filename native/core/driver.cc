@@ -61,15 +61,6 @@ Unit unit_of(const Call& c, int64_t group_index, int64_t slot) {
               static_cast<int>(round_up(rows, c.plan.vector_width))};
 }
 
-// Where query row i of batch item b is: its own row, or (packed sequences) row q_starts[b] + i of
-// the packed q and out; and its lse entry.
-inline int64_t q_row_of(const AttentionProblem& p, int64_t b, int64_t i) {
-  return p.q_starts != nullptr ? p.q_starts[b] + i : i;
-}
-inline int64_t lse_index(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
-  return p.q_starts != nullptr ? h * p.q_starts[p.batch] + p.q_starts[b] + i : (b * p.heads + h) * p.seq_len + i;
-}
-
 // Packs the unit's query rows (times scale), their per-row key bounds, and a fresh softmax state.
 // Once per unit, so its cost is spread over every key block of the unit. Row groups get Q
 // transposed (qt, vectors along rows); groups of at most few_rows rows (decode) get their rows
@@ -99,7 +90,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
       sc.row_slope[r] = p.alibi_slopes[h];
       sc.row_position[r] = position;
     }
-    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + q_row_of(p, g.batch, i) * p.q_strides.seq;
+    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + query_row(p, g.batch, i) * p.q_strides.seq;
     float* row = few ? sc.q_rows + static_cast<int64_t>(r) * dim_pad : sc.row_buffer;
     if (p.dtype == DType::float32) {
       const float* q = static_cast<const float*>(p.q) + q_offset;
@@ -149,7 +140,7 @@ struct HeadKV {
   const uint32_t* v_pairs = nullptr;
   const uint8_t* block_v_finite = nullptr;
   // A packed copy: row j is key j. Otherwise the caller's tensors, where a paged cache or packed
-  // sequences put key j at row_of(p, b, j).
+  // sequences put key j at key_row(p, b, j).
   bool rows_by_key = false;
 };
 
@@ -161,14 +152,6 @@ const void* element_at(const void* base, DType dtype, int64_t offset) {
 HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
   return HeadKV{element_at(p.k, p.dtype, b * p.k_strides.batch + kh * p.k_strides.head), p.k_strides.seq,
                 element_at(p.v, p.dtype, b * p.v_strides.batch + kh * p.v_strides.head), p.v_strides.seq};
-}
-
-// The row of key j of batch item b in its head's K and V: j itself, its row in the page pool, or
-// (packed sequences) row kv_starts[b] + j.
-inline int64_t row_of(const AttentionProblem& p, int64_t b, int64_t j) {
-  if (p.kv_starts != nullptr) return p.kv_starts[b] + j;
-  if (p.block_table == nullptr) return j;
-  return static_cast<int64_t>(p.block_table[b * p.max_blocks + j / p.page_size]) * p.page_size + j % p.page_size;
 }
 
 // Runs blocks [block_begin, block_end) of the group's block sequence into the scratch state.
@@ -250,7 +233,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead_rows = 0;
       if (few_rows && next_in_range) {
         a.k_ahead_rows = static_cast<int>(std::min(g.range.end, j1 + plan.block_k) - j1);
-        for (int k = 0; k < a.k_ahead_rows; ++k) sc.ahead_rows[k] = row_of(p, g.batch, j1 + k);
+        for (int k = 0; k < a.k_ahead_rows; ++k) sc.ahead_rows[k] = key_row(p, g.batch, j1 + k);
         a.k_ahead = sc.ahead_rows;
       }
     } else {
@@ -265,7 +248,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       a.k_ahead_rows = 0;
     }
     if (paged) {
-      for (int k = 0; k < a.n_keys; ++k) sc.pool_rows[k] = row_of(p, g.batch, sc.keys[k]);
+      for (int k = 0; k < a.n_keys; ++k) sc.pool_rows[k] = key_row(p, g.batch, sc.keys[k]);
     }
     const int dim = static_cast<int>(p.head_dim);
     if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % plan.block_k == 0) {
@@ -300,7 +283,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
 void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc,
                float* row_buffer) {
   const AttentionProblem& p = c.p;
-  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + q_row_of(p, b, i) * p.out_strides.seq;
+  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + query_row(p, b, i) * p.out_strides.seq;
   const bool narrow = p.out_dtype != DType::float32;
   float* out = narrow ? row_buffer : static_cast<float*>(p.out) + offset;
   float lse = kNegInf;
@@ -445,7 +428,7 @@ enum class KvAccess {
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
   // A paged cache is read where its pages are (each block's rows looked up in the block table).
-  // Packed sequences are rows like any other (row_of finds a sequence's), so they pack as bshd does.
+  // Packed sequences are rows like any other (key_row finds a sequence's), so they pack as bshd does.
   if (p.block_table != nullptr) return KvAccess::in_place;
   // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
   if (bf16) {
@@ -484,15 +467,15 @@ void pack_head_rows(const AttentionProblem& p, int64_t b, int64_t kh, int64_t fi
   const HeadKV src = head_kv_in_place(p, b, kh);
   const float* src_k = static_cast<const float*>(src.k);
   const float* src_v = static_cast<const float*>(src.v);
-  const int64_t rows = std::min(end, p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len);
+  const int64_t rows = std::min(end, kv_length_of(p, b));
   float* k = dst;
   float* v = dst + p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < rows; ++j) {
-    const float* row = src_k + row_of(p, b, j) * src.k_row_stride;
+    const float* row = src_k + key_row(p, b, j) * src.k_row_stride;
     std::copy(row, row + p.head_dim, k + j * p.head_dim);
   }
   for (int64_t j = first; j < rows; ++j) {
-    const float* row = src_v + row_of(p, b, j) * src.v_row_stride;
+    const float* row = src_v + key_row(p, b, j) * src.v_row_stride;
     std::copy(row, row + p.head_dim, v + j * p.head_dim);
   }
 }
@@ -508,14 +491,14 @@ int64_t keys_end(const AttentionProblem& p, const RowGroup& g) {
 // dst laid out [kv_head][K, V][kv_seq_len][head_dim]; rows at or past the kv length are skipped.
 void pack_rows(const AttentionProblem& p, int64_t b, int tensor, int64_t first, int64_t end, float* dst) {
   const int64_t head_floats = 2 * p.kv_seq_len * p.head_dim;
-  const int64_t rows = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+  const int64_t rows = kv_length_of(p, b);
   const float* src = tensor == 0 ? static_cast<const float*>(p.k) + b * p.k_strides.batch
                                  : static_cast<const float*>(p.v) + b * p.v_strides.batch;
   const Strides& st = tensor == 0 ? p.k_strides : p.v_strides;
   float* to = dst + tensor * p.kv_seq_len * p.head_dim;
   for (int64_t j = first; j < std::min(end, rows); ++j) {
     for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
-      const float* row = src + row_of(p, b, j) * st.seq + kh * st.head;
+      const float* row = src + key_row(p, b, j) * st.seq + kh * st.head;
       std::copy(row, row + p.head_dim, to + kh * head_floats + j * p.head_dim);
     }
   }
@@ -654,7 +637,7 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
       uint8_t* finite = reinterpret_cast<uint8_t*>(words + k_words + v_words);
       kv.block_v_finite = finite;
       Scratch& sc = scratch[slot];
-      const int64_t kv_length = p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+      const int64_t kv_length = kv_length_of(p, b);
       // Whole blocks on the grid from key 0, each with its V-finite flag.
       int64_t packed_blocks = 0;
       walk_head(batch_groups, b, kh, kv, sc, [&](int64_t keys_needed) {
@@ -662,7 +645,7 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
         for (; packed_blocks * plan.block_k < need; ++packed_blocks) {
           const int64_t j0 = packed_blocks * plan.block_k;
           const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv_length - j0));
-          for (int i = 0; i < n; ++i) sc.keys[i] = row_of(p, b, j0 + i);
+          for (int i = 0; i < n; ++i) sc.keys[i] = key_row(p, b, j0 + i);
           finite[packed_blocks] = kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, n,
                                                         static_cast<int>(p.head_dim), plan.dim_pad,
                                                         const_cast<uint32_t*>(kv.k_pairs) + j0 * dim_pairs,

@@ -17,10 +17,6 @@ int default_block_q(const cpu::CpuKernels& kernels, int dim_pad) {
   return std::max(rows, 1);
 }
 
-int64_t kv_length_of(const AttentionProblem& p, int64_t b) {
-  return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
-}
-
 // First index in [begin, end) of the sorted global list whose value is >= value.
 int64_t lower_bound_index(const int32_t* indices, int64_t begin, int64_t end, int64_t value) {
   return std::lower_bound(indices + begin, indices + end, value,
@@ -52,10 +48,6 @@ void finish_group(const AttentionProblem& p, const Plan& plan, RowGroup& g) {
 }
 
 }  // namespace
-
-int64_t q_length_of(const AttentionProblem& p, int64_t b) {
-  return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len;
-}
 
 int64_t position_offset(const AttentionProblem& p, int64_t b) { return kv_length_of(p, b) - q_length_of(p, b); }
 

@@ -69,9 +69,6 @@ Plan make_plan(const AttentionProblem& problem, const cpu::CpuKernels& kernels, 
 // to the end of its own keys, kv_length(b) - q_length(b) (problem.h).
 int64_t position_offset(const AttentionProblem& problem, int64_t b);
 
-// Query rows of batch item b that are real (q_lengths[b], or seq_len); the rest are padding.
-int64_t q_length_of(const AttentionProblem& problem, int64_t b);
-
 // The position rule of a row group of batch b (global rows see through an unbounded window).
 RowMask row_mask(const AttentionProblem& problem, const Plan& plan, int64_t b, bool global_rows);
 

@@ -238,21 +238,12 @@ bool needs_regularising(const AttentionProblem& p) {
   return p.dtype != DType::float32 || p.out_dtype != DType::float32 || p.block_table != nullptr || p.q_starts != nullptr;
 }
 
-int64_t q_length_of(const AttentionProblem& p, int64_t b) { return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len; }
-int64_t kv_length_of(const AttentionProblem& p, int64_t b) { return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len; }
-
-// Element offset of query row i of item b (packed: row q_starts[b] + i), and of key row j.
+// Element offset of query row i of item b, and of key row j (problem.h's query_row / key_row).
 int64_t q_row_offset(const AttentionProblem& p, const Strides& s, int64_t b, int64_t h, int64_t i) {
-  const int64_t row = p.q_starts != nullptr ? p.q_starts[b] + i : i;
-  return b * s.batch + h * s.head + row * s.seq;
+  return b * s.batch + h * s.head + query_row(p, b, i) * s.seq;
 }
 int64_t kv_row_offset(const AttentionProblem& p, const Strides& s, int64_t b, int64_t h, int64_t j) {
-  int64_t row = j;
-  if (p.kv_starts != nullptr) row = p.kv_starts[b] + j;
-  if (p.block_table != nullptr) {
-    row = static_cast<int64_t>(p.block_table[b * p.max_blocks + j / p.page_size]) * p.page_size + j % p.page_size;
-  }
-  return b * s.batch + h * s.head + row * s.seq;
+  return b * s.batch + h * s.head + key_row(p, b, j) * s.seq;
 }
 
 // One source row of `dtype` into a float32 row of dim elements.
@@ -338,7 +329,7 @@ void write_back_from_plugin(const AttentionProblem& p, const PluginProblem& w) {
           conversion_kernels().narrow_row(src, static_cast<int>(p.head_dim), p.out_dtype, static_cast<uint16_t*>(p.out) + at);
         }
         if (packed && p.lse != nullptr) {
-          p.lse[h * p.q_starts[p.batch] + p.q_starts[b] + i] = w.lse[static_cast<size_t>((b * p.heads + h) * p.seq_len + i)];
+          p.lse[lse_index(p, b, h, i)] = w.lse[static_cast<size_t>((b * p.heads + h) * p.seq_len + i)];
         }
       }
     }

@@ -108,6 +108,29 @@ struct AttentionProblem {
   int64_t lse_elements = 0;
 };
 
+// The per-item rules of the comments above, in one place for the CPU driver and the CUDA loader.
+// (Kernel objects compiled with ISA flags never include this header: see kernels/cpu/kernel_api.h.)
+inline int64_t q_length_of(const AttentionProblem& p, int64_t b) {
+  return p.q_lengths != nullptr ? p.q_lengths[b] : p.seq_len;
+}
+inline int64_t kv_length_of(const AttentionProblem& p, int64_t b) {
+  return p.kv_lengths != nullptr ? p.kv_lengths[b] : p.kv_seq_len;
+}
+// The row (in its tensor's seq stride) of query i of item b in q and out: i, or q_starts[b] + i.
+inline int64_t query_row(const AttentionProblem& p, int64_t b, int64_t i) {
+  return p.q_starts != nullptr ? p.q_starts[b] + i : i;
+}
+// The row of key j of item b in its head's K and V: j, kv_starts[b] + j, or its page pool row.
+inline int64_t key_row(const AttentionProblem& p, int64_t b, int64_t j) {
+  if (p.kv_starts != nullptr) return p.kv_starts[b] + j;
+  if (p.block_table == nullptr) return j;
+  return static_cast<int64_t>(p.block_table[b * p.max_blocks + j / p.page_size]) * p.page_size + j % p.page_size;
+}
+// The lse entry of (item b, query head h, query i): [batch, heads, seq_len], or [heads, total_q] packed.
+inline int64_t lse_index(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
+  return p.q_starts != nullptr ? h * p.q_starts[p.batch] + p.q_starts[b] + i : (b * p.heads + h) * p.seq_len + i;
+}
+
 enum class Status : int32_t {
   ok = 0,
   invalid_argument = 1,

@@ -3,7 +3,7 @@
 // the README comes from that run and none is typed by hand:
 //   node bench/readme-table.mjs [bench/report/results.json]
 import { readFileSync } from 'node:fs';
-import { fmtTime } from './report.mjs';
+import { asyncCostTable, fmtTime } from './report.mjs';
 
 const file = process.argv[2] ?? new URL('./report/results.json', import.meta.url).pathname;
 const run = JSON.parse(readFileSync(file, 'utf8'));
@@ -38,6 +38,7 @@ const rows = [
   ['encoder batch 32 × seqLen 128, h12 d64, bshd', 'full-b32-h12-d64-s128-bshd', { peak: true }],
   ['encoder batch 16 × seqLen 512, h12 d64, bshd', 'full-b16-h12-d64-s512-bshd', { peak: true }],
   ['local-global, h8 d64, window [256, 256] + 4 globals, seqLen 16384, bshd', 'lg-h8-d64-s16384-w256-256-g4-bshd', {}],
+  ['local-global, same, seqLen 8192', 'lg-h8-d64-s8192-w256-256-g4', {}],
   ['local-global, same, seqLen 65536', 'lg-h8-d64-s65536-w256-256-g4', {}],
   ['causal window [511, 0], h8 d64, seqLen 16384, bshd', 'swa-h8-d64-s16384-w511-0-bshd', {}],
   ['decode, h32 kvh8 d128, kvSeqLen 32768', 'decode-h32-kvh8-d128-s1-kvs32768', { bandwidth: true }],
@@ -78,3 +79,6 @@ const halfHead = `| case | ${P} float32 | ${P} bfloat16 | ${P} float32 in, bfloa
 const halfLines = halfRows.map(([label, id]) =>
   `| ${label} | ${ours(id, P)} | ${against(id, `${P} bf16`)} | ${against(id, `${P} f32 in, bf16 products`)} | ${against(id, `${P} f16`)} | ${ort(id)} |`);
 process.stdout.write(`\n${[halfHead, `|${' --- |'.repeat(6)}`, ...halfLines].join('\n')}\n`);
+
+// Async calls against sync calls of the same case, paired in the same rounds (bench/ours.mjs).
+if (run.asyncCost?.length) process.stdout.write(`\n${asyncCostTable(run.asyncCost)}\n`);

@@ -143,11 +143,16 @@ export function asyncCostText(rows) {
   return `Async calls against sync (paired, ratio = median of per-round ratios):\n${lines.join('\n')}`;
 }
 
-function asyncCostMd(rows) {
-  if (!rows?.length) return '';
+/** The async-against-sync table (the report's, and the README's from the same run). */
+export function asyncCostTable(rows) {
   const names = Object.keys(rows[0].times);
   const head = `| case | ${names.join(' | ')} |\n|---|${names.map(() => '--:').join('|')}|`;
   const body = rows.map((r) => `| \`${r.case}\` | ${names.map((n) => `${fmtTime(r.times[n].median)}${n === 'sync' ? '' : ` (${r.times[n].ratioToFirst.toFixed(3)}x)`}`).join(' | ')} |`);
+  return `${head}\n${body.join('\n')}`;
+}
+
+function asyncCostMd(rows) {
+  if (!rows?.length) return '';
   return `## Async calls against sync
 
 Timed as paired comparisons (each round calls all three, rotating the order); the ratio is the
@@ -155,8 +160,7 @@ median over rounds of the async call's time over the sync call's in the same rou
 copies q, k and v on plain ArrayBuffers at submit and delivers out when it settles (memory the
 caller could transfer or shrink meanwhile); SharedArrayBuffer-backed arrays are used in place.
 
-${head}
-${body.join('\n')}
+${asyncCostTable(rows)}
 
 `;
 }

@@ -1,10 +1,11 @@
 // The public API of global-local-attention. Every function validates with lib/options.ts, then runs
 // on one backend from lib/backends/registry.ts.
-import { availableBackends, backendStatuses, resolveBackend } from './backends/registry';
+import { availableBackends, backendStatuses, resolveBackend as backendFor } from './backends/registry';
 import { multiplyAddBound, runInline } from './inline-async';
-import { type AttentionKind, resultOf, validateCall } from './options';
+import { type AttentionKind, backendChoice, resultOf, validateCall } from './options';
+import { typeError } from './errors';
 import type {
-  AttentionInput, AttentionOutput, Backend, BackendStatus, DType, FullAttentionOptions, LocalGlobalAttentionOptions,
+  AttentionInput, AttentionOutput, Backend, BackendChoice, BackendStatus, DType, FullAttentionOptions, LocalGlobalAttentionOptions,
 } from './types';
 
 export type {
@@ -31,14 +32,14 @@ export type { AttentionState, MergeAttentionStatesOptions } from './merge';
 
 function runSync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): unknown {
   const { problem, buffers, backend: choice, result } = validateCall(kind, q, k, v, options);
-  const out = resolveBackend(choice).runSync(problem, buffers);
+  const out = backendFor(choice).runSync(problem, buffers);
   return result === 'as-is' ? out : resultOf(result, out);
 }
 
 async function runAsync(kind: AttentionKind, q: unknown, k: unknown, v: unknown, options: unknown): Promise<unknown> {
   // Inside an async function, so a validation error becomes a rejection, never a synchronous throw.
   const { problem, buffers, backend: choice, result } = validateCall(kind, q, k, v, options);
-  const backend = resolveBackend(choice);
+  const backend = backendFor(choice);
   const out = multiplyAddBound(problem) <= backend.inlineMultiplyAdds
     ? await runInline(backend, problem, buffers)
     : await backend.runAsync(problem, buffers);
@@ -139,6 +140,17 @@ export function localGlobalAttention(
 /** The backends that can run here, best first; `'auto'` uses the first. Always ends with `'js'`. */
 export function backends(): Backend[] {
   return availableBackends();
+}
+
+/**
+ * The backend a call with these options would run on: `options.backend`, else the
+ * GLOBAL_LOCAL_ATTENTION_BACKEND environment variable, else `'auto'` (the first of `backends()`).
+ * Throws what the call would: a RangeError for an unknown name, an Error (with the reason) for a
+ * backend that cannot run here.
+ */
+export function resolveBackend(options: { backend?: BackendChoice } = {}): Backend {
+  if (typeof options !== 'object' || options === null) throw typeError('options', options, 'an object or undefined');
+  return backendFor(backendChoice(options.backend)).name;
 }
 
 /**

@@ -526,7 +526,7 @@ function inputDtype(q: unknown, given: unknown): DType {
       "'float16' or 'bfloat16' to say what the bits are",
     );
   }
-  throw typeError('q', q, arrayKinds('float32'));
+  throw arrayTypeError('q', q, arrayKinds('float32'));
 }
 
 function precisionName(value: unknown, dtype: DType): Precision {
@@ -553,7 +553,7 @@ export function arrayKinds(dtype: DType): string {
  */
 export function tensorArray(name: string, value: unknown, dtype: DType, out = false): TensorArray {
   if (dtype === 'float32') {
-    if (!isFloat32Array(value)) throw typeError(name, value, out ? 'a Float32Array' : arrayKinds(dtype));
+    if (!isFloat32Array(value)) throw arrayTypeError(name, value, out ? 'a Float32Array' : arrayKinds(dtype));
     return float32Array(name, value);
   }
   let array: Uint16Array;
@@ -564,10 +564,27 @@ export function tensorArray(name: string, value: unknown, dtype: DType, out = fa
     if (isDetached(f16)) throw detachedError(name);
     array = new Uint16Array(f16.buffer, f16.byteOffset, f16.length);
   } else {
-    throw typeError(name, value, out ? arrayKinds(dtype).replace('dtype is', 'outDtype is') : arrayKinds(dtype));
+    throw arrayTypeError(name, value, out ? arrayKinds(dtype).replace('dtype is', 'outDtype is') : arrayKinds(dtype));
   }
   if (isDetached(array)) throw detachedError(name);
   return array;
+}
+
+/** The TypeError for a value that is not the array wanted; a Tensor object is told to pass its .data. */
+function arrayTypeError(name: string, value: unknown, expected: string): TypeError {
+  // An onnxruntime-node or transformers.js Tensor holds its typed array in .data, and after a
+  // projection its dims are [batch, seq, heads·headDim]: layout 'bshd'.
+  if (isTensorObject(value)) {
+    return typeError(name, value, `${expected}; for a Tensor pass its .data (${name}.data) with layout 'bshd' for [batch, seq, heads·headDim] dims`);
+  }
+  return typeError(name, value, expected);
+}
+
+/** An object that holds a typed array in .data beside its dims: a Tensor of onnxruntime or transformers.js. */
+function isTensorObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) return false;
+  const { data, dims } = value as { data?: unknown; dims?: unknown };
+  return ArrayBuffer.isView(data) && Array.isArray(dims);
 }
 
 function detachedError(name: string): TypeError {
@@ -618,7 +635,8 @@ function boolean(name: string, value: unknown): boolean {
 
 const EXPECTED_BACKEND = `'auto' or one of ${BACKEND_NAMES.map((n) => `'${n}'`).join(', ')}`;
 
-function backendChoice(value: unknown): BackendChoice {
+/** options.backend, else GLOBAL_LOCAL_ATTENTION_BACKEND, else 'auto'; validated. */
+export function backendChoice(value: unknown): BackendChoice {
   if (value === undefined) {
     // Read on every call that names no backend, so that a change to the variable takes effect at
     // once (~0.5 µs: process.env is a getenv() behind an interceptor). Naming the backend skips it.

@@ -217,4 +217,10 @@ export interface BackendStatus {
    * false: this backend computes in float32 whatever the precision, which is more accurate.
    */
   bfloat16Products: boolean;
+  /**
+   * Where the backend's code comes from, when it is available: `'prebuilt (prebuilds/linux-x64/…)'`
+   * for the binary shipped in the package, `'built here (build/Release/…)'` for one that npm install
+   * compiled, `'pure TypeScript (dist/js/)'` for js. null when the backend is unavailable.
+   */
+  origin: string | null;
 }

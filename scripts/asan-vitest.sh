@@ -2,7 +2,7 @@
 # The vitest suites against an AddressSanitizer + UBSan build of the addon (CI; about 5 minutes on two
 # cores). The addon is built by cmake-js with GLA_SANITIZE=ON into build-asan-addon/, then a scratch
 # copy of the package (dist, tests, node_modules linked) gets it as build/Release/*.node: the
-# package finds its addon through `bindings` under its own root, so nothing in lib/ needs to know.
+# package finds its addon through node-gyp-build under its own root (build/Release first), so nothing in lib/ needs to know.
 # Node itself is not instrumented, so gcc's ASan runtime is preloaded, and leak detection is off
 # (Node keeps allocations until exit by design). Any sanitizer report aborts the process it is in,
 # which fails the test that ran it.

@@ -16,7 +16,16 @@ describe('backends', () => {
       if (status.available) expect(status.reason).toBeNull();
       else expect(status.reason).toMatch(/\S/);
     }
-    expect(report.at(-1)).toEqual({ name: 'js', available: true, reason: null, bfloat16Products: false });
+    expect(report.at(-1)).toEqual({ name: 'js', available: true, reason: null, bfloat16Products: false, origin: 'pure TypeScript (dist/js/)' });
+  });
+
+  it('says where each available backend came from: the addon npm install built, or the prebuild', () => {
+    for (const status of gla.backendReport()) {
+      if (!status.available) expect(status.origin).toBeNull();
+      else if (status.name === 'js') expect(status.origin).toMatch(/TypeScript/);
+      // The tests run on the package's own build (build/Release comes first), or on a prebuild.
+      else expect(status.origin).toMatch(/^(built here \(build\/Release\/global_local_attention\.node\)|prebuilt \(prebuilds\/[a-z0-9]+-[a-z0-9]+\/node\.napi(\.glibc|\.musl)?\.node\))$|libgla_cuda/);
+    }
   });
 
   it('reports bfloat16 products exactly for avx512 on a CPU with AVX512_BF16 (Linux: /proc/cpuinfo says)', () => {
@@ -58,6 +67,32 @@ describe('backends', () => {
     } finally {
       if (saved === undefined) delete process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
       else process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = saved;
+    }
+  });
+
+  it('resolveBackend() says what a call would run on: options.backend, else the variable, else the best', () => {
+    const saved = process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+    try {
+      delete process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+      expect(gla.resolveBackend()).toBe(gla.backends()[0]);
+      expect(gla.resolveBackend({})).toBe(gla.backends()[0]);
+      expect(gla.resolveBackend({ backend: 'auto' })).toBe(gla.backends()[0]);
+      expect(gla.resolveBackend({ backend: 'js' })).toBe('js');
+      process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = 'js';
+      expect(gla.resolveBackend()).toBe('js');
+      expect(gla.resolveBackend({ backend: 'auto' })).toBe(gla.backends()[0]);
+      process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = 'not-a-backend';
+      expect(() => gla.resolveBackend()).toThrow(/^the environment variable GLOBAL_LOCAL_ATTENTION_BACKEND is "not-a-backend", expected 'auto' or one of/);
+    } finally {
+      if (saved === undefined) delete process.env.GLOBAL_LOCAL_ATTENTION_BACKEND;
+      else process.env.GLOBAL_LOCAL_ATTENTION_BACKEND = saved;
+    }
+    expect(() => gla.resolveBackend({ backend: 'gpu' as never })).toThrow(RangeError);
+    expect(() => gla.resolveBackend({ backend: 'gpu' as never })).toThrow(/^options\.backend is "gpu", expected 'auto' or one of 'cuda'/);
+    expect(() => gla.resolveBackend(null as never)).toThrow(TypeError);
+    const missing = gla.backendReport().find((s) => !s.available);
+    if (missing !== undefined) {
+      expect(() => gla.resolveBackend({ backend: missing.name })).toThrow(`backend '${missing.name}' is not available: ${missing.reason}`);
     }
   });
 

@@ -48,6 +48,11 @@ const without = (key: string) => (a: Args): Args => {
   return { ...a, options };
 };
 
+/** The shape of onnxruntime-node's and transformers.js's Tensor: a typed array in .data beside its dims. */
+class Tensor {
+  constructor(readonly data: Float32Array, readonly dims: number[]) {}
+}
+
 function detachedFloat32Array(length: number): Float32Array {
   const array = new Float32Array(length);
   structuredClone(array.buffer, { transfer: [array.buffer] });
@@ -91,6 +96,10 @@ const RULES: Rule[] = [
   { rule: 'q must be a Float32Array', kind: 'full', args: (a) => ({ ...a, q: new Float64Array(Q_LENGTH) }), error: TypeError, message: /^q is a Float64Array of length 24, expected a Float32Array \(or a Float16Array \/ a Uint16Array with options\.dtype 'float16' or 'bfloat16'\)$/ },
   { rule: 'v must not be a plain array', kind: 'localGlobal', args: (a) => ({ ...a, v: Array(KV_LENGTH).fill(0) }), error: TypeError, message: /^v is an array of length 15, expected a Float32Array \(or a Float16Array/ },
   { rule: 'k must have the right length', kind: 'full', args: (a) => ({ ...a, k: new Float32Array(14) }), error: RangeError, message: /^k has length 14, expected batch·kvHeads·kvSeqLen·headDim = 1·1·5·3 = 15$/ },
+  // An onnxruntime-node / transformers.js Tensor (data + dims; its class is called Tensor) is told to pass .data.
+  { rule: 'q must not be a Tensor object', kind: 'full', args: (a) => ({ ...a, q: new Tensor(a.q as Float32Array, [1, 4, 6]) }), error: TypeError, message: /^q is a Tensor, expected a Float32Array .*; for a Tensor pass its \.data \(q\.data\) with layout 'bshd' for \[batch, seq, heads·headDim\] dims$/ },
+  { rule: 'v must not be a Tensor object', kind: 'localGlobal', args: (a) => ({ ...a, v: new Tensor(a.v as Float32Array, [1, 5, 3]) }), error: TypeError, message: /^v is a Tensor, expected a Float32Array .*pass its \.data \(v\.data\)/ },
+  { rule: 'out must not be a Tensor object', kind: 'full', args: withOptions({ out: { data: new Float32Array(Q_LENGTH), dims: [1, 4, 6] } }), error: TypeError, message: /^options\.out is an object, expected a Float32Array; for a Tensor pass its \.data \(options\.out\.data\)/ },
   { rule: 'q must have the right length', kind: 'localGlobal', args: (a) => ({ ...a, q: new Float32Array(0) }), error: RangeError, message: /^q has length 0, expected batch·heads·seqLen·headDim = 1·2·4·3 = 24$/ },
   { rule: 'q must not be detached', kind: 'full', args: (a) => ({ ...a, q: detachedFloat32Array(Q_LENGTH) }), error: TypeError, message: /^q is a Float32Array whose buffer is detached/ },
   { rule: 'k must not be detached', kind: 'localGlobal', args: (a) => ({ ...a, k: detachedFloat32Array(KV_LENGTH) }), error: TypeError, message: /^k is a Float32Array whose buffer is detached/ },

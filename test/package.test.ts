@@ -10,7 +10,7 @@ import { ROOT } from './helpers/package';
 const EXPORTS = [
   'backendReport', 'backends', 'decodeBfloat16', 'decodeFloat16', 'encodeBfloat16', 'encodeFloat16', 'fullAttention',
   'fullAttentionSync', 'localGlobalAttention', 'localGlobalAttentionSync',
-  'mergeAttentionStates', 'mergeAttentionStatesSync',
+  'mergeAttentionStates', 'mergeAttentionStatesSync', 'resolveBackend',
 ];
 
 /** Runs a script with the current node in `cwd`, without this process's backend override. */

@@ -26,7 +26,7 @@ function run(source: string): { status: number | null; stdout: string; stderr: s
 
 describe('the README examples', () => {
   it('has the examples this test knows', () => {
-    expect(BLOCKS).toHaveLength(9);
+    expect(BLOCKS).toHaveLength(10);
   });
 
   it('the quick start prints the backends and the result length', () => {
@@ -34,6 +34,14 @@ describe('the README examples', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/'js' \]/);
     expect(r.stdout).toMatch(/^524288$/m);
+  });
+
+  it('the onnxruntime-node interop passes tensor.data in bshd, and a Tensor itself is a TypeError', () => {
+    const source = block("new ort.Tensor('float32', out, q.dims)");
+    const r = run(source);
+    expect(r.status, r.stderr).toBe(0);
+    // The two `// ...` comments after the console.log calls are the lines they print.
+    expect(r.stdout.trim().split('\n')).toEqual(['1×6×32 float32', "TypeError for a Tensor pass its .data (q.data) with layout 'bshd' for [batch, seq, heads·headDim] dims"]);
   });
 
   it('the bfloat16 KV cache decodes token by token', () => {

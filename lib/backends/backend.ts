@@ -8,6 +8,8 @@ export interface BackendImpl {
   readonly inlineMultiplyAdds: number;
   /** Whether precision 'bfloat16' runs bfloat16 products here (only asked once probe() is null). */
   bfloat16Products(): boolean;
+  /** Where this backend's code comes from, for backendReport() (only asked once probe() is null). */
+  origin(): string;
   /** null when this backend can run here, else why not. May be slow (loads the addon); cached by the registry. */
   probe(): string | null;
   /** Blocks until out (and lse) are filled; returns out. Only called after probe() returned null. */

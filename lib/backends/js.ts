@@ -50,6 +50,7 @@ export function jsBackend(): BackendImpl {
     inlineMultiplyAdds: 2 ** 18,
     probe: () => null,
     bfloat16Products: () => false,
+    origin: () => 'pure TypeScript (dist/js/)',
     runSync(problem, buffers) {
       if (isFloat32Problem(problem)) {
         const filled = withOut(problem, buffers);

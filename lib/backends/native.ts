@@ -6,47 +6,60 @@ import type { NativeBinding, NativeIsa, NativeProblemFields } from '../../bindin
 import type { AttentionBuffers, AttentionProblem } from '../problem';
 import type { BackendImpl } from './backend';
 
-type BindingsLoader = (options: { bindings: string; module_root: string }) => unknown;
+/** node-gyp-build's resolver: build/Release first (built here), then prebuilds/<platform>-<arch>/. */
+type AddonResolver = { path(dir: string): string };
 
 interface LoadResult {
   binding: NativeBinding | null;
   /** Why the addon could not be loaded; null when it loaded. */
   failure: string | null;
+  /** Where the loaded addon came from, for backendReport(); null when none loaded. */
+  origin: string | null;
 }
 
 let loaded: LoadResult | undefined;
 
-// dist/backends/native.js -> the package root. bindings would otherwise guess the root from the
-// stack, which breaks under bundlers and when the calling file is not inside the package.
+// dist/backends/native.js -> the package root, found from this file rather than guessed from the
+// caller's stack, which breaks under bundlers and when the calling file is not inside the package.
 const PACKAGE_ROOT = path.join(__dirname, '..', '..');
 const ADDON_NAME = 'global_local_attention';
 
 function loadAddon(): LoadResult {
   if (loaded === undefined) {
+    let file: string;
     try {
-      const bindings = require('bindings') as BindingsLoader;
-      const binding = bindings({ bindings: ADDON_NAME, module_root: PACKAGE_ROOT }) as NativeBinding;
+      file = (require('node-gyp-build') as AddonResolver).path(PACKAGE_ROOT);
+    } catch {
+      loaded = { binding: null, failure: notBuiltReason(), origin: null };
+      return loaded;
+    }
+    try {
+      const binding = require(file) as NativeBinding;
       // A stale build (no problemFields at all) reads as a mismatch too.
       const mismatch = problemLayoutMismatch(typeof binding.problemFields === 'function' ? binding.problemFields() : null);
-      loaded = mismatch === null ? { binding, failure: null } : { binding: null, failure: mismatch };
+      loaded = mismatch === null
+        ? { binding, failure: null, origin: originOf(file) }
+        : { binding: null, failure: mismatch, origin: null };
     } catch (error) {
-      loaded = { binding: null, failure: describeLoadFailure(error) };
+      const message = error instanceof Error ? error.message : String(error);
+      loaded = { binding: null, failure: `the native addon ${path.relative(PACKAGE_ROOT, file)} failed to load: ${message.split('\n')[0]}`, origin: null };
     }
   }
   return loaded;
 }
 
-function describeLoadFailure(error: unknown): string {
-  // bindings lists a dozen candidate paths when the file is simply absent; one line says it better,
-  // and scripts/install.js has recorded why the build did not happen.
-  if (error instanceof Error && Array.isArray((error as { tries?: unknown }).tries)) {
-    const why = installFailure();
-    return why === null
-      ? `the native addon is not built (no build/Release/${ADDON_NAME}.node under ${PACKAGE_ROOT})`
-      : `the native addon is not built (${why})`;
-  }
-  const message = error instanceof Error ? error.message : String(error);
-  return `the native addon failed to load: ${message.split('\n')[0]}`;
+/** 'prebuilt' for a binary shipped in prebuilds/, 'built here' for one npm install compiled. */
+function originOf(file: string): string {
+  const relative = path.relative(PACKAGE_ROOT, file).split(path.sep).join('/');
+  return relative.startsWith('prebuilds/') ? `prebuilt (${relative})` : `built here (${relative})`;
+}
+
+/** No addon anywhere: scripts/install.js has recorded why, when it ran. */
+function notBuiltReason(): string {
+  const why = installFailure();
+  return why === null
+    ? `the native addon is not built (no build/Release/${ADDON_NAME}.node and no prebuild for ${process.platform}-${process.arch} under ${PACKAGE_ROOT})`
+    : `the native addon is not built (${why})`;
 }
 
 /** The reason scripts/install.js wrote to build/native-status.json when it gave up, if it did. */
@@ -66,6 +79,11 @@ function installFailure(): string | null {
 /** Why the addon could not be loaded, or null when it is loaded. Loads it on first call. */
 export function nativeLoadFailure(): string | null {
   return loadAddon().failure;
+}
+
+/** Where the loaded addon came from ("prebuilt (...)" or "built here (...)"); null when none loaded. */
+export function nativeOrigin(): string | null {
+  return loadAddon().origin;
 }
 
 function requireBinding(): NativeBinding {
@@ -148,6 +166,7 @@ export function cpuBackend(isa: NativeIsa): BackendImpl {
       if (isas.includes(isa)) return null;
       return `this CPU or operating system does not support ${ISA_FEATURES[isa]}`;
     },
+    origin: () => nativeOrigin() ?? 'not loaded',
     bfloat16Products() {
       const binding = requireBinding();
       return typeof binding.bfloat16Isas === 'function' && binding.bfloat16Isas().includes(isa);
@@ -184,6 +203,8 @@ export function cudaBackend(): BackendImpl {
     },
     // The plugin computes float32 (half inputs are widened on the host) until tensor cores land.
     bfloat16Products: () => false,
+    // The plugin is looked for next to the addon (GLA_CUDA_PLUGIN overrides that).
+    origin: () => `libgla_cuda plugin beside the addon, ${nativeOrigin() ?? 'not loaded'}`,
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
       return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts);

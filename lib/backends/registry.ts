@@ -38,7 +38,12 @@ function unavailableReason(impl: BackendImpl): string | null {
 export function backendStatuses(): BackendStatus[] {
   return PRIORITY.map((impl) => {
     const reason = unavailableReason(impl);
-    return { name: impl.name, available: reason === null, reason, bfloat16Products: reason === null && impl.bfloat16Products() };
+    const available = reason === null;
+    return {
+      name: impl.name, available, reason,
+      bfloat16Products: available && impl.bfloat16Products(),
+      origin: available ? impl.origin() : null,
+    };
   });
 }
 

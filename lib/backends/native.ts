@@ -51,7 +51,9 @@ function loadAddon(): LoadResult {
 /** 'prebuilt' for a binary shipped in prebuilds/, 'built here' for one npm install compiled. */
 function originOf(file: string): string {
   const relative = path.relative(PACKAGE_ROOT, file).split(path.sep).join('/');
-  return relative.startsWith('prebuilds/') ? `prebuilt (${relative})` : `built here (${relative})`;
+  // Outside the package (GLOBAL_LOCAL_ATTENTION_PREBUILD points elsewhere): the full path says more.
+  const shown = relative.startsWith('../') ? file : relative;
+  return /(^|\/)prebuilds\//.test(shown) ? `prebuilt (${shown})` : `built here (${shown})`;
 }
 
 /** No addon anywhere: scripts/install.js has recorded why, when it ran. */

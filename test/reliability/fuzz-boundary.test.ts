@@ -14,7 +14,10 @@
 // The serving options too: qLengths, softcap, alibiSlopes and sinkLogits drawn valid (plain or
 // typed arrays, extreme but finite values) against the reference, and drawn wrong (a wrong count,
 // out of range, non-integer, non-finite, not a number, not a list) for a TypeError/RangeError naming
-// the option or its entry (`options.qLengths[1]`).
+// the option or its entry (`options.qLengths[1]`). And the paged KV cache: the drawn k and v copied
+// into shuffled pages of a pool (rows no sequence owns hold a far-off value, block-table entries past
+// each length are -1) against the contiguous problem's reference, and drawn wrong (an entry outside
+// the pool, a table or pageSize of the wrong kind, a pool that is not whole pages).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MODES, type Mode, attention } from '../helpers/call';
@@ -76,6 +79,8 @@ interface Scenario {
   options: Record<string, unknown>;
   /** For async calls; sync ones get `during.syncExpect` (nothing can interrupt them). */
   expect: Expectation;
+  /** The contiguous q, k, v whose reference the call must match, when the call reads another form (a page pool). */
+  referenceInputs?: { q: Float32Array; k: Float32Array; v: Float32Array };
   /** Done by the caller right after an async call is submitted, to a buffer it thereby gives up. */
   during?: { act: () => void; givenUp: Target; syncExpect: Expectation; inputs: { q: Float32Array; k: Float32Array; v: Float32Array } };
 }
@@ -274,6 +279,58 @@ const BAD_TYPES: unknown[] = ['2', null, true, 2n, [2], {}];
 const HUGE_SAFE = [2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 40, 2 ** 52 + 1, Number.MAX_SAFE_INTEGER];
 const PRODUCTS = ['batch·heads·seqLen·headDim', 'batch·kvHeads·kvSeqLen·headDim', 'batch·heads·seqLen'];
 
+/** A drawn paging of a built problem: k and v copied into shuffled pages of a pool, and its block table. */
+interface PagedDraw { k: unknown; v: unknown; blockTable: Int32Array; pageSize: number; kvLengths: number[]; pageCount: number; usedEntries: number[] }
+
+// What pool rows no sequence owns hold: a finite value far from the data (7776 in each dtype: float16
+// bits 0x6F98, bfloat16 bits 0x45F3), so that a kernel reading one where it may not shows in the result.
+const UNOWNED = { float32: 7776, float16: 0x6f98, bfloat16: 0x45f3 } as const;
+
+function pagedDraw(b: Base, built: Built, pick: (n: number) => number): PagedDraw {
+  const { batch, kvHeads, kvSeqLen, headDim } = b.options;
+  const bshd = b.options.layout === 'bshd';
+  const pageSize = [1, 2, 3, 5, 16][pick(5)];
+  const maxBlocks = Math.ceil(kvSeqLen / pageSize) + pick(2);
+  const kvLengths = b.options.kvLengths !== undefined
+    ? Array.from(b.options.kvLengths as ArrayLike<number>)
+    : Array.from({ length: batch }, () => [kvSeqLen, pick(kvSeqLen + 1)][pick(2)]);
+  const needed = kvLengths.reduce((sum, n) => sum + Math.ceil(n / pageSize), 0);
+  const pageCount = Math.max(1, needed + pick(3));
+  // Pages handed out in a shuffled order, so that consecutive blocks are rarely adjacent.
+  const order = Array.from({ length: pageCount }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = pick(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const blockTable = new Int32Array(batch * maxBlocks).fill(-1);
+  const usedEntries: number[] = [];
+  let next = 0;
+  for (let item = 0; item < batch; item++) {
+    for (let n = 0; n < Math.ceil(kvLengths[item] / pageSize); n++) {
+      blockTable[item * maxBlocks + n] = order[next++];
+      usedEntries.push(item * maxBlocks + n);
+    }
+  }
+  const row = kvHeads * headDim;
+  const pool = (from: ArrayLike<number> & { constructor: unknown }) => {
+    const Kind = from.constructor as new (n: number) => { [i: number]: number; fill(x: number): unknown };
+    const half = built.storage.dtype !== 'float32' && typedArrayName(from) !== 'Float16Array';
+    const to = new Kind(pageCount * pageSize * row);
+    to.fill(half ? UNOWNED[built.storage.dtype] : UNOWNED.float32);
+    for (let item = 0; item < batch; item++) {
+      for (let j = 0; j < kvLengths[item]; j++) {
+        const poolRow = blockTable[item * maxBlocks + Math.floor(j / pageSize)] * pageSize + (j % pageSize);
+        for (let h = 0; h < kvHeads; h++) {
+          const source = bshd ? ((item * kvSeqLen + j) * kvHeads + h) * headDim : ((item * kvHeads + h) * kvSeqLen + j) * headDim;
+          for (let d = 0; d < headDim; d++) to[poolRow * row + h * headDim + d] = from[source + d];
+        }
+      }
+    }
+    return to;
+  };
+  return { k: pool(built.k), v: pool(built.v), blockTable, pageSize, kvLengths, pageCount, usedEntries };
+}
+
 /** Each entry: a label and how to turn a base problem into a scenario. */
 type Mutation = (b: Base, built: Built, pick: (n: number) => number) => Scenario;
 
@@ -340,6 +397,17 @@ const MUTATIONS: Record<string, Mutation> = {
     if (pick(2) === 0) serving.sinkLogits = perHead([0, -1, 2.5, 40, -40, 1e30, -1e30, 3e38, -3e38]);
     const shown = Object.entries(serving).map(([key, value]) => `${key} ${typeof value === 'number' ? value : `[${Array.from(value as ArrayLike<number>).join(', ')}]`}`);
     return valid(`serving ${shown.join(', ')}`, built, { ...b.options, ...serving } as ReferenceOptions, { options: { ...built.options, ...serving } });
+  },
+
+  'a paged KV cache: k and v as shuffled pages of a pool, a block table, -1 past each length': (b, built, pick) => {
+    const paged = pagedDraw(b, built, pick);
+    const { dtype } = built.storage;
+    return valid(`paged, pageSize ${paged.pageSize}, kvLengths [${paged.kvLengths.join(', ')}], table [${paged.blockTable.join(', ')}]`, built,
+      { ...b.options, kvLengths: paged.kvLengths }, {
+        k: paged.k, v: paged.v,
+        options: { ...built.options, blockTable: paged.blockTable, pageSize: paged.pageSize, kvLengths: paged.kvLengths },
+        referenceInputs: { q: tensorValues(dtype, built.q), k: tensorValues(dtype, built.k), v: tensorValues(dtype, built.v) },
+      });
   },
 
   'a buffer transferred or shrunk while an async call runs': (drawnBase, drawnBuilt, pick) => {
@@ -600,6 +668,38 @@ const MUTATIONS: Record<string, Mutation> = {
     const value = isType ? typed[pick(typed.length)] : ranged[pick(ranged.length)];
     return invalid(`${key} ${String(value)}`, built, isType ? TypeError : RangeError, [`options.${key}`], { options: { ...built.options, [key]: value } });
   },
+  'a paged cache gone wrong: an entry outside the pool, a table or pageSize of the wrong kind, a pool of the wrong length': (b, built, pick) => {
+    const paged = pagedDraw(b, built, pick);
+    const options = { ...built.options, blockTable: paged.blockTable, pageSize: paged.pageSize, kvLengths: paged.kvLengths };
+    const patch = { k: paged.k, v: paged.v };
+    const choice = pick(paged.usedEntries.length > 0 ? 6 : 5);
+    if (choice === 0) {
+      return invalid('blockTable as a plain array', built, TypeError, ['options.blockTable'], { ...patch, options: { ...options, blockTable: Array.from(paged.blockTable) } });
+    }
+    if (choice === 1) {
+      const pageSize = [0, -1, 1.5, NaN, 2 ** 31][pick(5)];
+      return invalid(`pageSize ${pageSize}`, built, RangeError, ['options.pageSize'], { ...patch, options: { ...options, pageSize } });
+    }
+    if (choice === 2) {
+      const pageSize = ['16', null, undefined][pick(3)];
+      return invalid(`pageSize ${String(pageSize)}`, built, TypeError, ['options.pageSize'], { ...patch, options: { ...options, pageSize } });
+    }
+    if (choice === 3) {
+      return invalid('a block table of a length that is not a multiple of batch', built, RangeError, ['options.blockTable'], {
+        ...patch, options: { ...options, blockTable: new Int32Array(b.options.batch === 1 ? 0 : b.options.batch * 3 + 1) },
+      });
+    }
+    if (choice === 4) {
+      // One element short: k is then part of a page (or, with 1-element pages, v no longer matches it).
+      const which = pick(2) === 0 ? 'k' : 'v';
+      const cut = (x: unknown) => (x as Float32Array).subarray(0, (x as Float32Array).length - 1);
+      return invalid(`${which} one element short of whole pages`, built, RangeError, which === 'k' ? ['k', 'v'] : ['v'], { ...patch, options, [which]: cut(patch[which]) });
+    }
+    const blockTable = paged.blockTable.slice();
+    const at = paged.usedEntries[pick(paged.usedEntries.length)];
+    blockTable[at] = [-1, paged.pageCount, 2 ** 31 - 1, -(2 ** 31)][pick(4)];
+    return invalid(`blockTable[${at}] = ${blockTable[at]}`, built, RangeError, [`options.blockTable[${at}]`], { ...patch, options: { ...options, blockTable } });
+  },
   'a scale that is not finite': (_b, built, pick) => {
     const scale = [NaN, Infinity, -Infinity][pick(3)];
     return invalid(`scale ${scale}`, built, RangeError, ['options.scale'], { options: { ...built.options, scale } });
@@ -683,7 +783,7 @@ async function check(kind: Kind, mode: Mode, s: Scenario, guards: Guard[], outGu
     else expect(typedArrayName(result), s.label).toBe(expectedResultName(numericsOf(s).outDtype));
     const { dtype, outDtype, precision } = numericsOf(s);
     // The reference of the values the bits stand for, decoded independently of lib/half.ts.
-    const inputs = s.during?.inputs ?? { q: tensorValues(dtype, s.q), k: tensorValues(dtype, s.k), v: tensorValues(dtype, s.v) };
+    const inputs = s.during?.inputs ?? s.referenceInputs ?? { q: tensorValues(dtype, s.q), k: tensorValues(dtype, s.k), v: tensorValues(dtype, s.v) };
     const want = referenceAttention(inputs.q, inputs.k, inputs.v, expected.reference);
     if (dtype === 'float32' && outDtype === 'float32' && precision === 'float32') {
       try {

@@ -139,6 +139,13 @@ export const PARITY_CASES: ParityCase[] = [
     },
   },
   {
+    // Rows of several full key blocks, so that fused softmax attempts raise their shift by the
+    // bias's rise (attention_block.cc alibi_rise): steep slopes (the bias climbs 0.9 per key),
+    // shallow, zero and negative ones, and large logits on top.
+    name: 'ALiBi over long causal rows: steep, shallow, zero and negative slopes, seqLen 700, large logits', kind: 'full', magnitude: 12,
+    options: { batch: 1, heads: 4, seqLen: 700, headDim: 32, causal: true, alibiSlopes: [0.9, 1 / 64, 0, -0.05] },
+  },
+  {
     name: 'ALiBi, not causal, negative and zero slopes, seqLen 37 < kvSeqLen 65, headDim 33', kind: 'full',
     options: { batch: 2, heads: 3, seqLen: 37, kvSeqLen: 65, headDim: 33, alibiSlopes: new Float32Array([0.5, 0, -0.03125]) },
   },

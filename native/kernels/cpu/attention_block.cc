@@ -649,6 +649,34 @@ void compute_scores_with(const BlockArgs& a) {
   compute_scores<E>(a);
 }
 
+// ALiBi lifts a row's scores block after block as its keys come nearer its position (causal
+// attention walks towards p): against the running max alone, every block of a steep head would
+// overshoot the headroom, and the unit would lose the fused softmax after its second block. So the
+// fused attempt shifts by the running max plus how much the bias can have risen since the key just
+// before the block: -slope·d for the block's best distance d (its nearest key for a positive slope,
+// its farthest for a negative one) against -slope·d for that key. The headroom check still decides,
+// with one more condition (kRiseSlack): the raised shift must not end far above every score.
+inline float alibi_rise(const BlockArgs& a, int r) {
+  if (r >= a.rows || a.row_slope[r] == 0.0f) return 0.0f;
+  const double slope = a.row_slope[r];
+  const int64_t p = a.row_position[r];
+  const int64_t first = a.keys[0];
+  const int64_t last = a.keys[a.n_keys - 1];
+  const auto distance = [p](int64_t j) { return static_cast<double>(p > j ? p - j : j - p); };
+  const double nearest = p < first ? distance(first) : p > last ? distance(last) : 0.0;
+  const double farthest = std::max(distance(first), distance(last));
+  const double rise = slope * distance(first - 1) - slope * (slope > 0.0 ? nearest : farthest);
+  return rise > 0.0 ? static_cast<float>(rise) : 0.0f;
+}
+
+// Rows whose running max a fused attempt may raise (alibi_rise): the old maxima are kept on the
+// stack for the rescale, or for the way back when the attempt fails.
+constexpr int kRiseRows = 256;
+// How far a raised shift may end above both the old running max and the block's max and stand:
+// the block's weights are then >= e^-40 (no underflow), and when the rescale of the old sums
+// underflows (a rise > 87), what it drops is below e^-47 of the block's weights.
+constexpr float kRiseSlack = 40.0f;
+
 template <bool Bf16>
 bool try_fused_block(const BlockArgs& a) {
   if (a.fused_softmax == nullptr || !*a.fused_softmax) return false;
@@ -656,12 +684,33 @@ bool try_fused_block(const BlockArgs& a) {
     // A unit's first block, or a row that has seen only -inf or NaN: the exact path.
     if (!(a.row_max[r] >= kLowest && a.row_max[r] <= kHighest)) return false;
   }
+  float old_max[kRiseRows];
+  const bool rises = a.row_slope != nullptr && a.rows_pad <= kRiseRows;
+  if (rises) {
+    for (int r = 0; r < a.rows_pad; ++r) {
+      const float raised = a.row_max[r] + alibi_rise(a, r);
+      if (!(raised <= kHighest)) return false;
+      old_max[r] = a.row_max[r];
+      a.row_max[r] = raised;
+    }
+  }
   compute_scores_with<Epilogue::fused, Bf16>(a);
   for (int r = 0; r < a.rows_pad; ++r) {
-    if (!(a.alpha[r] <= a.row_max[r] + kFusedHeadroom)) {
+    const bool overshot = rises && !(a.row_max[r] <= std::max(old_max[r], a.alpha[r]) + kRiseSlack);
+    if (!(a.alpha[r] <= a.row_max[r] + kFusedHeadroom) || overshot) {
+      if (rises) std::copy(old_max, old_max + a.rows_pad, a.row_max);
       *a.fused_softmax = false;
       return false;
     }
+  }
+  if (rises) {
+    // The weights are relative to the raised max: the sum and the accumulator so far rescale to it.
+    for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) {
+      const V alpha = simd::exp(simd::sub(simd::load(old_max + r0), simd::load(a.row_max + r0)));
+      simd::store(a.alpha + r0, alpha);
+      simd::store(a.row_sum + r0, simd::fmadd(simd::load(a.row_sum + r0), alpha, simd::load(a.block_sum + r0)));
+    }
+    return true;
   }
   for (int r = 0; r < a.rows_pad; ++r) {
     a.row_sum[r] += a.block_sum[r];

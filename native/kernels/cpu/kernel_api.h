@@ -73,9 +73,10 @@ struct BlockArgs {
   uint32_t* p_pairs;         // scratch [(n_keys + 1) / 2][rows_pad]
   int dim_pairs;             // (head_dim + 1) / 2
 
-  // Score transforms (problem.h), applied to the raw scores of a block before its mask, only when
-  // on: softcap > 0, and ALiBi when row_slope is set. Either one sends full blocks down the
-  // partial path's softmax (no fused attempt); calls with neither run the kernels as before.
+  // Score transforms (problem.h), applied to the raw scores of a block in registers before its
+  // mask, only when on: softcap > 0, and ALiBi when row_slope is set (a fused attempt then also
+  // raises its shift by the bias's foreseeable rise, attention_block.cc alibi_rise); calls with
+  // neither run the kernels as before.
   float softcap;               // 0 = off
   const float* row_slope;      // [rows_pad]: the ALiBi slope of each row's head (0 in padding lanes); nullptr = off
   const int64_t* row_position; // [rows]: each row's absolute position (ALiBi's p)

@@ -20,7 +20,7 @@ export interface NativeProblemLayout {
   names: string[];
 }
 
-export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
+export type NativeIsa = 'avx512' | 'avx2' | 'neon' | 'scalar';
 
 /** A tensor of the problem's dtype (q, k, v) or outDtype (out): a Float32Array for float32, a
  *  Uint16Array of bit patterns for float16 and bfloat16. */

@@ -6,7 +6,7 @@
 
 /** The backend the targets speak for: the first native CPU backend, else js. */
 export function primaryBackend(backends) {
-  return backends.find((b) => b === 'avx512' || b === 'avx2' || b === 'scalar') ?? backends.find((b) => b === 'js') ?? null;
+  return backends.find((b) => b === 'avx512' || b === 'avx2' || b === 'neon' || b === 'scalar') ?? backends.find((b) => b === 'js') ?? null;
 }
 
 export function evaluateTargets(results, primary, asyncCost = [], asyncSubmission = null, varlen = null) {

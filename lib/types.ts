@@ -1,6 +1,6 @@
 // The public option types. They are documented here because this is what editors show on hover.
 /** Every backend, best first: the order in which `'auto'` tries them. */
-export const BACKEND_NAMES = ['cuda', 'avx512', 'avx2', 'scalar', 'js'] as const;
+export const BACKEND_NAMES = ['cuda', 'avx512', 'avx2', 'neon', 'scalar', 'js'] as const;
 
 /** A backend name (see {@link BACKEND_NAMES}, and `backends()` for the ones available here). */
 export type Backend = (typeof BACKEND_NAMES)[number];

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { makeInputs } from './helpers/cases';
 import { gla } from './helpers/package';
 
-const ALL = ['cuda', 'avx512', 'avx2', 'scalar', 'js'];
+const ALL = ['cuda', 'avx512', 'avx2', 'neon', 'scalar', 'js'];
 const SHAPE = { batch: 1, heads: 2, seqLen: 9, headDim: 4 };
 
 describe('backends', () => {

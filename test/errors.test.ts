@@ -209,7 +209,7 @@ const RULES: Rule[] = [
   { rule: 'lse must have batch·heads·seqLen elements', kind: 'localGlobal', args: withOptions({ lse: new Float32Array(24) }), error: RangeError, message: /^options\.lse has length 24, expected batch·heads·seqLen = 1·2·4 = 8$/ },
 
   // backend, threads
-  { rule: 'backend names are checked', kind: 'full', args: withOptions({ backend: 'gpu' }), error: RangeError, message: /^options\.backend is "gpu", expected 'auto' or one of 'cuda', 'avx512', 'avx2', 'scalar', 'js'$/ },
+  { rule: 'backend names are checked', kind: 'full', args: withOptions({ backend: 'gpu' }), error: RangeError, message: /^options\.backend is "gpu", expected 'auto' or one of 'cuda', 'avx512', 'avx2', 'neon', 'scalar', 'js'$/ },
   { rule: 'backend must be a string', kind: 'full', args: withOptions({ backend: 1 }), error: TypeError, message: /^options\.backend is 1, expected 'auto' or one of/ },
   {
     rule: 'GLOBAL_LOCAL_ATTENTION_BACKEND is checked like options.backend', kind: 'localGlobal', args: (a) => a, env: { GLOBAL_LOCAL_ATTENTION_BACKEND: 'fast' },

@@ -147,6 +147,7 @@ export function problemLayoutMismatch(reported: unknown): string | null {
 const ISA_FEATURES: Record<NativeIsa, string> = {
   avx512: 'AVX-512F',
   avx2: 'AVX2 and FMA',
+  neon: 'NEON (the arm64 kernels)',
   scalar: 'the portable scalar kernels',
 };
 

@@ -10,6 +10,7 @@ const PRIORITY: readonly BackendImpl[] = [
   cudaBackend(),
   cpuBackend('avx512'),
   cpuBackend('avx2'),
+  cpuBackend('neon'),
   cpuBackend('scalar'),
   jsBackend(),
 ];

@@ -79,7 +79,13 @@ CpuFeatures detect_cpu_features() {
 
 #else
 
-CpuFeatures detect_cpu_features() { return CpuFeatures{}; }
+CpuFeatures detect_cpu_features() {
+  CpuFeatures f;
+#if defined(__aarch64__) || defined(_M_ARM64)
+  f.neon = true;  // Advanced SIMD is mandatory in AArch64: no probe needed.
+#endif
+  return f;
+}
 
 #endif
 

@@ -26,6 +26,11 @@ const Entry kTable[] = {
 #else
     {Isa::avx2, nullptr},
 #endif
+#if defined(GLA_HAVE_NEON)
+    {Isa::neon, &cpu::neon::kernels},
+#else
+    {Isa::neon, nullptr},
+#endif
     {Isa::scalar, &cpu::scalar::kernels},
 };
 
@@ -33,6 +38,7 @@ bool cpu_can_run(Isa isa, const CpuFeatures& f) {
   switch (isa) {
     case Isa::avx512: return f.avx512;
     case Isa::avx2: return f.avx2_fma;
+    case Isa::neon: return f.neon;
     case Isa::scalar: return true;
   }
   return false;
@@ -103,13 +109,14 @@ const char* isa_name(Isa isa) {
     case Isa::scalar: return "scalar";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::neon: return "neon";
   }
   return "unknown";
 }
 
 bool isa_from_name(const char* name, Isa* out) {
   if (name == nullptr || out == nullptr) return false;
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon}) {
     if (std::strcmp(name, isa_name(isa)) == 0) {
       *out = isa;
       return true;

@@ -121,6 +121,20 @@ bool run_and_compare(TestProblem& tp, const gla_test::Reference& ref, Isa isa, i
   return c.ok;
 }
 
+// The ISAs the suites run: every supported one, or those GLA_TEST_ISAS names ("neon scalar"), so
+// that a slow run (arm64 under qemu) can skip what another run covers.
+std::vector<Isa> test_isas() {
+  static const std::vector<Isa> isas = [] {
+    std::vector<Isa> out;
+    const char* only = std::getenv("GLA_TEST_ISAS");
+    for (Isa isa : gla::supported_isas()) {
+      if (only == nullptr || only[0] == '\0' || std::strstr(only, gla::isa_name(isa)) != nullptr) out.push_back(isa);
+    }
+    return out;
+  }();
+  return isas;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 void suite_isas() {
@@ -129,7 +143,7 @@ void suite_isas() {
               GLA_BUILT_ISAS, gla::hardware_threads());
   expect(!isas.empty() && isas.back() == Isa::scalar, "supported_isas ends with scalar");
   for (size_t i = 1; i < isas.size(); ++i) expect(isas[i - 1] > isas[i], "supported_isas is best first");
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon}) {
     Isa parsed = Isa::scalar;
     expect(gla::isa_from_name(gla::isa_name(isa), &parsed) && parsed == isa, "isa name round trip");
   }
@@ -154,6 +168,12 @@ void suite_isas() {
     expect(has(Isa::avx2), "this CPU has AVX2+FMA, so avx2 must be supported");
   }
 #endif
+#if defined(__aarch64__)
+  // NEON is the arm64 baseline: built means supported, and first.
+  if (std::string(GLA_BUILT_ISAS).find("neon") != std::string::npos) {
+    expect(isas.front() == Isa::neon, "an arm64 build with the neon kernels runs them first");
+  }
+#endif
 
   // An ISA that is not available is reported, not run.
   TestProblem tp;
@@ -170,7 +190,7 @@ void suite_exp() {
   const int n = 1 << 20;
   std::vector<float> in(n), out(n);
   for (int i = 0; i < n; ++i) in[i] = -87.3f + 87.3f * static_cast<float>(i) / (n - 1);  // softmax's domain
-  for (Isa isa : gla::supported_isas()) {
+  for (Isa isa : test_isas()) {
     gla::core::kernel_exp(isa, in.data(), out.data(), n);
     double worst = 0.0;
     float worst_x = 0.0f;
@@ -308,7 +328,7 @@ void suite_validate() {
     const gla::Outcome v = gla::validate_problem(tp.p);
     expect(v.status == Status::ok, std::string("validate accepts: ") + c.first + " (" + v.message + ")");
     const gla_test::Reference ref = gla_test::compute_reference(tp);
-    for (Isa isa : gla::supported_isas()) run_and_compare(tp, ref, isa, 2, DriverConfig{}, c.first);
+    for (Isa isa : test_isas()) run_and_compare(tp, ref, isa, 2, DriverConfig{}, c.first);
   }
 }
 
@@ -536,7 +556,7 @@ std::vector<Spec> grid_specs() {
 
 void suite_grid() {
   const std::vector<Spec> specs = grid_specs();
-  const std::vector<Isa> isas = gla::supported_isas();
+  const std::vector<Isa> isas = test_isas();
   // Defaults at 1 and 2 threads, plus small tiles (many partial / gathered blocks) and a forced
   // split-K, so that every path runs on shapes a test can afford.
   const std::pair<int, DriverConfig> variants[] = {
@@ -602,7 +622,7 @@ void suite_concurrency() {
     gla_test::build(specs[i], tp);
     refs[i] = gla_test::compute_reference(tp);
   }
-  const std::vector<Isa> isas = gla::supported_isas();
+  const std::vector<Isa> isas = test_isas();
   std::vector<int> failures(specs.size(), 0);
   std::vector<std::thread> threads;
   for (size_t t = 0; t < specs.size(); ++t) {
@@ -660,7 +680,7 @@ void suite_random(int count) {
   const DType dtypes[] = {DType::float32, DType::float16, DType::bfloat16};
   auto pick = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(rng)); };
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p; };
-  const std::vector<Isa> isas = gla::supported_isas();
+  const std::vector<Isa> isas = test_isas();
   const Layout layouts[] = {Layout::bhsd, Layout::bshd, Layout::bhsd_padded, Layout::bshd_padded};
 
   for (int n = 0; n < count; ++n) {
@@ -940,7 +960,7 @@ const std::pair<int, DriverConfig> kHalfVariants[] = {
 
 void run_all(TestProblem& tp, const gla_test::Reference& ref, const std::string& label,
              const std::function<void(const std::string&)>& after = nullptr) {
-  for (Isa isa : gla::supported_isas()) {
+  for (Isa isa : test_isas()) {
     for (const auto& v : kHalfVariants) {
       run_and_compare(tp, ref, isa, v.first, v.second, label);
       if (after) after(label + " isa=" + gla::isa_name(isa) + " threads=" + std::to_string(v.first) + " " +
@@ -1130,9 +1150,9 @@ void suite_half() {
   // On a CPU with the bfloat16 products, precision bfloat16 must actually have used them: with a
   // float32 out its error is that of bfloat16 operands (about 1e-3), far above float32's (1e-6).
   bool any_bf16 = false;
-  for (Isa isa : gla::supported_isas()) any_bf16 = any_bf16 || gla::dispatch::has_bf16_products(isa);
+  for (Isa isa : test_isas()) any_bf16 = any_bf16 || gla::dispatch::has_bf16_products(isa);
   std::printf("half: %d problems x %zu ISAs x %zu variants; bfloat16 products on this CPU: %s\n", problems,
-              gla::supported_isas().size(), std::size(kHalfVariants), any_bf16 ? "yes" : "no");
+              test_isas().size(), std::size(kHalfVariants), any_bf16 ? "yes" : "no");
   if (any_bf16) {
     expect(g_worst_bf16_products > 1e-4, "precision bfloat16 used the bfloat16 products (worst error " +
                                              std::to_string(g_worst_bf16_products) + ")");
@@ -1206,7 +1226,7 @@ void check_serving_rows(const TestProblem& tp, const gla_test::Reference& ref, c
 // Every ISA x every variant, compare + check_serving_rows. Returns the number of runs.
 int run_serving(TestProblem& tp, const gla_test::Reference& ref, const std::string& label) {
   int runs = 0;
-  for (Isa isa : gla::supported_isas()) {
+  for (Isa isa : test_isas()) {
     for (const auto& v : kServingVariants) {
       run_and_compare(tp, ref, isa, v.first, v.second, label);
       check_serving_rows(tp, ref, label + " isa=" + gla::isa_name(isa) + " threads=" + std::to_string(v.first) + " " +
@@ -1546,7 +1566,7 @@ void serving_validation() {
            std::string("validate rejects: ") + c.first + " (got status " + std::to_string(static_cast<int>(v.status)) +
                ")");
     tp.poison_outputs();
-    for (Isa isa : gla::supported_isas()) {
+    for (Isa isa : test_isas()) {
       const gla::Outcome r = gla::core::run_attention_configured(tp.p, isa, DriverConfig{7, 24, 3, 0});
       bool untouched = true;
       for (float x : tp.out) untouched = untouched && std::isnan(x);
@@ -1737,7 +1757,7 @@ void suite_serving() {
       if (v.status != Status::ok) continue;
       const gla_test::Reference ref = gla_test::compute_reference(tp);
       run_all(tp, ref, gla_test::describe(s), [&](const std::string& where) { check_serving_rows(tp, ref, where); });
-      runs += static_cast<int>(gla::supported_isas().size() * std::size(kHalfVariants));
+      runs += static_cast<int>(test_isas().size() * std::size(kHalfVariants));
       ++problems;
     }
   }
@@ -1783,7 +1803,7 @@ void suite_serving() {
     run_all(tp, ref, gla_test::describe(s), [&](const std::string& where) { check_serving_rows(tp, ref, where); });
     ++problems;
   }
-  std::printf("serving: %d problems, %d runs (ISAs: %s)\n", problems, runs, isa_list(gla::supported_isas()).c_str());
+  std::printf("serving: %d problems, %d runs (ISAs: %s)\n", problems, runs, isa_list(test_isas()).c_str());
 }
 
 }  // namespace
@@ -1834,6 +1854,6 @@ int main(int argc, char** argv) {
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%d checks, %d failed, %.2f s (ISAs: %s)\n", g_checks, g_failures, s,
-              isa_list(gla::supported_isas()).c_str());
+              isa_list(test_isas()).c_str());
   return g_failures == 0 ? 0 : 1;
 }

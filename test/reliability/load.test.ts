@@ -18,7 +18,7 @@ const NATIVE = BACKENDS.filter((b) => b !== 'js');
 // The JS backend sends every async call through worker_threads and copies its inputs into shared
 // memory: 2,000 calls there measure postMessage, not this library, and take ~10 s on two cores.
 // It gets 300 calls by default and the full 2,000 under GLA_HEAVY.
-const CALLS: Record<Backend, number> = { cuda: 2000, avx512: 2000, avx2: 2000, scalar: 2000, js: HEAVY ? 2000 : 300 };
+const CALLS: Record<Backend, number> = { cuda: 2000, avx512: 2000, avx2: 2000, neon: 2000, scalar: 2000, js: HEAVY ? 2000 : 300 };
 const MAX_LAG_MS = 20;
 /** A loaded CI machine may delay one tick now and then; a library that blocks does so every time. */
 const LAG_ATTEMPTS = 3;

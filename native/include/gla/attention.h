@@ -12,15 +12,16 @@ namespace gla {
 
 // Instruction sets the CPU kernels are compiled for. The numeric values are stable (logged, and
 // usable as indices), the names are what JavaScript sees.
-enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2, neon = 3 };
 
-// "scalar" | "avx2" | "avx512"; "unknown" for a value outside the enum.
+// "scalar" | "avx2" | "avx512" | "neon"; "unknown" for a value outside the enum.
 const char* isa_name(Isa isa);
 
 // Parses one of the names above (exact, lower case). Returns false and leaves *out alone otherwise.
 bool isa_from_name(const char* name, Isa* out);
 
-// The ISAs that were compiled in AND that this CPU and OS can run (CPUID + XCR0), best first.
+// The ISAs that were compiled in AND that this CPU and OS can run (CPUID + XCR0 on x86; NEON is
+// the arm64 baseline), best first.
 // Always ends with Isa::scalar. Detected once per process.
 std::vector<Isa> supported_isas();
 

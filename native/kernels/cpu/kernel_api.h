@@ -132,6 +132,7 @@ struct CpuKernels {
 namespace scalar { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
 namespace avx2 { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
 namespace avx512 { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
+namespace neon { extern const CpuKernels kernels; GLA_DECLARE_CONVERSIONS }
 
 }  // namespace cpu
 }  // namespace gla

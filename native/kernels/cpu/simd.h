@@ -20,6 +20,8 @@
 #include "kernels/cpu/simd_avx512.h"
 #elif defined(GLA_KERNEL_ISA_AVX2)
 #include "kernels/cpu/simd_avx2.h"
+#elif defined(GLA_KERNEL_ISA_NEON)
+#include "kernels/cpu/simd_neon.h"
 #elif defined(GLA_KERNEL_ISA_SCALAR)
 #include "kernels/cpu/simd_scalar.h"
 #else

@@ -2,7 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { attention } from './helpers/call';
-import { PARITY_CASES, type ParityCase, inputLengths, makeInputs, prepared } from './helpers/cases';
+import { PARITY_CASES, type ParityCase, inputLengths, makeInputs, pagedCache, prepared } from './helpers/cases';
 import { expectMatchesReference, expectSameContents } from './helpers/compare';
 import { BACKENDS } from './helpers/package';
 import { type ReferenceOptions, referenceAttention } from './reference';
@@ -31,6 +31,21 @@ describe.each(BACKENDS)('backend %s matches the float64 reference', (backend) =>
     expectSameContents(inputs.q, copies.q, 'q after the calls');
     expectSameContents(inputs.k, copies.k, 'k after the calls');
     expectSameContents(inputs.v, copies.v, 'v after the calls');
+  });
+
+  // The same problems with K and V in a paged KV cache (shuffled pages, NaN in every pool row no
+  // sequence owns): the contiguous problem's reference, sync and async.
+  const pagedTable = PARITY_CASES.filter((c) => c.pageSize !== undefined).map((c): [string, ParityCase] => [`${c.kind}: ${c.name}, paged by ${c.pageSize}`, c]);
+  it.each(pagedTable)('%s', async (_title, c) => {
+    const { inputs, reference } = prepared(c);
+    const paged = pagedCache(c.name, c.options, inputs.k, inputs.v, c.pageSize as number);
+    const n = inputLengths(c.options);
+    for (const mode of ['sync', 'async'] as const) {
+      const out = new Float32Array(n.q).fill(NaN);
+      const lse = new Float32Array(n.lse).fill(NaN);
+      await attention(c.kind, mode, inputs.q, paged.k, paged.v, { ...c.options, ...paged.options, out, lse, backend });
+      expectMatchesReference(c.options, reference, out, lse);
+    }
   });
 
   it('honours the byteOffset of subarray inputs and writes nothing outside out and lse', async () => {

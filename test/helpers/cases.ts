@@ -1,6 +1,6 @@
 // The parity grid: each case names what it exercises. Sizes are odd on purpose (1, 3, 37, 100, 257)
 // so that every tile loop has a ragged tail, and headDims include non-multiples of 16.
-import { type ReferenceOptions, type ReferenceResult, referenceAttention } from '../reference';
+import { type ReferenceOptions, type ReferenceResult, referenceAttention, tensorIndex } from '../reference';
 import { randomNonZero, rng, seedOf } from './random';
 
 export type Kind = 'full' | 'localGlobal';
@@ -11,6 +11,8 @@ export interface ParityCase {
   options: ReferenceOptions;
   /** Scales q and k so that |scaled scores| reach the hundreds. */
   magnitude?: number;
+  /** Also run with k and v as a paged KV cache of pages this long (shuffled; see pagedCache). */
+  pageSize?: number;
 }
 
 const sinks = [0, 1, 2, 3];
@@ -32,15 +34,15 @@ export const PARITY_CASES: ParityCase[] = [
   { name: 'seqLen 257, headDim 128', kind: 'full', options: { batch: 1, heads: 2, seqLen: 257, headDim: 128 } },
   { name: 'headDim 256, causal 37 x 65', kind: 'full', options: { batch: 1, heads: 1, seqLen: 37, kvSeqLen: 65, headDim: 256, causal: true } },
   {
-    name: 'decode: one causal query sees the whole cache', kind: 'full',
+    name: 'decode: one causal query sees the whole cache', kind: 'full', pageSize: 16,
     options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 257, headDim: 64, causal: true },
   },
   {
-    name: 'kvLengths 0, 1, 37, causal', kind: 'full',
+    name: 'kvLengths 0, 1, 37, causal', kind: 'full', pageSize: 1,
     options: { batch: 3, heads: 2, seqLen: 37, headDim: 16, causal: true, kvLengths: [0, 1, 37] },
   },
   {
-    name: 'kvLengths, GQA, bshd', kind: 'full',
+    name: 'kvLengths, GQA, bshd', kind: 'full', pageSize: 7,
     options: { batch: 3, heads: 4, kvHeads: 2, seqLen: 5, kvSeqLen: 70, headDim: 8, layout: 'bshd', kvLengths: new Int32Array([70, 1, 33]) },
   },
   { name: 'scale 0.37, headDim 32', kind: 'full', options: { batch: 1, heads: 1, seqLen: 37, headDim: 32, scale: 0.37 } },
@@ -72,7 +74,7 @@ export const PARITY_CASES: ParityCase[] = [
     options: { batch: 2, heads: 2, seqLen: 100, headDim: 20, window: [3, 3], globalTokens: [[0, 1], [90, 20, 20, 3]] },
   },
   {
-    name: 'attention sinks: causal + window [15, 0] + globals 0..3, MQA', kind: 'localGlobal',
+    name: 'attention sinks: causal + window [15, 0] + globals 0..3, MQA', kind: 'localGlobal', pageSize: 16,
     options: { batch: 1, heads: 4, kvHeads: 1, seqLen: 257, headDim: 64, causal: true, window: [15, 0], globalTokens: sinks },
   },
   {
@@ -84,7 +86,7 @@ export const PARITY_CASES: ParityCase[] = [
     options: { batch: 1, heads: 2, seqLen: 100, headDim: 8, causal: true, window: [5, 0], globalTokens: [50, 99] },
   },
   {
-    name: 'globals beyond kvLengths stay invisible', kind: 'localGlobal',
+    name: 'globals beyond kvLengths stay invisible', kind: 'localGlobal', pageSize: 3,
     options: { batch: 2, heads: 2, seqLen: 37, headDim: 8, window: [2, 2], globalTokens: [[1, 30], [1, 30]], kvLengths: [20, 0] },
   },
   {
@@ -142,7 +144,7 @@ export const PARITY_CASES: ParityCase[] = [
     // Rows of several full key blocks, so that fused softmax attempts raise their shift by the
     // bias's rise (attention_block.cc alibi_rise): steep slopes (the bias climbs 0.9 per key),
     // shallow, zero and negative ones, and large logits on top.
-    name: 'ALiBi over long causal rows: steep, shallow, zero and negative slopes, seqLen 700, large logits', kind: 'full', magnitude: 12,
+    name: 'ALiBi over long causal rows: steep, shallow, zero and negative slopes, seqLen 700, large logits', kind: 'full', magnitude: 12, pageSize: 64,
     options: { batch: 1, heads: 4, seqLen: 700, headDim: 32, causal: true, alibiSlopes: [0.9, 1 / 64, 0, -0.05] },
   },
   {
@@ -169,7 +171,7 @@ export const PARITY_CASES: ParityCase[] = [
     options: { batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 128, headDim: 64, causal: true, window: [31, 0], kvLengths: [128, 50] },
   },
   {
-    name: 'padded decode batch with globalTokens [0, 1, 2, 3]', kind: 'localGlobal',
+    name: 'padded decode batch with globalTokens [0, 1, 2, 3]', kind: 'localGlobal', pageSize: 32,
     options: {
       batch: 2, heads: 4, kvHeads: 2, seqLen: 1, kvSeqLen: 128, headDim: 64, causal: true, window: [31, 0], kvLengths: [128, 50],
       globalTokens: [0, 1, 2, 3],
@@ -239,4 +241,51 @@ export function prepared(c: ParityCase): { inputs: Inputs; reference: ReferenceR
     references.set(c.name, entry);
   }
   return entry;
+}
+
+/** A contiguous problem's K and V as a paged KV cache: the options that read it, and the pool. */
+export interface PagedCache {
+  k: Float32Array;
+  v: Float32Array;
+  /** blockTable, pageSize and kvLengths (every item's, required with a block table). */
+  options: { blockTable: Int32Array; pageSize: number; kvLengths: number[] };
+}
+
+/**
+ * k and v of `o` (in o.layout) copied into a pool [pages, pageSize, kvHeads, headDim] whose pages are
+ * handed out in a shuffled order; pool rows no sequence owns hold NaN, and block-table entries past
+ * each item's length are -1, so that a read of either shows in the result.
+ */
+export function pagedCache(name: string, o: ReferenceOptions, k: Float32Array, v: Float32Array, pageSize: number): PagedCache {
+  const kvHeads = o.kvHeads ?? o.heads;
+  const kvSeqLen = o.kvSeqLen ?? o.seqLen;
+  const layout = o.layout ?? 'bhsd';
+  const kvLengths = Array.from({ length: o.batch }, (_, b) => (o.kvLengths === undefined ? kvSeqLen : o.kvLengths[b]));
+  const maxBlocks = Math.ceil(kvSeqLen / pageSize);
+  const pageCount = kvLengths.reduce((sum, n) => sum + Math.ceil(n / pageSize), 0) + 1;
+  const random = rng(seedOf(`${name} pages`));
+  const order = Array.from({ length: pageCount }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const blockTable = new Int32Array(o.batch * maxBlocks).fill(-1);
+  let next = 0;
+  for (let b = 0; b < o.batch; b++) {
+    for (let n = 0; n < Math.ceil(kvLengths[b] / pageSize); n++) blockTable[b * maxBlocks + n] = order[next++];
+  }
+  const row = kvHeads * o.headDim;
+  const pool = (from: Float32Array): Float32Array => {
+    const to = new Float32Array(pageCount * pageSize * row).fill(NaN);
+    for (let b = 0; b < o.batch; b++) {
+      for (let j = 0; j < kvLengths[b]; j++) {
+        const poolRow = blockTable[b * maxBlocks + Math.floor(j / pageSize)] * pageSize + (j % pageSize);
+        for (let h = 0; h < kvHeads; h++) {
+          for (let d = 0; d < o.headDim; d++) to[poolRow * row + h * o.headDim + d] = from[tensorIndex(layout, kvHeads, kvSeqLen, o.headDim, b, h, j, d)];
+        }
+      }
+    }
+    return to;
+  };
+  return { k: pool(k), v: pool(v), options: { blockTable, pageSize, kvLengths } };
 }

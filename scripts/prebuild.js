@@ -51,8 +51,10 @@ function build() {
   if (cmake.error || cmake.status !== 0) skip('cmake was not found on PATH');
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   const out = path.join(root, 'build-prebuild');
+  // build, not rebuild: a second pack reuses the objects. GLA_CUDA is given every time, so that a
+  // cached OFF from an earlier configure cannot leave the plugin out of a later pack unnoticed.
   const args = [cmakeJs, 'build', '--directory', root, '--out', out, '--config', 'Release',
-    `--CDCMAKE_CUDA_ARCHITECTURES=${PREBUILD_CUDA_ARCHITECTURES}`];
+    '--CDGLA_CUDA=AUTO', `--CDCMAKE_CUDA_ARCHITECTURES=${PREBUILD_CUDA_ARCHITECTURES}`];
   for (const extra of (process.env.GLOBAL_LOCAL_ATTENTION_CMAKE_ARGS || '').split(/\s+/).filter(Boolean)) {
     args.push(extra.startsWith('-D') ? `--C${extra.slice(1)}` : extra);
   }

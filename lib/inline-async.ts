@@ -37,26 +37,28 @@ const SLAB_BYTES = 64 * 1024;
 let slab = new ArrayBuffer(SLAB_BYTES);
 let slabUsed = 0;
 
-function carve(bytes: number): ArrayBuffer | null {
-  if (bytes > SLAB_BYTES / 16) return null;
+/** Where in `slab` (as it is after the call) `bytes` were set aside, or -1 for a large request. */
+function carve(bytes: number): number {
+  if (bytes > SLAB_BYTES / 16) return -1;
   // 16-byte steps keep every view aligned as a fresh allocation would be.
   const size = (bytes + 15) & ~15;
   if (slabUsed + size > SLAB_BYTES) {
     slab = new ArrayBuffer(SLAB_BYTES);
     slabUsed = 0;
   }
+  const at = slabUsed;
   slabUsed += size;
-  return slab;
+  return at;
 }
 
 function asideFloat32(length: number): Float32Array {
-  const memory = carve(length * 4);
-  return memory === null ? new Float32Array(length) : new Float32Array(memory, slabUsed - ((length * 4 + 15) & ~15), length);
+  const at = carve(length * 4);
+  return at < 0 ? new Float32Array(length) : new Float32Array(slab, at, length);
 }
 
 function asideUint16(length: number): Uint16Array {
-  const memory = carve(length * 2);
-  return memory === null ? new Uint16Array(length) : new Uint16Array(memory, slabUsed - ((length * 2 + 15) & ~15), length);
+  const at = carve(length * 2);
+  return at < 0 ? new Uint16Array(length) : new Uint16Array(slab, at, length);
 }
 
 function sameKind(array: TensorArray): TensorArray {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT } from './helpers/package';
+import { ROOT, gla } from './helpers/package';
 
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const BLOCKS = [...README.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
@@ -26,7 +26,7 @@ function run(source: string): { status: number | null; stdout: string; stderr: s
 
 describe('the README examples', () => {
   it('has the examples this test knows', () => {
-    expect(BLOCKS).toHaveLength(10);
+    expect(BLOCKS).toHaveLength(11);
   });
 
   it('the quick start prints the backends and the result length', () => {
@@ -42,6 +42,17 @@ describe('the README examples', () => {
     expect(r.status, r.stderr).toBe(0);
     // The two `// ...` comments after the console.log calls are the lines they print.
     expect(r.stdout.trim().split('\n')).toEqual(['1×6×32 float32', "TypeError for a Tensor pass its .data (q.data) with layout 'bshd' for [batch, seq, heads·headDim] dims"]);
+  });
+
+  it('resolveBackend and backendReport say which backend runs and where each came from', () => {
+    const r = run(block('resolveBackend({ backend: \'js\' })'));
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const report = gla.backendReport();
+    expect(lines).toEqual([
+      gla.backends()[0], 'js',
+      ...report.map((s) => `${s.name}: ${s.available ? s.origin : `unavailable (${s.reason})`}`),
+    ]);
   });
 
   it('the bfloat16 KV cache decodes token by token', () => {

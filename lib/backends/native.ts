@@ -206,8 +206,11 @@ export function cudaBackend(): BackendImpl {
     },
     // The plugin computes float32 (half inputs are widened on the host) until tensor cores land.
     bfloat16Products: () => false,
-    // The plugin is looked for next to the addon (GLA_CUDA_PLUGIN overrides that).
-    origin: () => `libgla_cuda plugin beside the addon, ${nativeOrigin() ?? 'not loaded'}`,
+    // The plugin is looked for next to the addon unless GLA_CUDA_PLUGIN names one (loader.cpp).
+    origin: () => {
+      const plugin = process.env.GLA_CUDA_PLUGIN;
+      return plugin ? `the plugin GLA_CUDA_PLUGIN names (${plugin})` : `libgla_cuda plugin beside the addon, ${nativeOrigin() ?? 'not loaded'}`;
+    },
     runSync(p, b: AttentionBuffers) {
       const binding = requireBinding();
       return binding.cudaAttentionSync(b.q, b.k, b.v, b.out, b.lse, encodeNativeProblem(p), p.kvLengths, p.globalOffsets, p.globalIndices, p.qLengths, p.alibiSlopes, p.sinkLogits, p.blockTable, p.qStarts, p.kvStarts);

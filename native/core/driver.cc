@@ -61,6 +61,38 @@ Unit unit_of(const Call& c, int64_t group_index, int64_t slot) {
               static_cast<int>(round_up(rows, c.plan.vector_width))};
 }
 
+// The element at `offset` of a tensor of `dtype`.
+const void* element_at(const void* base, DType dtype, int64_t offset) {
+  return static_cast<const unsigned char*>(base) + offset * dtype_bytes(dtype);
+}
+
+// Asks for the cache lines of [p, p + bytes) without waiting for them (Write: for writing).
+template <bool Write>
+inline void prefetch_lines(const void* p, int64_t bytes) {
+  const unsigned char* first = static_cast<const unsigned char*>(p);
+  for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(first + at, Write ? 1 : 0, 3);
+}
+
+// A unit's query rows and output rows, all requested before the first is read. Outside bhsd they
+// are heads x head_dim elements apart (1 KiB at h8 d64 bfloat16), a new line each and a new page
+// every few rows, which the hardware prefetcher does not follow: loading Q row by row waited for
+// one miss after another (34 ns per row against 16 with this, in a stand-alone loop over a 16 MiB
+// bshd Q; bench/NOTES.md section 15). The output rows are written when the unit ends.
+void prefetch_unit_rows(const Call& c, const Unit& u) {
+  const AttentionProblem& p = c.p;
+  const RowGroup& g = u.g;
+  const int64_t q_bytes = p.head_dim * dtype_bytes(p.dtype);
+  const int64_t out_bytes = p.head_dim * dtype_bytes(p.out_dtype);
+  for (int r = 0; r < u.rows; ++r) {
+    const int64_t h = u.h0 + r / g.n_rows;
+    const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
+    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + query_row(p, g.batch, i) * p.q_strides.seq;
+    const int64_t out_offset = g.batch * p.out_strides.batch + h * p.out_strides.head + query_row(p, g.batch, i) * p.out_strides.seq;
+    prefetch_lines<false>(element_at(p.q, p.dtype, q_offset), q_bytes);
+    prefetch_lines<true>(element_at(p.out, p.out_dtype, out_offset), out_bytes);
+  }
+}
+
 // Packs the unit's query rows (times scale), their per-row key bounds, and a fresh softmax state.
 // Once per unit, so its cost is spread over every key block of the unit. Row groups get Q
 // transposed (qt, vectors along rows); groups of at most few_rows rows (decode) get their rows
@@ -72,6 +104,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   const int rows_pad = u.rows_pad;
   const int dim_pad = c.plan.dim_pad;
   const bool few = u.rows <= c.kernels.few_rows;
+  prefetch_unit_rows(c, u);
   // Padding lanes and padding dims stay 0: their scores are 0, finite, and never written out.
   // Only the padding is cleared (clearing whole tiles was 7% of a short call, most of a tiny one).
   if (!few && u.rows < rows_pad) {
@@ -139,15 +172,11 @@ struct HeadKV {
   const uint32_t* k_pairs = nullptr;
   const uint32_t* v_pairs = nullptr;
   const uint8_t* block_v_finite = nullptr;
+  int64_t packed_keys = 0;  // the kv length: keys past it are neither packed nor read
   // A packed copy: row j is key j. Otherwise the caller's tensors, where a paged cache or packed
   // sequences put key j at key_row(p, b, j).
   bool rows_by_key = false;
 };
-
-// The element at `offset` of a tensor of `dtype`.
-const void* element_at(const void* base, DType dtype, int64_t offset) {
-  return static_cast<const unsigned char*>(base) + offset * dtype_bytes(dtype);
-}
 
 HeadKV head_kv_in_place(const AttentionProblem& p, int64_t b, int64_t kh) {
   return HeadKV{element_at(p.k, p.dtype, b * p.k_strides.batch + kh * p.k_strides.head), p.k_strides.seq,
@@ -251,10 +280,16 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
       for (int k = 0; k < a.n_keys; ++k) sc.pool_rows[k] = key_row(p, g.batch, sc.keys[k]);
     }
     const int dim = static_cast<int>(p.head_dim);
-    if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % plan.block_k == 0) {
-      // The head's pairs, packed once (pairs_per_head), blocks on the grid from key 0.
+    if (bf16 && kv.k_pairs != nullptr && block < g.n_range_blocks && sc.keys[0] % 2 == 0) {
+      // The head's pairs, packed once (pairs_per_head). V pairs keys 2i and 2i+1, so the block
+      // must start on an even key; a block of odd length then reads key j1's V row as its last
+      // key's partner (with weight 0), so that row must be finite too, like every row it weighs.
       const int64_t j0 = sc.keys[0];
-      if (kv.block_v_finite[j0 / plan.block_k] != 0) {
+      const int64_t last_read = j0 + a.n_keys - (a.n_keys % 2 == 0 ? 1 : 0);
+      const int64_t last_block = std::min(last_read, kv.packed_keys - 1) / plan.block_k;
+      bool finite = true;
+      for (int64_t kb = j0 / plan.block_k; kb <= last_block; ++kb) finite = finite && kv.block_v_finite[kb] != 0;
+      if (finite) {
         a.k_pairs = kv.k_pairs + j0 * a.dim_pairs;
         a.v_pairs = kv.v_pairs + j0 / 2 * plan.dim_pad;
         c.kernels.attend_block_bf16(a);
@@ -390,6 +425,7 @@ struct CallerBuffers {
   std::vector<float> packed_kv;  // KvAccess::packed_up_front: [batch][kv_heads][K, V][kv_seq_len][head_dim]
   std::vector<std::vector<float>> head_kv;  // KvAccess::packed_per_head: one head's K and V per slot
   std::vector<std::vector<uint32_t>> head_pairs;  // KvAccess::pairs_per_head: pairs and flags per slot
+  std::vector<uint32_t> all_pairs;  // KvAccess::pairs_up_front: [batch][kv_heads] pairs and flags
   std::vector<int64_t> batch_groups;        // first group of each batch item, and the end
   std::vector<Scratch> scratch;  // one per parallel_for slot
 };
@@ -419,11 +455,18 @@ enum class KvAccess {
   // Too few heads for that (batch 1 with MQA, many threads), or split-K: one parallel pass packs
   // every head into a call-wide buffer first, then the units run as usual.
   packed_up_front,
-  // bfloat16 products, blocks on a grid from key 0 (no window's lower bound): as packed_per_head,
-  // but into bfloat16 pairs, each block once per head instead of once per unit and block. A
-  // strided layout (bshd) is then read once, in order; per-unit packing read it once per query
-  // tile, 10-30% of a call at head_dim 128 (bench/NOTES.md section 11).
+  // bfloat16 products: as packed_per_head, but into bfloat16 pairs, each grid block of keys once
+  // per head instead of once per unit and block; windowed tiles read them too (their ranges start
+  // on even keys, Plan::even_ranges). A strided layout (bshd) is then read once, in order;
+  // per-unit packing read it once per query tile, 10-30% of a call at head_dim 128, and once per
+  // covering window under windows (bench/NOTES.md sections 11 and 15).
   pairs_per_head,
+  // bfloat16 products under a window on a layout whose head rows are not adjacent (bshd): one
+  // parallel pass packs every head's pairs first, each key block's rows for all heads in turn,
+  // then the units run tile by tile. A head at a time visits every page of K, V, Q and out once
+  // per head (in bshd a head's row is a new page every few rows); a window's tiles compute too
+  // little for those misses to hide (15-20% of local-global s16384, bench/NOTES.md section 15).
+  pairs_up_front,
 };
 
 KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu::CpuKernels& kernels, bool bf16) {
@@ -432,10 +475,15 @@ KvAccess choose_kv_access(const AttentionProblem& p, const Plan& plan, const cpu
   if (p.block_table != nullptr) return KvAccess::in_place;
   // bfloat16 products: each block is packed into pairs, per head where the blocks lie on a grid.
   if (bf16) {
-    // An even block_k keeps each block's V pairs its own.
-    const bool grid = plan.window_left < 0 && plan.chunks == 1 && plan.block_k % 2 == 0 &&
-                      p.batch * p.kv_heads >= 2 * static_cast<int64_t>(plan.threads);
-    return grid && plan.max_rows > kernels.few_rows ? KvAccess::pairs_per_head : KvAccess::in_place;
+    // An even block_k keeps each grid block's V pairs its own. Windowed groups read the same
+    // pairs wherever their blocks start on an even key (run_blocks): packing per unit and block
+    // instead packed each key once per group whose window covers it (12% of local-global s16384).
+    const bool grid = plan.chunks == 1 && plan.block_k % 2 == 0 && plan.max_rows > kernels.few_rows;
+    if (!grid) return KvAccess::in_place;
+    const bool adjacent_rows = p.k_strides.seq == p.head_dim && p.v_strides.seq == p.head_dim;
+    if (plan.window_left >= 0 && !adjacent_rows) return KvAccess::pairs_up_front;
+    const bool heads_for_every_thread = p.batch * p.kv_heads >= 2 * static_cast<int64_t>(plan.threads);
+    return heads_for_every_thread ? KvAccess::pairs_per_head : KvAccess::in_place;
   }
   // Half-precision rows are widened into unit-stride float32 blocks anyway (run_blocks).
   if (p.dtype != DType::float32) return KvAccess::in_place;
@@ -533,6 +581,36 @@ AttentionProblem pack_all_kv(const AttentionProblem& p, int threads, std::vector
   return packed_problem;
 }
 
+// Where one head's bfloat16 pairs live in a buffer of head_words words: K pairs [kv_seq_len]
+// [dim_pairs], V pairs [(kv_seq_len + 1) / 2][dim_pad], then one V-finite byte per grid block.
+struct PairsLayout {
+  int64_t dim_pairs;
+  int64_t k_words;
+  int64_t v_words;
+  int64_t n_blocks;
+  int64_t head_words;
+};
+
+PairsLayout pairs_layout(const AttentionProblem& p, const Plan& plan) {
+  PairsLayout l;
+  l.dim_pairs = (p.head_dim + 1) / 2;
+  l.k_words = p.kv_seq_len * l.dim_pairs;
+  l.v_words = (p.kv_seq_len + 1) / 2 * plan.dim_pad;
+  l.n_blocks = ceil_div(p.kv_seq_len, plan.block_k);
+  l.head_words = l.k_words + l.v_words + ceil_div(l.n_blocks, 4);
+  return l;
+}
+
+// The HeadKV of (b, kh) whose pairs are at `words` (the caller's K and V stay its source rows).
+HeadKV pairs_view(const AttentionProblem& p, int64_t b, int64_t kh, const PairsLayout& l, uint32_t* words) {
+  HeadKV kv = head_kv_in_place(p, b, kh);
+  kv.k_pairs = words;
+  kv.v_pairs = words + l.k_words;
+  kv.block_v_finite = reinterpret_cast<uint8_t*>(words + l.k_words + l.v_words);
+  kv.packed_keys = kv_length_of(p, b);
+  return kv;
+}
+
 // batch_groups[b] = the index of batch item b's first group (groups are ordered by batch), and
 // batch_groups[batch] = the group count: the per-head flows walk one item's groups. An item with no
 // groups (q_lengths 0) gets an empty range, batch_groups[b] == batch_groups[b + 1].
@@ -609,48 +687,63 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
   const int64_t slots_per_kv_head = call.group_size / plan.heads_per_unit;
   auto walk_head = [&](const std::vector<int64_t>& batch_groups, int64_t b, int64_t kh, const HeadKV& kv, Scratch& sc,
                        auto&& pack_until) {
+    const int64_t first_slot = kh * slots_per_kv_head, end_slot = first_slot + slots_per_kv_head;
     for (int64_t gi = batch_groups[static_cast<size_t>(b)]; gi < batch_groups[static_cast<size_t>(b + 1)]; ++gi) {
       pack_until(keys_end(p, plan.groups[static_cast<size_t>(gi)]));
-      for (int64_t hs = kh * slots_per_kv_head; hs < (kh + 1) * slots_per_kv_head; ++hs) {
-        run_unit(unit_of(call, gi, hs), 0, kv, sc);
-      }
+      for (int64_t hs = first_slot; hs < end_slot; ++hs) run_unit(unit_of(call, gi, hs), 0, kv, sc);
     }
   };
 
-  if (kv_access == KvAccess::pairs_per_head) {
-    const std::vector<int64_t>& batch_groups = first_group_of_each_batch(plan, p.batch, buffers.batch_groups);
-    const int64_t dim_pairs = (p.head_dim + 1) / 2;
-    const int64_t k_words = p.kv_seq_len * dim_pairs;
-    const int64_t v_words = (p.kv_seq_len + 1) / 2 * plan.dim_pad;
-    const int64_t n_blocks = ceil_div(p.kv_seq_len, plan.block_k);
-    if (buffers.head_pairs.size() < static_cast<size_t>(plan.threads)) buffers.head_pairs.resize(static_cast<size_t>(plan.threads));
-    for (int t = 0; t < plan.threads; ++t) {
-      buffers.head_pairs[static_cast<size_t>(t)].resize(static_cast<size_t>(k_words + v_words + ceil_div(n_blocks, 4)));
+  if (kv_access == KvAccess::pairs_per_head || kv_access == KvAccess::pairs_up_front) {
+    const PairsLayout layout = pairs_layout(p, plan);
+    // Grid block kb of one head's pairs, and its V-finite flag; keys is block_k rows of scratch.
+    auto pack_block = [&](HeadKV& kv, int64_t b, int64_t kb, int64_t* keys) {
+      const int64_t j0 = kb * plan.block_k;
+      const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv.packed_keys - j0));
+      for (int i = 0; i < n; ++i) keys[i] = key_row(p, b, j0 + i);
+      const_cast<uint8_t*>(kv.block_v_finite)[kb] = kernels.pack_kv_pairs(
+          p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, keys, n, static_cast<int>(p.head_dim), plan.dim_pad,
+          const_cast<uint32_t*>(kv.k_pairs) + j0 * layout.dim_pairs, const_cast<uint32_t*>(kv.v_pairs) + j0 / 2 * plan.dim_pad);
+    };
+    if (kv_access == KvAccess::pairs_up_front) {
+      buffers.all_pairs.resize(static_cast<size_t>(p.batch * p.kv_heads * layout.head_words));
+      uint32_t* const all = buffers.all_pairs.data();
+      auto head_pairs = [&](int64_t b, int64_t kh) {
+        return pairs_view(p, b, kh, layout, all + (b * p.kv_heads + kh) * layout.head_words);
+      };
+      // One key block of one batch item per task, every kv head of it in turn: the heads' rows of
+      // a block share their pages, so each page of K and V is visited once.
+      auto pack_task = [&](int64_t item, int slot) {
+        const int64_t b = item / layout.n_blocks;
+        const int64_t kb = item % layout.n_blocks;
+        if (kb * plan.block_k >= kv_length_of(p, b)) return;
+        for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
+          HeadKV kv = head_pairs(b, kh);
+          pack_block(kv, b, kb, scratch[slot].keys);
+        }
+      };
+      parallel_for(p.batch * layout.n_blocks, plan.threads, TaskRef(pack_task));
+      // Tile by tile, every head slot of a tile in turn (its query and output rows share pages).
+      auto unit_task = [&](int64_t item, int slot) {
+        const Unit u = unit_of(call, item / call.head_slots, item % call.head_slots);
+        run_unit(u, 0, head_pairs(u.g.batch, u.h0 / call.group_size), scratch[slot]);
+      };
+      parallel_for(pairs, plan.threads, TaskRef(unit_task));
+      return;
     }
+    const std::vector<int64_t>& batch_groups = first_group_of_each_batch(plan, p.batch, buffers.batch_groups);
+    if (buffers.head_pairs.size() < static_cast<size_t>(plan.threads)) buffers.head_pairs.resize(static_cast<size_t>(plan.threads));
+    for (int t = 0; t < plan.threads; ++t) buffers.head_pairs[static_cast<size_t>(t)].resize(static_cast<size_t>(layout.head_words));
     auto head_task = [&](int64_t item, int slot) {
       const int64_t b = item / p.kv_heads;
       const int64_t kh = item % p.kv_heads;
-      uint32_t* words = buffers.head_pairs[static_cast<size_t>(slot)].data();
-      HeadKV kv = head_kv_in_place(p, b, kh);
-      kv.k_pairs = words;
-      kv.v_pairs = words + k_words;
-      uint8_t* finite = reinterpret_cast<uint8_t*>(words + k_words + v_words);
-      kv.block_v_finite = finite;
+      HeadKV kv = pairs_view(p, b, kh, layout, buffers.head_pairs[static_cast<size_t>(slot)].data());
       Scratch& sc = scratch[slot];
-      const int64_t kv_length = kv_length_of(p, b);
       // Whole blocks on the grid from key 0, each with its V-finite flag.
       int64_t packed_blocks = 0;
       walk_head(batch_groups, b, kh, kv, sc, [&](int64_t keys_needed) {
-        const int64_t need = std::min(keys_needed, kv_length);
-        for (; packed_blocks * plan.block_k < need; ++packed_blocks) {
-          const int64_t j0 = packed_blocks * plan.block_k;
-          const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv_length - j0));
-          for (int i = 0; i < n; ++i) sc.keys[i] = key_row(p, b, j0 + i);
-          finite[packed_blocks] = kernels.pack_kv_pairs(p.dtype, kv.k, kv.k_row_stride, kv.v, kv.v_row_stride, sc.keys, n,
-                                                        static_cast<int>(p.head_dim), plan.dim_pad,
-                                                        const_cast<uint32_t*>(kv.k_pairs) + j0 * dim_pairs,
-                                                        const_cast<uint32_t*>(kv.v_pairs) + j0 / 2 * plan.dim_pad);
-        }
+        const int64_t need = std::min(keys_needed, kv.packed_keys);
+        for (; packed_blocks * plan.block_k < need; ++packed_blocks) pack_block(kv, b, packed_blocks, sc.keys);
       });
     };
     parallel_for(p.batch * p.kv_heads, plan.threads, TaskRef(head_task));

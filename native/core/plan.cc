@@ -27,6 +27,7 @@ int64_t lower_bound_index(const int32_t* indices, int64_t begin, int64_t end, in
 void finish_group(const AttentionProblem& p, const Plan& plan, RowGroup& g) {
   const RowMask mask = row_mask(p, plan, g.batch, g.global_rows);
   g.range = window_key_range(mask, g.p_first, g.p_last);
+  if (plan.even_ranges && g.range.begin < g.range.end && g.range.begin % 2 != 0) --g.range.begin;
   g.n_range_blocks = ceil_div(g.range.end - g.range.begin, plan.block_k);
   g.gathered_begin[0] = g.gathered_end[0] = g.gathered_begin[1] = g.gathered_end[1] = 0;
   int64_t gathered = 0;
@@ -108,6 +109,10 @@ void make_plan(const AttentionProblem& p, const cpu::CpuKernels& kernels, int po
     while (plan.block_q > 64 && plan.block_q * 16 > window) plan.block_q /= 2;
   }
   plan.has_globals = p.global_offsets != nullptr && p.global_offsets[p.batch] > 0;
+  // An even block_k also keeps the extra key inside a block with a visible one: a block of the
+  // extra key alone would be invisible by the window and skipped, with a global key in it.
+  plan.even_ranges = p.precision == Precision::bfloat16 && kernels.attend_block_bf16 != nullptr &&
+                     plan.window_left >= 0 && plan.block_k % 2 == 0;
 
   for (int64_t b = 0; b < p.batch; ++b) {
     // Padding rows (at and past q_length) get no group: the driver writes them as zeros.

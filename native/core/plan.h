@@ -46,6 +46,9 @@ struct Plan {
   int64_t window_left = -1;     // normalised: a bound reaching past every key is -1
   int64_t window_right = -1;
   bool has_globals = false;
+  // bfloat16 products under a window: each tile's key range starts on an even key (one masked key
+  // more at most), so that its blocks read the head's V pairs, which pair keys 2i and 2i + 1.
+  bool even_ranges = false;
   std::vector<RowGroup> groups;
   int max_rows = 0;
   // Query heads of one GQA group run as one unit, their rows stacked (head-major), when the row

@@ -45,16 +45,19 @@ bool cpu_can_run(Isa isa, const CpuFeatures& f) {
 }
 
 const std::vector<Isa>& detected() {
-  // Magic static: detected once, thread-safe, and never throws after the first call.
-  static const std::vector<Isa> isas = [] {
+  // Magic static: detected once, thread-safe, and never throws after the first call. Never
+  // destroyed: process.exit() runs static destructors while the addon's async dispatchers may still
+  // be choosing kernels for queued calls, and a destroyed vector here was a heap-use-after-free
+  // under ASan (test/reliability/workers.test.ts, exit with calls in flight).
+  static const std::vector<Isa>* isas = [] {
     const CpuFeatures f = detect_cpu_features();
-    std::vector<Isa> out;
+    auto* out = new std::vector<Isa>();
     for (const Entry& e : kTable) {
-      if (e.kernels != nullptr && cpu_can_run(e.isa, f)) out.push_back(e.isa);
+      if (e.kernels != nullptr && cpu_can_run(e.isa, f)) out->push_back(e.isa);
     }
     return out;
   }();
-  return isas;
+  return *isas;
 }
 
 // The table of `isa` as this CPU may run it: the bfloat16 products cleared where the CPU lacks

@@ -36,6 +36,13 @@ struct Call {
   int64_t group_size;         // heads / kv_heads
   int64_t head_slots;         // heads / heads_per_unit
   bool bf16;                  // row groups take the bfloat16 products (precision bfloat16, and the CPU has them)
+  // The heads' bfloat16 pairs are packed (pairs_per_head, pairs_up_front): groups of few rows (a
+  // window's global query rows, which read every key) then run as row groups on them too, where
+  // the decode layout would read every K and V row again in place.
+  bool few_rows_on_pairs;
+
+  // Whether a unit's rows take the decode layout (q_rows, s[row][key]) rather than qt.
+  bool row_major(int rows) const { return rows <= kernels.few_rows && !(bf16 && few_rows_on_pairs); }
 
   const uint8_t* globals_of(int64_t b) const {
     return plan.has_globals ? global_map + b * p.kv_seq_len : nullptr;
@@ -103,7 +110,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
   const RowMask mask = row_mask(p, c.plan, g.batch, g.global_rows);
   const int rows_pad = u.rows_pad;
   const int dim_pad = c.plan.dim_pad;
-  const bool few = u.rows <= c.kernels.few_rows;
+  const bool few = c.row_major(u.rows);
   prefetch_unit_rows(c, u);
   // Padding lanes and padding dims stay 0: their scores are 0, finite, and never written out.
   // Only the padding is cleared (clearing whole tiles was 7% of a short call, most of a tiny one).
@@ -198,7 +205,8 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.dim_pad = plan.dim_pad;
   a.qt = sc.qt;
   a.q_rows = sc.q_rows;
-  const bool few_rows = u.rows <= c.kernels.few_rows;
+  const bool few_rows = c.row_major(u.rows);
+  a.row_major = few_rows;
   // Half-precision K and V: row groups get them widened one block at a time into the scratch
   // (below): O(keys x head_dim) per block against O(rows x keys x head_dim) of products, and the
   // kernel then reads unit-stride float32 rows whatever the caller's layout. Decode (few rows)
@@ -219,7 +227,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.key_rows = widen ? sc.block_rows : source_rows;
   // bfloat16 products: each block's K and V rounded into pairs (any dtype, any layout), on the
   // float32 path instead when its V holds an inf or NaN (whose masked weights must not meet it).
-  const bool bf16 = c.bf16 && u.rows > c.kernels.few_rows;
+  const bool bf16 = c.bf16 && !few_rows;
   a.qt_pairs = sc.qt_pairs;
   a.k_pairs = sc.k_pairs;
   a.v_pairs = sc.v_pairs;
@@ -653,7 +661,8 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
   for (int t = 0; t < plan.threads; ++t) buffers.scratch[static_cast<size_t>(t)].reserve(shape);
   Scratch* scratch = buffers.scratch.data();
   const Call call{p, kernels, plan, plan.has_globals ? buffers.global_map.data() : nullptr, p.heads / p.kv_heads,
-                  p.heads / plan.heads_per_unit, bf16};
+                  p.heads / plan.heads_per_unit, bf16,
+                  kv_access == KvAccess::pairs_per_head || kv_access == KvAccess::pairs_up_front};
   const int64_t n_groups = static_cast<int64_t>(plan.groups.size());
   const int64_t pairs = n_groups * call.head_slots;
 

@@ -765,7 +765,7 @@ void attend_few_rows(const BlockArgs& a) {
 }
 
 void attend_block(const BlockArgs& a) {
-  if (a.rows <= simd::kFewRows) {
+  if (a.row_major && a.rows <= simd::kFewRows) {
     switch (a.kv_dtype) {
       case DType::float16: attend_few_rows<DType::float16>(a); return;
       case DType::bfloat16: attend_few_rows<DType::bfloat16>(a); return;

@@ -18,10 +18,10 @@ namespace cpu {
 // acc += P V, with K and V read where the driver points: the caller's rows in place, a per-head
 // packed copy, or (half precision) a block widened to float32; the bfloat16 products read their
 // own packed pairs (attend_block_bf16).
-// Groups of more than few_rows rows keep scores transposed, s[key][row], with vectors along rows:
-// the softmax then runs down the key axis with plain vector max/add. Groups of at most few_rows
-// rows (decode) keep s[row][key], compute scores as dot products along head_dim and vectorise the
-// softmax along keys instead, so that a single row does not waste all but one lane.
+// Row groups keep scores transposed, s[key][row], with vectors along rows: the softmax then runs
+// down the key axis with plain vector max/add. Groups of at most few_rows rows (decode; row_major)
+// keep s[row][key], compute scores as dot products along head_dim and vectorise the softmax along
+// keys instead, so that a single row does not waste all but one lane.
 struct BlockArgs {
   int rows;      // query rows in the group
   int rows_pad;  // rows rounded up to vector_width: row stride of qt and s, length of the row state
@@ -29,6 +29,10 @@ struct BlockArgs {
   int dim_pad;   // head_dim rounded up to vector_width: row stride of acc
   int n_keys;    // keys in this block, >= 1
   bool full;     // every (row, key) pair is visible: the kernel applies no mask at all
+  // The decode layout (q_rows, s[row][key]; rows <= few_rows), else the row-group one (qt,
+  // s[key][row]). The driver decides: few rows usually take the former, but when the heads'
+  // bfloat16 pairs are packed they run as a row group on them (driver.cc, Call::row_major).
+  bool row_major;
 
   const float* qt;           // [head_dim][rows_pad]: Q transposed, times scale, zero padded lanes
   const float* q_rows;       // [rows][dim_pad]: the same rows row-major, zero padded

@@ -249,6 +249,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
   a.row_slope = p.alibi_slopes != nullptr ? sc.row_slope : nullptr;
   a.row_position = sc.row_position;
   a.alibi_rows = sc.alibi_rows;
+  a.mask_bounds = sc.mask_bounds;
   a.alibi_keys = sc.alibi_keys;
 
   for (int64_t block = block_begin; block < block_end; ++block) {

@@ -28,7 +28,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   const size_t float_counts[] = {dp * rp, bq * dp, static_cast<size_t>(shape.score_floats), bq * dp, rp, rp, rp, rp,
                                  wk * dp, wk * dp, shape.widened ? dp : 0,
                                  shape.bf16 ? dp / 2 * rp : 0, shape.bf16 ? bk * (dp / 2) : 0, key_pairs * dp,
-                                 key_pairs * rp, rp, rp, bk + 16};
+                                 key_pairs * rp, rp, rp, bk + 16, 3 * rp};
   const size_t int_counts[] = {bk, bq, bq, bq, bq, wk, bq, bk, bk};
   size_t total = kAlign;  // room to align the start
   for (size_t n : float_counts) total += aligned_bytes(n, sizeof(float));
@@ -77,6 +77,7 @@ void Scratch::reserve(const ScratchShape& shape) {
   row_slope = take_floats(rp);
   alibi_rows = take_floats(rp);
   alibi_keys = take_floats(float_counts[17]);
+  mask_bounds = take_floats(float_counts[18]);
   block_rows = shape.widened ? take_ints(wk) : nullptr;
   row_position = take_ints(bq);
   pool_rows = take_ints(bk);

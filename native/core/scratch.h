@@ -56,6 +56,8 @@ class Scratch {
   int64_t* row_position = nullptr; // [block_q]
   float* alibi_rows = nullptr;     // [rows_pad]
   float* alibi_keys = nullptr;     // [block_k + 16]
+  // Partial blocks of row groups: the kernel's per-row bounds of the visible key indices.
+  float* mask_bounds = nullptr;    // [3][rows_pad]
   // Paged K and V: the pool row of each key of a block (problem.h, block_table).
   int64_t* pool_rows = nullptr;    // [block_k]
   int64_t* ahead_rows = nullptr;   // [block_k]: the next block's K rows, for decode's prefetch

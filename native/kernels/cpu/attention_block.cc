@@ -5,20 +5,19 @@
 // Row groups (the usual case) keep scores transposed, s[key][row], vectors along query rows:
 //   compute_scores  s = K Q^T: a key element broadcast times a vector of Q^T (pre-scaled); K is
 //                   read in place, so a block needs no packing and gathered keys cost nothing extra.
-//                   Fully visible blocks also fold the block max per row into the score tiles;
-//                   after a unit's first block they first try the fused softmax: the tiles store
+//                   The tiles mask partial blocks in registers (mask_score_tile: -inf where the
+//                   visibility rule says no) and fold the block max per row; after a unit's
+//                   first block they first try the fused softmax: the tiles store
 //                   exp(s - running max) directly and online_softmax is skipped (try_fused_block)
-//   apply_mask      partial blocks only: -inf where the visibility rule says no
-//   online_softmax  per vector of rows: block max (a vertical max over keys, after the mask, for
-//                   partial blocks; from the score tiles for full ones), new running max,
+//   online_softmax  per vector of rows: the block max from the score tiles, new running max,
 //                   alpha = exp(old - new), s = exp(s - max), sum = sum * alpha + vertical sum
 //   accumulate      acc = acc * alpha + P V: a probability broadcast times a V row read in place;
 //                   partial blocks take per row tile only the keys it may weigh (weighed_keys), or
 //                   when V holds an inf or NaN only each row's visible keys, so a masked weight 0
 //                   never meets them (accumulate_partial); decode prefetches the next block's K
 // Groups of at most kFewRows rows (decode) use s[row][key] instead: scores are dot products along
-// head_dim (few_rows_scores), and the softmax is vectorised along keys (few_rows_softmax); the
-// mask and accumulate steps are shared, reading s through its two strides.
+// head_dim (few_rows_scores), a pass masks them (apply_mask), and the softmax is vectorised along
+// keys (few_rows_softmax); the accumulate step is shared, reading s through its two strides.
 // Each helper is small and register-blocked on its own (kScore*/kAcc* of the vocabulary), ready
 // for a tuning pass to re-block or fuse.
 #include <algorithm>
@@ -39,13 +38,12 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLowest = std::numeric_limits<float>::lowest();
 constexpr float kHighest = std::numeric_limits<float>::max();
 
-// What a score tile does besides computing its scores:
-//   store  store them (partial blocks: the mask and the max come after)
+// What a score tile does besides computing (and, in a partial block, masking) its scores:
 //   max    store them and fold the block max per row into a.alpha (kept there until the softmax
-//          turns it into the rescale factor): fully visible blocks need no separate max pass
+//          turns it into the rescale factor): no separate max pass
 //   fused  fold the block max, but store the weights p = exp(s - running max) and add them into
 //          a.block_sum: the softmax needs no pass over s at all (see try_fused_block)
-enum class Epilogue { store, max, fused };
+enum class Epilogue { max, fused };
 
 // One K or V row as the kernels read it, in the element type D of the block's rows: float32 (the
 // caller's, packed, or widened by the driver), or on the few-rows path float16/bfloat16 read in
@@ -145,12 +143,96 @@ inline void transform_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK
   }
 }
 
+// s(key c, row r) lives at s[c * key_stride + r * row_stride] in either layout.
+struct ScoreLayout {
+  int key_stride;
+  int row_stride;
+};
+
+// First index in [lo, hi) of the ascending keys whose value is >= j (hi if none).
+inline int first_key_at_least(const int64_t* keys, int lo, int hi, int64_t j) {
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (keys[mid] < j) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Keys are ascending, so the keys inside row r's window are one index interval [in_begin, in_end).
+struct KeyInterval {
+  int begin;
+  int end;
+};
+
+// The index of the first key >= j: arithmetic when the block's keys are consecutive (every block
+// cut from a range), a binary search otherwise (gathered global keys).
+inline int key_index_at_least(const BlockArgs& a, int lo, int64_t j) {
+  if (a.keys[a.n_keys - 1] - a.keys[0] == a.n_keys - 1) {
+    const int64_t index = j - a.keys[0];
+    return index <= lo ? lo : index >= a.n_keys ? a.n_keys : static_cast<int>(index);
+  }
+  return first_key_at_least(a.keys, lo, a.n_keys, j);
+}
+
+inline KeyInterval window_keys(const BlockArgs& a, int r) {
+  const int in_begin = key_index_at_least(a, 0, a.win_begin[r]);
+  return {in_begin, key_index_at_least(a, in_begin, a.win_end[r])};
+}
+
+// Partial blocks of row groups are masked in the score tiles' registers, before the epilogue takes
+// the block max (so a masked score can never set the shift) or the weights. The rule becomes
+// bounds on key indices (keys are ascending) once per block, as float32 vectors along rows
+// (exact: indices are below block_k): row r sees key c iff lo[r] <= c < hi[r] (its window
+// interval), or, for a global key, c < allowed[r] (its kv-length/causal bound). Padding rows
+// see every key, as they did unmasked: their scores are 0 and never written out.
+void prepare_mask(const BlockArgs& a) {
+  float* lo = a.mask_bounds;
+  float* hi = lo + a.rows_pad;
+  float* allowed = hi + a.rows_pad;
+  for (int r = 0; r < a.rows; ++r) {
+    const KeyInterval in = window_keys(a, r);
+    lo[r] = static_cast<float>(in.begin);
+    hi[r] = static_cast<float>(in.end);
+    if (a.key_is_global != nullptr) {
+      allowed[r] = static_cast<float>(key_index_at_least(a, 0, a.allowed_end[r]));
+    }
+  }
+  for (int r = a.rows; r < a.rows_pad; ++r) {
+    lo[r] = 0.0f;
+    hi[r] = static_cast<float>(a.n_keys);
+    allowed[r] = static_cast<float>(a.n_keys);
+  }
+}
+
+template <int RK, int NV>
+inline void mask_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
+  const V neg_inf = simd::broadcast(kNegInf);
+  const float* lo = a.mask_bounds + v0 * kWidth;
+  const float* hi = lo + a.rows_pad;
+  const float* allowed = hi + a.rows_pad;
+  GLA_UNROLL
+  for (int i = 0; i < RK; ++i) {
+    const V c = simd::broadcast(static_cast<float>(c0 + i));
+    const bool global = a.key_is_global != nullptr && a.key_is_global[a.keys[c0 + i]] != 0;
+    GLA_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      if (global) {
+        acc[i][v] = simd::select_less(c, simd::load(allowed + v * kWidth), acc[i][v], neg_inf);
+      } else {
+        acc[i][v] = simd::select_less(c, simd::load(lo + v * kWidth), neg_inf, acc[i][v]);
+        acc[i][v] = simd::select_less(c, simd::load(hi + v * kWidth), acc[i][v], neg_inf);
+      }
+    }
+  }
+}
+
 // The end of a score tile, whatever computed its products (float32 FMAs here, bfloat16 dot products
 // in bf16_products.h): the epilogue E applied to RK keys x NV vectors of rows.
 template <int RK, int NV, Epilogue E>
 inline void finish_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
   if (transforms_scores(a)) transform_score_tile<RK, NV>(a, c0, v0, acc);
-  if constexpr (E != Epilogue::store) {
+  if (!a.full) mask_score_tile<RK, NV>(a, c0, v0, acc);
+  {
     float* m = a.alpha + v0 * kWidth;
     GLA_UNROLL
     for (int v = 0; v < NV; ++v) {
@@ -219,41 +301,13 @@ inline void score_keys(const BlockArgs& a, int c0) {
 
 template <Epilogue E>
 void compute_scores(const BlockArgs& a) {
-  if constexpr (E != Epilogue::store) {
-    for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
-  }
+  for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
   if constexpr (E == Epilogue::fused) {
     for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.block_sum + r0, simd::zero());
   }
   int c0 = 0;
   for (; c0 + simd::kScoreKeys <= a.n_keys; c0 += simd::kScoreKeys) score_keys<simd::kScoreKeys, E>(a, c0);
   for (; c0 < a.n_keys; ++c0) score_keys<1, E>(a, c0);
-}
-
-// s(key c, row r) lives at s[c * key_stride + r * row_stride] in either layout.
-struct ScoreLayout {
-  int key_stride;
-  int row_stride;
-};
-
-// First index in [lo, hi) of the ascending keys whose value is >= j (hi if none).
-inline int first_key_at_least(const int64_t* keys, int lo, int hi, int64_t j) {
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (keys[mid] < j) lo = mid + 1; else hi = mid;
-  }
-  return lo;
-}
-
-// Keys are ascending, so the keys inside row r's window are one index interval [in_begin, in_end).
-struct KeyInterval {
-  int begin;
-  int end;
-};
-
-inline KeyInterval window_keys(const BlockArgs& a, int r) {
-  const int in_begin = first_key_at_least(a.keys, 0, a.n_keys, a.win_begin[r]);
-  return {in_begin, std::max(in_begin, first_key_at_least(a.keys, in_begin, a.n_keys, a.win_end[r]))};
 }
 
 // Only the keys outside the window interval are touched, with no per-element test unless the
@@ -306,18 +360,10 @@ void transform_few_rows_scores(const BlockArgs& a, int ld) {
   }
 }
 
-// HaveMax: a.alpha already holds the block max (fully visible blocks, from compute_scores<Epilogue::max>).
-// A partial block takes its max after the mask, so that a masked score can never set the shift.
-template <bool HaveMax>
+// a.alpha holds the block max per row (from the score tiles, compute_scores<Epilogue::max>).
 void online_softmax(const BlockArgs& a) {
   for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) {
-    V block_max;
-    if constexpr (HaveMax) {
-      block_max = simd::load(a.alpha + r0);
-    } else {
-      block_max = simd::broadcast(kNegInf);
-      for (int c = 0; c < a.n_keys; ++c) block_max = simd::max(block_max, simd::load(a.s + c * a.rows_pad + r0));
-    }
+    const V block_max = simd::load(a.alpha + r0);
     const V old_max = simd::load(a.row_max + r0);
     const V new_max = simd::max(old_max, block_max);
     // Rows that have seen nothing yet keep max -inf; subtracting 0 instead keeps exp(-inf - -inf)
@@ -725,15 +771,12 @@ template <bool Bf16>
 void attend_rows(const BlockArgs& a) {
   const ScoreLayout layout{a.rows_pad, 1};
   if (transforms_scores(a)) prepare_score_transform(a);
-  if (a.full) {
-    if (!try_fused_block<Bf16>(a)) {
-      compute_scores_with<Epilogue::max, Bf16>(a);
-      online_softmax<true>(a);
-    }
-  } else {
-    compute_scores_with<Epilogue::store, Bf16>(a);
-    apply_mask(a, layout);
-    online_softmax<false>(a);
+  // Partial blocks are masked in the score tiles' registers (mask_score_tile), so they take the
+  // block max there and may try the fused softmax as full ones do.
+  if (!a.full) prepare_mask(a);
+  if (!try_fused_block<Bf16>(a)) {
+    compute_scores_with<Epilogue::max, Bf16>(a);
+    online_softmax(a);
   }
 #if defined(GLA_KERNEL_BF16_DOT)
   if constexpr (Bf16) {

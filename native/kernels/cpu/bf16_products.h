@@ -56,9 +56,7 @@ GLA_BF16 inline void score_keys_bf16(const BlockArgs& a, int c0) {
 // target attribute, and compute_scores must not (it runs on AVX-512 CPUs without AVX512_BF16).
 template <Epilogue E>
 GLA_BF16 void compute_scores_bf16(const BlockArgs& a) {
-  if constexpr (E != Epilogue::store) {
-    for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
-  }
+  for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.alpha + r0, simd::broadcast(kNegInf));
   if constexpr (E == Epilogue::fused) {
     for (int r0 = 0; r0 < a.rows_pad; r0 += kWidth) simd::store(a.block_sum + r0, simd::zero());
   }

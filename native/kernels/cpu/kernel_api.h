@@ -59,6 +59,7 @@ struct BlockArgs {
   const int64_t* win_end;
   const int64_t* allowed_end;
   const uint8_t* key_is_global;  // indexed by absolute key; nullptr when the batch has no globals
+  float* mask_bounds;  // scratch [3][rows_pad]: the rule as key-index bounds per row (row groups)
 
   float* s;       // scratch: scores, then probabilities; [n_keys][rows_pad], or for few rows
                   // [rows][round_up(n_keys, vector_width)]

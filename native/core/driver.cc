@@ -84,7 +84,7 @@ inline void prefetch_lines(const void* p, int64_t bytes) {
 // are heads x head_dim elements apart (1 KiB at h8 d64 bfloat16), a new line each and a new page
 // every few rows, which the hardware prefetcher does not follow: loading Q row by row waited for
 // one miss after another (34 ns per row against 16 with this, in a stand-alone loop over a 16 MiB
-// bshd Q; bench/NOTES.md section 15). The output rows are written when the unit ends.
+// bshd Q; bench/NOTES.md section 13). The output rows are written when the unit ends.
 void prefetch_unit_rows(const Call& c, const Unit& u) {
   const AttentionProblem& p = c.p;
   const RowGroup& g = u.g;
@@ -468,13 +468,13 @@ enum class KvAccess {
   // per head instead of once per unit and block; windowed tiles read them too (their ranges start
   // on even keys, Plan::even_ranges). A strided layout (bshd) is then read once, in order;
   // per-unit packing read it once per query tile, 10-30% of a call at head_dim 128, and once per
-  // covering window under windows (bench/NOTES.md sections 11 and 15).
+  // covering window under windows (bench/NOTES.md sections 11 and 13).
   pairs_per_head,
   // bfloat16 products under a window on a layout whose head rows are not adjacent (bshd): one
   // parallel pass packs every head's pairs first, each key block's rows for all heads in turn,
   // then the units run tile by tile. A head at a time visits every page of K, V, Q and out once
   // per head (in bshd a head's row is a new page every few rows); a window's tiles compute too
-  // little for those misses to hide (15-20% of local-global s16384, bench/NOTES.md section 15).
+  // little for those misses to hide (15-20% of local-global s16384, bench/NOTES.md section 13).
   pairs_up_front,
 };
 

@@ -42,7 +42,7 @@ struct Call {
   bool few_rows_on_pairs;
 
   // Whether a unit's rows take the decode layout (q_rows, s[row][key]) rather than qt.
-  bool row_major(int rows) const { return rows <= kernels.few_rows && !(bf16 && few_rows_on_pairs); }
+  bool row_major(int rows) const { return rows <= kernels.few_rows && !few_rows_on_pairs; }
 
   const uint8_t* globals_of(int64_t b) const {
     return plan.has_globals ? global_map + b * p.kv_seq_len : nullptr;
@@ -73,6 +73,14 @@ const void* element_at(const void* base, DType dtype, int64_t offset) {
   return static_cast<const unsigned char*>(base) + offset * dtype_bytes(dtype);
 }
 
+// Where query i of head h of batch item b starts in q, and its output row in out (elements).
+int64_t q_row_offset(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
+  return b * p.q_strides.batch + h * p.q_strides.head + query_row(p, b, i) * p.q_strides.seq;
+}
+int64_t out_row_offset(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
+  return b * p.out_strides.batch + h * p.out_strides.head + query_row(p, b, i) * p.out_strides.seq;
+}
+
 // Asks for the cache lines of [p, p + bytes) without waiting for them (Write: for writing).
 template <bool Write>
 inline void prefetch_lines(const void* p, int64_t bytes) {
@@ -84,19 +92,19 @@ inline void prefetch_lines(const void* p, int64_t bytes) {
 // are heads x head_dim elements apart (1 KiB at h8 d64 bfloat16), a new line each and a new page
 // every few rows, which the hardware prefetcher does not follow: loading Q row by row waited for
 // one miss after another (34 ns per row against 16 with this, in a stand-alone loop over a 16 MiB
-// bshd Q; bench/NOTES.md section 13). The output rows are written when the unit ends.
+// bshd Q; bench/NOTES.md section 13). The output rows are written when the unit ends. Adjacent
+// rows (bhsd) the hardware prefetcher follows by itself.
 void prefetch_unit_rows(const Call& c, const Unit& u) {
   const AttentionProblem& p = c.p;
+  if (p.q_strides.seq == p.head_dim && p.out_strides.seq == p.head_dim) return;
   const RowGroup& g = u.g;
   const int64_t q_bytes = p.head_dim * dtype_bytes(p.dtype);
   const int64_t out_bytes = p.head_dim * dtype_bytes(p.out_dtype);
   for (int r = 0; r < u.rows; ++r) {
     const int64_t h = u.h0 + r / g.n_rows;
     const int64_t i = group_row(p, c.plan, g, r % g.n_rows);
-    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + query_row(p, g.batch, i) * p.q_strides.seq;
-    const int64_t out_offset = g.batch * p.out_strides.batch + h * p.out_strides.head + query_row(p, g.batch, i) * p.out_strides.seq;
-    prefetch_lines<false>(element_at(p.q, p.dtype, q_offset), q_bytes);
-    prefetch_lines<true>(element_at(p.out, p.out_dtype, out_offset), out_bytes);
+    prefetch_lines<false>(element_at(p.q, p.dtype, q_row_offset(p, g.batch, h, i)), q_bytes);
+    prefetch_lines<true>(element_at(p.out, p.out_dtype, out_row_offset(p, g.batch, h, i)), out_bytes);
   }
 }
 
@@ -130,7 +138,7 @@ void load_rows(const Call& c, const Unit& u, Scratch& sc) {
       sc.row_slope[r] = p.alibi_slopes[h];
       sc.row_position[r] = position;
     }
-    const int64_t q_offset = g.batch * p.q_strides.batch + h * p.q_strides.head + query_row(p, g.batch, i) * p.q_strides.seq;
+    const int64_t q_offset = q_row_offset(p, g.batch, h, i);
     float* row = few ? sc.q_rows + static_cast<int64_t>(r) * dim_pad : sc.row_buffer;
     if (p.dtype == DType::float32) {
       const float* q = static_cast<const float*>(p.q) + q_offset;
@@ -327,7 +335,7 @@ void run_blocks(const Call& c, const Unit& u, const HeadKV& kv, int64_t block_be
 void write_row(const Call& c, int64_t b, int64_t h, int64_t i, float max, float sum, const float* acc,
                float* row_buffer) {
   const AttentionProblem& p = c.p;
-  const int64_t offset = b * p.out_strides.batch + h * p.out_strides.head + query_row(p, b, i) * p.out_strides.seq;
+  const int64_t offset = out_row_offset(p, b, h, i);
   const bool narrow = p.out_dtype != DType::float32;
   float* out = narrow ? row_buffer : static_cast<float*>(p.out) + offset;
   float lse = kNegInf;
@@ -707,7 +715,7 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
   if (kv_access == KvAccess::pairs_per_head || kv_access == KvAccess::pairs_up_front) {
     const PairsLayout layout = pairs_layout(p, plan);
     // Grid block kb of one head's pairs, and its V-finite flag; keys is block_k rows of scratch.
-    auto pack_block = [&](HeadKV& kv, int64_t b, int64_t kb, int64_t* keys) {
+    auto pack_block = [&](const HeadKV& kv, int64_t b, int64_t kb, int64_t* keys) {
       const int64_t j0 = kb * plan.block_k;
       const int n = static_cast<int>(std::min<int64_t>(plan.block_k, kv.packed_keys - j0));
       for (int i = 0; i < n; ++i) keys[i] = key_row(p, b, j0 + i);
@@ -727,10 +735,7 @@ void run_plan(const AttentionProblem& original, const cpu::CpuKernels& kernels, 
         const int64_t b = item / layout.n_blocks;
         const int64_t kb = item % layout.n_blocks;
         if (kb * plan.block_k >= kv_length_of(p, b)) return;
-        for (int64_t kh = 0; kh < p.kv_heads; ++kh) {
-          HeadKV kv = head_pairs(b, kh);
-          pack_block(kv, b, kb, scratch[slot].keys);
-        }
+        for (int64_t kh = 0; kh < p.kv_heads; ++kh) pack_block(head_pairs(b, kh), b, kb, scratch[slot].keys);
       };
       parallel_for(p.batch * layout.n_blocks, plan.threads, TaskRef(pack_task));
       // Tile by tile, every head slot of a tile in turn (its query and output rows share pages).

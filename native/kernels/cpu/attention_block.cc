@@ -232,15 +232,13 @@ template <int RK, int NV, Epilogue E>
 inline void finish_score_tile(const BlockArgs& a, int c0, int v0, V (&acc)[RK][NV]) {
   if (transforms_scores(a)) transform_score_tile<RK, NV>(a, c0, v0, acc);
   if (!a.full) mask_score_tile<RK, NV>(a, c0, v0, acc);
-  {
-    float* m = a.alpha + v0 * kWidth;
+  float* m = a.alpha + v0 * kWidth;
+  GLA_UNROLL
+  for (int v = 0; v < NV; ++v) {
+    V x = simd::load(m + v * kWidth);
     GLA_UNROLL
-    for (int v = 0; v < NV; ++v) {
-      V x = simd::load(m + v * kWidth);
-      GLA_UNROLL
-      for (int i = 0; i < RK; ++i) x = simd::max(x, acc[i][v]);
-      simd::store(m + v * kWidth, x);
-    }
+    for (int i = 0; i < RK; ++i) x = simd::max(x, acc[i][v]);
+    simd::store(m + v * kWidth, x);
   }
   if constexpr (E == Epilogue::fused) {
     GLA_UNROLL
@@ -677,7 +675,7 @@ void few_rows_softmax(const BlockArgs& a, int ld) {
 // reach e^5.55 ~ 256, which in fp32 changes only the rounding of the sums.
 constexpr float kFusedHeadroom = 5.55f;
 
-// Fully visible blocks after a unit's first: a score far above its row's running max is rare once
+// Blocks after a unit's first (partial ones are masked in the tiles): a score far above its row's running max is rare once
 // a block or two have been seen, so the block is first computed against the running max as it
 // stands. The score tiles then store p = exp(s - max) and sum it, and no softmax pass reads s
 // (bench/NOTES.md section 8: the pass is ~9% of a call at head_dim 64). If some row's block max

@@ -65,7 +65,7 @@ struct BlockArgs {
                   // [rows][round_up(n_keys, vector_width)]
   float* alpha;   // scratch [rows_pad]: rescale factor of this block
   float* block_sum;  // scratch [rows_pad]: this block's sum of weights (fused softmax attempts)
-  // In/out, one flag per unit (row group x heads): fully visible blocks may try the fused softmax
+  // In/out, one flag per unit (row group x heads): row-group blocks may try the fused softmax
   // (attention_block.cc, try_fused_block); the kernel clears it once a block of the unit needs the
   // exact path after all. nullptr: never try.
   bool* fused_softmax;
